@@ -1,0 +1,1 @@
+"""Forward publishers to subscribers, validating every message (XSUB/XPUB)."""

@@ -1,0 +1,115 @@
+"""The one encode/decode pair every program uses for the wire.
+
+A message is a ZeroMQ multipart: ``[topic, json]`` plus one binary frame per array field.
+The topic is the message ``kind`` so subscribers can filter by prefix without decoding. In the
+JSON, an array field holds a reference ``{"frame": N, "dtype": "uint8", "shape": [...]}`` to
+frame N. Decoding trusts nothing: sizes, frame counts, dtypes and shapes are checked before a
+byte is interpreted, and the result is validated by the pydantic model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import TypeAdapter, ValidationError
+
+from protocol.messages import ARRAY_FIELDS, MESSAGE_TYPES, PROTOCOL_VERSION, Envelope, Message
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""Largest multipart (all frames) a receiver accepts by default."""
+
+_ALLOWED_DTYPES = {"uint8", "float32"}
+_MESSAGE_ADAPTER: TypeAdapter[Envelope] = TypeAdapter(Message)
+
+
+class ProtocolError(ValueError):
+    """A frame sequence that is not a valid message; ``reason`` is a short stable tag."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def encode(message: Envelope) -> list[bytes]:
+    """Turn a message into the frames to send: ``[topic, json, *array_frames]``."""
+    payload = message.model_dump(mode="python", exclude=set(ARRAY_FIELDS[message.kind]))
+    frames: list[bytes] = []
+    for name in ARRAY_FIELDS[message.kind]:
+        array = np.ascontiguousarray(getattr(message, name))
+        payload[name] = {
+            "frame": 2 + len(frames),
+            "dtype": str(array.dtype),
+            "shape": list(array.shape),
+        }
+        frames.append(array.tobytes())
+    header = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    return [message.kind.encode(), header, *frames]
+
+
+def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Envelope:
+    """Validate and rebuild a message from received frames, or raise :class:`ProtocolError`."""
+    if len(frames) < 2:
+        raise ProtocolError("frames", f"expected [topic, json, ...], got {len(frames)} frame(s)")
+    size = sum(len(f) for f in frames)
+    if size > max_bytes:
+        raise ProtocolError("too_large", f"{size} bytes exceeds the limit of {max_bytes}")
+    topic = bytes(frames[0]).decode("utf-8", "replace")
+    if topic not in MESSAGE_TYPES:
+        raise ProtocolError("unknown_kind", f"unknown message kind {topic[:40]!r}")
+    try:
+        payload = json.loads(frames[1])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError("bad_json", str(exc)) from None
+    if not isinstance(payload, dict):
+        raise ProtocolError("bad_json", "the JSON frame must hold an object")
+    if payload.get("kind") != topic:
+        raise ProtocolError("kind_mismatch", f"topic {topic!r} but kind {payload.get('kind')!r}")
+    if payload.get("protocol") != PROTOCOL_VERSION:
+        raise ProtocolError(
+            "version",
+            f"protocol version {payload.get('protocol')!r} is not supported "
+            f"(this program speaks {PROTOCOL_VERSION})",
+        )
+    array_fields = ARRAY_FIELDS[topic]
+    if len(frames) != 2 + len(array_fields):
+        raise ProtocolError(
+            "frames", f"{topic} takes {2 + len(array_fields)} frames, got {len(frames)}"
+        )
+    for name in array_fields:
+        payload[name] = _array_from_reference(payload.get(name), frames, name)
+    try:
+        return _MESSAGE_ADAPTER.validate_python(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ProtocolError("invalid", f"{topic}.{where}: {first['msg']}") from None
+
+
+def _array_from_reference(ref: object, frames: Sequence[bytes], name: str) -> np.ndarray:
+    if not isinstance(ref, dict) or set(ref) != {"frame", "dtype", "shape"}:
+        raise ProtocolError("bad_array", f"{name} must be an array reference")
+    index, dtype, shape = ref["frame"], ref["dtype"], ref["shape"]
+    if not isinstance(index, int) or not 2 <= index < len(frames):
+        raise ProtocolError("bad_array", f"{name} points at missing frame {index!r}")
+    if dtype not in _ALLOWED_DTYPES:
+        raise ProtocolError("bad_array", f"{name} has unsupported dtype {dtype!r}")
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= 4
+        or not all(isinstance(d, int) and 0 <= d <= 1_000_000 for d in shape)
+    ):
+        raise ProtocolError("bad_array", f"{name} has an invalid shape {shape!r}")
+    expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    data = frames[index]
+    if len(data) != expected:
+        raise ProtocolError(
+            "bad_array", f"{name} frame holds {len(data)} bytes, shape needs {expected}"
+        )
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def message_json_schema() -> dict:
+    """The JSON Schema of every message, as a program in another language would need it."""
+    return _MESSAGE_ADAPTER.json_schema(mode="validation")

@@ -1,0 +1,134 @@
+"""Shared fixtures: free ports, real child processes that are always stopped, real data."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from protocol.endpoints import free_tcp_port
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def endpoint() -> Iterator:
+    """Factory for fresh loopback TCP endpoints nobody is using."""
+    yield lambda: f"tcp://127.0.0.1:{free_tcp_port()}"
+
+
+def shared_dataset(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not (path / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real data not found at {path} (the shared data folder is absent)")
+    return path
+
+
+class Programs:
+    """Starts ``mnist-live`` subcommands as real processes and guarantees they stop."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.started: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        name = f"{len(self.started)}-{args[0]}"
+        log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            [sys.executable, "-m", "protocol.cli", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=self.log_dir,
+            start_new_session=True,
+        )
+        process.log_file = log  # type: ignore[attr-defined]
+        self.started.append((name, process))
+        return process
+
+    def output(self, process: subprocess.Popen) -> str:
+        return Path(process.log_file.name).read_text()  # type: ignore[attr-defined]
+
+    def stop(
+        self, process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15
+    ) -> int:
+        if process.poll() is None:
+            process.send_signal(sig)
+        try:
+            return process.wait(timeout)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def stop_all(self) -> None:
+        for _, process in reversed(self.started):
+            if process.poll() is None:
+                self.stop(process)
+            with contextlib.suppress(ProcessLookupError):  # its own children, if any are left
+                os.killpg(process.pid, signal.SIGKILL)
+            process.log_file.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def programs(tmp_path: Path) -> Iterator[Programs]:
+    runner = Programs(tmp_path)
+    try:
+        yield runner
+    finally:
+        runner.stop_all()
+
+
+def wait_until(condition, timeout: float, interval: float = 0.1, message: str = "condition"):
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    """A real headless Chromium driven through chromedriver, or a skip saying what is missing."""
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("headless browser tests need Debian's chromium and chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path}/chrome",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -1,0 +1,131 @@
+"""The wire contract: every message round-trips, and every kind of bad input is refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from protocol import (
+    MESSAGE_TYPES,
+    Architecture,
+    DatasetInfo,
+    Evaluation,
+    Hyperparameters,
+    ProtocolError,
+    RunFinished,
+    RunStarted,
+    SamplePrediction,
+    TrainingMetrics,
+    decode,
+    encode,
+    message_json_schema,
+)
+
+
+def examples() -> list:
+    common = {"run_id": "run-1", "seq": 0}
+    image = np.arange(784, dtype=np.uint8).reshape(28, 28)
+    return [
+        RunStarted(
+            **common,
+            dataset=DatasetInfo(
+                name="mnist",
+                synthetic=False,
+                train_size=60000,
+                test_size=10000,
+                class_names=[str(i) for i in range(10)],
+            ),
+            architecture=Architecture(layer_sizes=[784, 1000, 10], activation="relu"),
+            hyperparameters=Hyperparameters(
+                optimizer="sgd", learning_rate=0.1, batch_size=16, epochs=5, seed=0
+            ),
+            total_steps=100,
+        ),
+        TrainingMetrics(
+            **common,
+            step=3,
+            epoch=0,
+            samples_seen=48,
+            loss=2.3,
+            batch_accuracy=0.125,
+            learning_rate=0.1,
+            samples_per_second=900.0,
+        ),
+        Evaluation(**common, step=3, epoch=0, accuracy=0.5, loss=1.2, examples=1000),
+        SamplePrediction(
+            **common, step=3, index=7, image=image, label=4, probabilities=[0.05] * 8 + [0.1, 0.5]
+        ),
+        RunFinished(**common, status="completed", step=100, epoch=5, test_accuracy=0.97),
+    ]
+
+
+@pytest.mark.parametrize("message", examples(), ids=lambda m: m.kind)
+def test_every_message_round_trips(message) -> None:
+    frames = encode(message)
+    assert frames[0] == message.kind.encode()
+    decoded = decode(frames)
+    assert type(decoded) is type(message)
+    assert encode(decoded) == frames
+
+
+def test_every_kind_has_an_example_and_a_schema() -> None:
+    assert {m.kind for m in examples()} == set(MESSAGE_TYPES)
+    schema = json.dumps(message_json_schema())
+    for kind in MESSAGE_TYPES:
+        assert f'"{kind}"' in schema
+
+
+def test_image_travels_as_a_binary_frame_not_json() -> None:
+    sample = examples()[3]
+    topic, header, pixels = encode(sample)
+    assert len(pixels) == 784
+    assert json.loads(header)["image"] == {"frame": 2, "dtype": "uint8", "shape": [28, 28]}
+    np.testing.assert_array_equal(decode([topic, header, pixels]).image, sample.image)
+
+
+def _tamper(message, **changes) -> list[bytes]:
+    topic, header, *rest = encode(message)
+    payload = json.loads(header)
+    payload.update(changes)
+    return [topic, json.dumps(payload).encode(), *rest]
+
+
+@pytest.mark.parametrize(
+    ("frames", "reason"),
+    [
+        ([b"metrics"], "frames"),
+        ([b"nonsense", b"{}"], "unknown_kind"),
+        ([b"metrics", b"{not json"], "bad_json"),
+        ([b"metrics", b"[1, 2]"], "bad_json"),
+        (_tamper(examples()[1], kind="evaluation"), "kind_mismatch"),
+        (_tamper(examples()[1], protocol=99), "version"),
+        (_tamper(examples()[1], loss="high"), "invalid"),
+        (_tamper(examples()[1], seq=-1), "invalid"),
+        (_tamper(examples()[1], surprise=1), "invalid"),
+        (encode(examples()[3])[:2], "frames"),
+        ([*encode(examples()[3]), b"extra"], "frames"),
+        ([*encode(examples()[3])[:2], b"short"], "bad_array"),
+        (
+            _tamper(examples()[3], image={"frame": 2, "dtype": "object", "shape": [28, 28]}),
+            "bad_array",
+        ),
+        (
+            _tamper(examples()[3], image={"frame": 2, "dtype": "uint8", "shape": [14, 56]}),
+            "invalid",
+        ),
+        (_tamper(examples()[3], probabilities=[0.5] * 10), "invalid"),
+    ],
+)
+def test_bad_input_raises_one_error_type_with_a_reason(frames, reason) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode(frames)
+    assert caught.value.reason == reason
+
+
+def test_size_limit_is_checked_before_parsing() -> None:
+    frames = encode(examples()[1])
+    with pytest.raises(ProtocolError) as caught:
+        decode(frames, max_bytes=len(frames[1]))
+    assert caught.value.reason == "too_large"

@@ -1,0 +1,1 @@
+"""Train a NumPy MLP on MNIST-format data and publish its progress live."""

@@ -1,0 +1,70 @@
+"""Read MNIST's IDX files (raw or gzip) without trusting them.
+
+The format is a big-endian header (two zero bytes, a type code, the number of dimensions, one
+uint32 per dimension) followed by the data. MNIST images use magic 2051 (uint8, 3-D) and
+labels 2049 (uint8, 1-D). Every check names the file, so a user with a truncated download
+knows which one to fetch again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+
+IMAGES_MAGIC = 2051
+LABELS_MAGIC = 2049
+_GZIP_MAGIC = b"\x1f\x8b"
+_MAX_ITEMS = 10_000_000
+
+
+class DatasetError(ValueError):
+    """A dataset file or directory that cannot be used; the message says which and why."""
+
+
+def read_idx(path: Path, expected_magic: int) -> np.ndarray:
+    """Return the array stored in an IDX file whose magic number must be ``expected_magic``."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == _GZIP_MAGIC:
+            raw = gzip.decompress(raw)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except EOFError:
+        raise DatasetError(f"{path}: the gzip stream is truncated; download it again") from None
+    if len(raw) < 4:
+        raise DatasetError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
+    (magic,) = struct.unpack(">I", raw[:4])
+    if magic != expected_magic:
+        raise DatasetError(
+            f"{path}: bad magic number {magic} (expected {expected_magic}); "
+            "this is not an MNIST-format "
+            f"{'image' if expected_magic == IMAGES_MAGIC else 'label'} file"
+        )
+    ndim = magic & 0xFF
+    header_size = 4 + 4 * ndim
+    if len(raw) < header_size:
+        raise DatasetError(f"{path}: header truncated")
+    shape = struct.unpack(f">{ndim}I", raw[4:header_size])
+    if ndim == 3 and shape[1:] != (28, 28):
+        raise DatasetError(f"{path}: images are {shape[1]}x{shape[2]}, expected 28x28")
+    count = int(np.prod(shape))
+    if shape[0] > _MAX_ITEMS:
+        raise DatasetError(f"{path}: claims {shape[0]} items, more than any known dataset")
+    if len(raw) - header_size != count:
+        raise DatasetError(
+            f"{path}: truncated or padded: header promises {count} bytes of data, "
+            f"file holds {len(raw) - header_size}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as IDX (gzip when the name ends in .gz), as MNIST's files are."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.tobytes()
+    Path(path).write_bytes(gzip.compress(data) if str(path).endswith(".gz") else data)

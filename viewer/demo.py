@@ -1,0 +1,154 @@
+"""Run broker, viewer and trainer together and print the URL to open.
+
+The three are separate processes, started exactly as a user would start them by hand, so the
+demo exercises the real system. Ctrl-C stops all three; when training ends the page stays up
+until then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import subprocess
+import sys
+import time
+
+from protocol import endpoints
+from protocol.errors import CommandError
+
+log = logging.getLogger("demo")
+
+STOP_TIMEOUT = 10.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset",
+        default="auto",
+        metavar="NAME_OR_DIR",
+        help="as for 'mnist-live train': auto, synthetic, or an IDX directory",
+    )
+    parser.add_argument("--port", type=int, default=5006, help="HTTP port of the page")
+    parser.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="interface to serve the page on; 0.0.0.0 lets the room in",
+    )
+    parser.add_argument("--epochs", type=int, default=5, help="passes over the training set")
+    parser.add_argument(
+        "--steps-per-second",
+        type=float,
+        default=40.0,
+        metavar="N",
+        help="pace of training, slow enough to watch (0: full speed)",
+    )
+
+
+def _child(*argv: str, log_level: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "protocol.cli", *argv, "--log-level", log_level]
+    log.debug("starting %s", " ".join(command))
+    return subprocess.Popen(command)
+
+
+def run(args: argparse.Namespace) -> int:
+    from viewer.server import page_urls
+
+    _check_port_free(args.address, args.port)
+    broker_in = f"tcp://127.0.0.1:{endpoints.free_tcp_port()}"
+    broker_out = f"tcp://127.0.0.1:{endpoints.free_tcp_port()}"
+    level = args.log_level
+    children = {
+        "broker": _child("broker", "--in", broker_in, "--out", broker_out, log_level=level),
+        "viewer": _child(
+            "view",
+            "--connect",
+            broker_out,
+            "--port",
+            str(args.port),
+            "--address",
+            args.address,
+            log_level=level,
+        ),
+    }
+    host = "127.0.0.1" if args.address in ("0.0.0.0", "") else args.address
+    if not _wait_for_page(host, args.port, children["viewer"]):
+        _stop_all(children)
+        raise CommandError(f"the viewer did not come up on port {args.port}; see its log above")
+    train = [
+        "train",
+        "--connect",
+        broker_in,
+        "--dataset",
+        args.dataset,
+        "--preset",
+        "seed",
+        "--epochs",
+        str(args.epochs),
+        "--quiet",
+    ]
+    if args.steps_per_second:
+        train += ["--steps-per-second", str(args.steps_per_second)]
+    children["trainer"] = _child(*train, log_level=level)
+    for url in page_urls(args.address, args.port):
+        print(f"MNIST Live demo: open {url}  (Ctrl-C to stop)", flush=True)
+    try:
+        return _supervise(children)
+    except KeyboardInterrupt:
+        log.info("stopping the demo")
+        return 0
+    finally:
+        _stop_all(children)
+
+
+def _check_port_free(address: str, port: int) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind((address, port))
+        except OSError as exc:
+            raise CommandError(
+                f"cannot serve the page on {address}:{port} ({exc.strerror}); pick another --port"
+            ) from None
+
+
+def _wait_for_page(host: str, port: int, viewer: subprocess.Popen, timeout: float = 60) -> bool:
+    """Hold the trainer back until the page is served, so the viewer sees the run start."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and viewer.poll() is None:
+        with socket.socket() as probe:
+            if probe.connect_ex((host, port)) == 0:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def _supervise(children: dict[str, subprocess.Popen]) -> int:
+    """Wait until interrupted; a trainer that finishes is fine, anything else dying is not."""
+    reported = False
+    while True:
+        for name, child in children.items():
+            code = child.poll()
+            if code is None:
+                continue
+            if name == "trainer":
+                if not reported:
+                    log.info("training finished (exit %d); the page stays up until Ctrl-C", code)
+                    reported = True
+                continue
+            log.error("%s exited unexpectedly with status %d; stopping the demo", name, code)
+            return 1
+        time.sleep(0.2)
+
+
+def _stop_all(children: dict[str, subprocess.Popen]) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for name, child in children.items():
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0f s; killing it", name, STOP_TIMEOUT)
+            child.kill()
+            child.wait()
