@@ -16,7 +16,8 @@ find_python() {
 }
 
 ensure_venv() {
-  local extras="$1" stamp=".venv/.installed${extras}"
+  local extras="$1"
+  local stamp=".venv/.installed${extras}"
   if [ ! -x .venv/bin/python ]; then
     echo "creating .venv ..." >&2
     "$(find_python)" -m venv .venv

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -85,9 +86,10 @@ def _only_local_requests(browser, port: int) -> bool:
         message = json.loads(entry["message"])["message"]
         if message["method"] == "Network.requestWillBeSent":
             urls.append(message["params"]["request"]["url"])
-    outside = [u for u in urls if not u.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:"))]
+    network = [u for u in urls if urlsplit(u).scheme in ("http", "https", "ws", "wss")]
+    outside = [u for u in network if urlsplit(u).hostname != "127.0.0.1"]
     assert not outside, f"the page fetched from elsewhere: {outside[:5]}"
-    return bool(urls)
+    return any(urlsplit(u).port == port for u in network)
 
 
 def test_screenshot_is_where_the_readme_says() -> None:
