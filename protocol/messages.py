@@ -10,7 +10,7 @@ order of magnitude more to encode and decode.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import numpy as np
 from pydantic import (
@@ -23,10 +23,11 @@ from pydantic import (
     field_validator,
 )
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION: Final = 1
 """Bumped on any change a receiver of the previous version could misread."""
 
 IMAGE_SIDE = 28
+Activation = Literal["relu", "tanh", "sigmoid"]
 MAX_CLASSES = 100
 MAX_LAYERS = 16
 MAX_TEXT = 1_000
@@ -78,6 +79,7 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
+    kind: str = Field(description="the message model; also its ZeroMQ topic")
     protocol: Literal[1] = PROTOCOL_VERSION
     run_id: Name
     seq: int = Field(ge=0)
@@ -101,7 +103,7 @@ class Architecture(BaseModel):
     layer_sizes: list[Annotated[int, Field(ge=1, le=100_000)]] = Field(
         min_length=2, max_length=MAX_LAYERS, description="e.g. [784, 1000, 10]"
     )
-    activation: Literal["relu", "tanh", "sigmoid"]
+    activation: Activation
 
 
 class Hyperparameters(BaseModel):

@@ -11,13 +11,28 @@ import argparse
 import logging
 import signal
 import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from protocol import endpoints
 
+if TYPE_CHECKING:
+    from trainer.loop import TrainConfig
+
 log = logging.getLogger("trainer")
 
+
+@dataclass(frozen=True)
+class Preset:
+    hidden: str
+    activation: str
+    optimizer: str
+    lr: float
+    batch_size: int
+
+
 PRESETS = {
-    "seed": dict(hidden="1000", activation="relu", optimizer="sgd", lr=0.1, batch_size=16),
+    "seed": Preset(hidden="1000", activation="relu", optimizer="sgd", lr=0.1, batch_size=16),
 }
 """Named configurations; ``seed`` is the 2018 demo this project grew from."""
 
@@ -104,17 +119,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
     from trainer.loop import TrainConfig
 
-    preset = PRESETS.get(args.preset or "seed", {})
-    hidden = args.hidden or _hidden_sizes(str(preset.get("hidden", "1000")))
+    preset = PRESETS[args.preset or "seed"]
+    hidden = args.hidden or _hidden_sizes(preset.hidden)
     return TrainConfig(
         hidden=hidden,
-        activation=args.activation or preset.get("activation", "relu"),
-        optimizer=preset.get("optimizer", "sgd"),
-        learning_rate=args.lr if args.lr is not None else preset.get("lr", 0.1),
-        batch_size=args.batch_size or preset.get("batch_size", 16),
+        activation=args.activation or preset.activation,
+        optimizer=preset.optimizer,
+        learning_rate=args.lr if args.lr is not None else preset.lr,
+        batch_size=args.batch_size or preset.batch_size,
         epochs=args.epochs,
         max_steps=args.max_steps,
         seed=args.seed,

@@ -105,7 +105,14 @@ def load_idx_directory(path: Path, name: str | None = None) -> Dataset:
     class_names = FASHION_NAMES if fashion else DIGIT_NAMES
     if max(arrays["train_labels"].max(), arrays["test_labels"].max()) >= len(class_names):
         raise DatasetError(f"{path}: labels go beyond the {len(class_names)} known classes")
-    return Dataset(name=name, class_names=class_names, **arrays)
+    return Dataset(
+        name,
+        arrays["train_images"],
+        arrays["train_labels"],
+        arrays["test_images"],
+        arrays["test_labels"],
+        class_names,
+    )
 
 
 def _find(directory: Path, stem: str) -> Path:

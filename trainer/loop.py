@@ -152,7 +152,7 @@ def train(
         message,
     )
     log.info(
-        "run %s after %d steps (%d epochs) in %s: test accuracy %s",
+        "run %s after %d steps, %d full epochs, in %s: test accuracy %s",
         status,
         step,
         epochs_completed,

@@ -35,7 +35,7 @@ class Publisher:
         self.endpoint = endpoint
         self.seq = 0
         self.sent_by_kind: dict[str, int] = {}
-        self._context = zmq.Context.instance()
+        self._context: zmq.Context = zmq.Context.instance()
         self._socket = self._context.socket(zmq.XPUB)
         self._socket.setsockopt(zmq.SNDHWM, SEND_HWM)
         self._socket.setsockopt(zmq.LINGER, linger_ms)

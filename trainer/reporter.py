@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from protocol import (
     SamplePrediction,
     TrainingMetrics,
 )
+from protocol.messages import Activation
 from trainer.datasets import Dataset
 from trainer.mlp import MLP
 from trainer.publisher import Publisher
@@ -61,7 +63,7 @@ class Reporter:
     ) -> None:
         self.publisher = publisher
         self.dataset = dataset
-        self.model: MLP | None = None
+        self._model: MLP | None = None
         self.test_x = dataset.test_images.reshape(len(dataset.test_images), -1) / np.float32(255)
         self.test_y = dataset.test_labels.astype(np.int64)
         self.eval_count = min(eval_examples, len(self.test_y))
@@ -75,8 +77,14 @@ class Reporter:
         self._batches = self._samples = self._window_first_sample = 0
         self._window_start = time.monotonic()
 
+    @property
+    def model(self) -> MLP:
+        if self._model is None:
+            raise RuntimeError("Reporter.started() names the model first")
+        return self._model
+
     def started(self, model: MLP, hyperparameters: Hyperparameters, total_steps: int) -> None:
-        self.model = model
+        self._model = model
         d = self.dataset
         self.publisher.send(
             RunStarted,
@@ -87,7 +95,9 @@ class Reporter:
                 test_size=len(d.test_labels),
                 class_names=list(d.class_names),
             ),
-            architecture=Architecture(layer_sizes=model.layer_sizes, activation=model.activation),
+            architecture=Architecture(
+                layer_sizes=model.layer_sizes, activation=cast(Activation, model.activation)
+            ),
             hyperparameters=hyperparameters,
             total_steps=total_steps,
         )

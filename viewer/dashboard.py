@@ -8,14 +8,17 @@ the frame rate rather than the trainer's message rate.
 from __future__ import annotations
 
 import html
+from typing import Any
 
 import numpy as np
 from bokeh.document import Document
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, Div, LinearColorMapper, Range1d
+from bokeh.models import ColumnDataSource, LinearColorMapper, Range1d
+from bokeh.models.widgets import Div
 from bokeh.palettes import Greys256
 from bokeh.plotting import figure
 
+from protocol import SamplePrediction
 from viewer.history import EVALUATION_COLUMNS, METRIC_COLUMNS, RunHistory
 from viewer.hub import Hub
 
@@ -165,7 +168,7 @@ class Dashboard:
         if run.started:
             self._probability_range.factors = list(run.started.dataset.class_names)
 
-    def _show_sample(self, run: RunHistory, sample) -> None:
+    def _show_sample(self, run: RunHistory, sample: SamplePrediction) -> None:
         self.sample_seq = sample.seq
         names = (
             run.started.dataset.class_names
@@ -174,8 +177,10 @@ class Dashboard:
         )
         predicted = sample.predicted
         verdict = "right" if predicted == sample.label else "wrong"
+        synthetic = run.started is not None and run.started.dataset.synthetic
+        kind = "Synthetic test" if synthetic else "Test"
         self._sample_title.text = (
-            f"Test image #{sample.index}: true {names[sample.label]}, "
+            f"{kind} image #{sample.index}: true {names[sample.label]}, "
             f"predicted {names[predicted]} ({verdict})"
         )
         self.sample.data = {
@@ -220,5 +225,5 @@ class Dashboard:
         return "<h2>MNIST Live</h2><p>" + " &middot; ".join(parts) + "</p>"
 
 
-def _rows_after(columns: dict[str, list], start: int) -> dict[str, list]:
+def _rows_after(columns: dict[str, list], start: int) -> dict[str, Any]:
     return {name: values[start:] for name, values in columns.items()}
