@@ -49,6 +49,7 @@ def test_demo_shows_curves_growing_and_predictions_changing(programs, browser, t
     first = wait_until(lambda: _with_data(page_state(browser)), 10, message="first data")
     later = wait_until(lambda: _changed(first, page_state(browser)), 10, message="live updates")
     elapsed = time.monotonic() - launched
+    print(f"launch to live updates in the browser: {elapsed:.1f} s")
     assert later["loss"] > first["loss"] and later["accuracy"] > first["accuracy"]
     assert later["sample"] != first["sample"]
     assert later["probabilities"] != first["probabilities"]

@@ -105,8 +105,8 @@ class Dashboard:
     def _sample_figure(self):
         fig = figure(
             title="What the network sees",
-            width=320,
-            height=320,
+            width=360,
+            height=360,
             toolbar_location=None,
             x_range=(0, 28),
             y_range=(0, 28),
@@ -122,7 +122,7 @@ class Dashboard:
     def _probability_figure(self):
         fig = figure(
             title="Predicted probabilities",
-            height=320,
+            height=360,
             sizing_mode="stretch_width",
             x_range=[str(d) for d in range(10)],
             y_range=Range1d(0, 1.0),
@@ -176,12 +176,12 @@ class Dashboard:
             else [str(i) for i in range(len(sample.probabilities))]
         )
         predicted = sample.predicted
-        verdict = "right" if predicted == sample.label else "wrong"
+        verdict = "\N{CHECK MARK} right" if predicted == sample.label else "\N{BALLOT X} wrong"
         synthetic = run.started is not None and run.started.dataset.synthetic
         kind = "Synthetic test" if synthetic else "Test"
         self._sample_title.text = (
-            f"{kind} image #{sample.index}: true {names[sample.label]}, "
-            f"predicted {names[predicted]} ({verdict})"
+            f"{kind} #{sample.index}: true {names[sample.label]}, "
+            f"predicted {names[predicted]} {verdict}"
         )
         self.sample.data = {
             "image": [np.flipud(sample.image)],
