@@ -61,3 +61,11 @@ def test_sgd_learns_a_separable_problem() -> None:
     accuracy, loss = model.evaluate(x, y)
     assert loss < first_loss / 4
     assert accuracy > 0.95
+
+
+def test_every_activation_the_protocol_names_is_implemented() -> None:
+    from typing import get_args
+
+    from protocol.messages import Activation
+
+    assert set(get_args(Activation)) == set(ACTIVATIONS)

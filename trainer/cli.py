@@ -12,9 +12,10 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from protocol import endpoints
+from protocol.messages import Activation
 
 if TYPE_CHECKING:
     from trainer.loop import TrainConfig
@@ -24,15 +25,15 @@ log = logging.getLogger("trainer")
 
 @dataclass(frozen=True)
 class Preset:
-    hidden: str
-    activation: str
+    hidden: tuple[int, ...]
+    activation: Activation
     optimizer: str
     lr: float
     batch_size: int
 
 
 PRESETS = {
-    "seed": Preset(hidden="1000", activation="relu", optimizer="sgd", lr=0.1, batch_size=16),
+    "seed": Preset(hidden=(1000,), activation="relu", optimizer="sgd", lr=0.1, batch_size=16),
 }
 """Named configurations; ``seed`` is the 2018 demo this project grew from."""
 
@@ -82,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--activation",
-        choices=["relu", "tanh", "sigmoid"],
+        choices=get_args(Activation),
         default=None,
         help="hidden-layer nonlinearity (default: relu)",
     )
@@ -123,9 +124,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     from trainer.loop import TrainConfig
 
     preset = PRESETS[args.preset or "seed"]
-    hidden = args.hidden or _hidden_sizes(preset.hidden)
     return TrainConfig(
-        hidden=hidden,
+        hidden=args.hidden or preset.hidden,
         activation=args.activation or preset.activation,
         optimizer=preset.optimizer,
         learning_rate=args.lr if args.lr is not None else preset.lr,

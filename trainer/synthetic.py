@@ -22,6 +22,8 @@ CLASS_NAMES = tuple(str(d) for d in range(10))
 Points = np.ndarray  # [n, points, 2] in the unit box, x to the right and y down
 Stroke = Callable[[np.random.Generator, int], Points]
 
+_YS, _XS = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
+_PIXELS = np.stack([_XS.ravel(), _YS.ravel()], -1)  # pixel centres, [784, 2]
 _CHUNK_FLOATS = 500_000  # [images, pixels, segments] arrays of ~2 MB stay in cache
 
 
@@ -230,9 +232,7 @@ def _squared_distance(segments: np.ndarray) -> np.ndarray:
     matrix products instead of many small elementwise passes over a trailing axis of 2.
     """
     n, count = segments.shape[:2]
-    ys, xs = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
-    pixels = np.stack([xs.ravel(), ys.ravel()], -1)  # [784, 2]
-    pixel_norm = (pixels * pixels).sum(-1)[None, :, None]
+    pixel_norm = (_PIXELS * _PIXELS).sum(-1)[None, :, None]
     start = segments[:, :, 0]
     along = segments[:, :, 1] - start
     result = np.empty((n, SIZE * SIZE), dtype=np.float32)
@@ -240,8 +240,8 @@ def _squared_distance(segments: np.ndarray) -> np.ndarray:
     for lo in range(0, n, chunk):
         a, ab = start[lo : lo + chunk], along[lo : lo + chunk]
         length = np.maximum((ab * ab).sum(-1), 1e-6)[:, None, :]
-        p_dot_a = pixels @ a.transpose(0, 2, 1)  # [c, 784, s]
-        ap_dot_ab = pixels @ ab.transpose(0, 2, 1) - (a * ab).sum(-1)[:, None, :]
+        p_dot_a = _PIXELS @ a.transpose(0, 2, 1)  # [c, 784, s]
+        ap_dot_ab = _PIXELS @ ab.transpose(0, 2, 1) - (a * ab).sum(-1)[:, None, :]
         t = np.clip(ap_dot_ab / length, 0.0, 1.0)
         squared = pixel_norm - 2 * p_dot_a + (a * a).sum(-1)[:, None, :]
         squared -= t * (2 * ap_dot_ab - t * length)
