@@ -4,18 +4,31 @@ Trainer, broker, viewer and any third-party subscriber agree on exactly what is 
 and nothing else. See ``docs/protocol.md`` for the wire format in prose.
 """
 
-from protocol.codec import MAX_MESSAGE_BYTES, ProtocolError, decode, encode, message_json_schema
+from protocol.codec import (
+    MAX_MESSAGE_BYTES,
+    ProtocolError,
+    decode,
+    decode_control,
+    encode,
+    encode_control,
+    message_json_schema,
+)
 from protocol.messages import (
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
+    STATE_KINDS,
     Architecture,
+    ControlCommand,
     DatasetInfo,
     Envelope,
     Evaluation,
+    FirstLayerWeights,
     Hyperparameters,
     Message,
+    ModelWeights,
     RunFinished,
     RunStarted,
+    RunStatus,
     SamplePrediction,
     TrainingMetrics,
 )
@@ -24,18 +37,25 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
+    "STATE_KINDS",
     "Architecture",
+    "ControlCommand",
     "DatasetInfo",
     "Envelope",
     "Evaluation",
+    "FirstLayerWeights",
     "Hyperparameters",
     "Message",
+    "ModelWeights",
     "ProtocolError",
     "RunFinished",
     "RunStarted",
+    "RunStatus",
     "SamplePrediction",
     "TrainingMetrics",
     "decode",
+    "decode_control",
     "encode",
+    "encode_control",
     "message_json_schema",
 ]

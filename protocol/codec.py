@@ -15,10 +15,19 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from protocol.messages import ARRAY_FIELDS, MESSAGE_TYPES, PROTOCOL_VERSION, Envelope, Message
+from protocol.messages import (
+    ARRAY_FIELDS,
+    MESSAGE_TYPES,
+    PROTOCOL_VERSION,
+    ControlCommand,
+    Envelope,
+    Message,
+)
 
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-"""Largest multipart (all frames) a receiver accepts by default."""
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""Largest multipart (all frames) a receiver accepts by default: room for a 4M-parameter model."""
+
+MAX_CONTROL_BYTES = 4096
 
 _ALLOWED_DTYPES = {"uint8", "float32"}
 _MESSAGE_ADAPTER: TypeAdapter[Envelope] = TypeAdapter(Message)
@@ -98,7 +107,7 @@ def _array_from_reference(ref: object, frames: Sequence[bytes], name: str) -> np
     if (
         not isinstance(shape, list)
         or not 1 <= len(shape) <= 4
-        or not all(isinstance(d, int) and 0 <= d <= 1_000_000 for d in shape)
+        or not all(isinstance(d, int) and 0 <= d <= 16_000_000 for d in shape)
     ):
         raise ProtocolError("bad_array", f"{name} has an invalid shape {shape!r}")
     expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
@@ -108,6 +117,25 @@ def _array_from_reference(ref: object, frames: Sequence[bytes], name: str) -> np
             "bad_array", f"{name} frame holds {len(data)} bytes, shape needs {expected}"
         )
     return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def encode_control(command: ControlCommand) -> bytes:
+    """A presenter command as the one JSON frame that travels upstream to trainers."""
+    return command.model_dump_json().encode()
+
+
+def decode_control(frame: bytes) -> ControlCommand:
+    """Validate an upstream control frame, or raise :class:`ProtocolError`."""
+    if len(frame) > MAX_CONTROL_BYTES:
+        raise ProtocolError("too_large", f"control frame of {len(frame)} bytes")
+    if frame[:1] != b"{":
+        raise ProtocolError("bad_json", "a control frame is one JSON object")
+    try:
+        return ControlCommand.model_validate_json(frame)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ProtocolError("invalid", f"control.{where}: {first['msg']}") from None
 
 
 def message_json_schema() -> dict:

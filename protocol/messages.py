@@ -9,6 +9,7 @@ order of magnitude more to encode and decode.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Annotated, Any, Final, Literal
 
@@ -21,6 +22,7 @@ from pydantic import (
     PlainValidator,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 PROTOCOL_VERSION: Final = 1
@@ -45,24 +47,79 @@ def _image_array(value: Any) -> np.ndarray:
     return array
 
 
+MAX_TILES = 256
+MAX_MISCLASSIFIED = 32
+MAX_PARAMETERS = 4_000_000
+
+
+def _image_stack(value: Any) -> np.ndarray:
+    """Accept ``[n, 28, 28]`` uint8 images (n may be 0), as for a gallery or a weight mosaic."""
+    array = np.asarray(value)
+    if array.ndim != 3 or array.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+        raise ValueError(f"images must be [n, {IMAGE_SIDE}, {IMAGE_SIDE}], got {array.shape}")
+    if array.shape[0] > MAX_TILES:
+        raise ValueError(f"at most {MAX_TILES} images, got {array.shape[0]}")
+    if array.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, got dtype {array.dtype}")
+    return array
+
+
+def _float_vector(value: Any) -> np.ndarray:
+    """Accept a 1-D float32 vector of finite numbers (model parameters)."""
+    array = np.asarray(value)
+    if array.ndim != 1 or array.dtype != np.float32:
+        raise ValueError(f"parameters must be a 1-D float32 array, got {array.dtype} {array.shape}")
+    if array.size > MAX_PARAMETERS:
+        raise ValueError(f"at most {MAX_PARAMETERS} parameters, got {array.size}")
+    if not np.isfinite(array).all():
+        raise ValueError("parameters must be finite")
+    return array
+
+
+def _array_schema(description: str, dtype: str, shape: Any) -> dict[str, Any]:
+    return {
+        "description": description + ' On the wire: an array reference {"frame": N, "dtype": '
+        f'"{dtype}", "shape": [...]}} pointing at binary frame N (little-endian, C order).',
+        "type": "object",
+        "properties": {
+            "frame": {"type": "integer", "minimum": 2},
+            "dtype": {"const": dtype},
+            "shape": shape,
+        },
+        "required": ["frame", "dtype", "shape"],
+    }
+
+
 ImageArray = Annotated[
     np.ndarray,
     PlainValidator(_image_array),
     PlainSerializer(lambda a: a.tolist(), when_used="json"),
+    WithJsonSchema(_array_schema("A 28x28 uint8 image.", "uint8", {"const": [28, 28]})),
+]
+
+ImageStack = Annotated[
+    np.ndarray,
+    PlainValidator(_image_stack),
+    PlainSerializer(lambda a: a.tolist(), when_used="json"),
     WithJsonSchema(
-        {
-            "description": (
-                "A 28x28 uint8 image. On the wire: an array reference "
-                '{"frame": N, "dtype": "uint8", "shape": [28, 28]} pointing at binary frame N.'
-            ),
-            "type": "object",
-            "properties": {
-                "frame": {"type": "integer", "minimum": 2},
-                "dtype": {"const": "uint8"},
-                "shape": {"const": [IMAGE_SIDE, IMAGE_SIDE]},
-            },
-            "required": ["frame", "dtype", "shape"],
-        }
+        _array_schema(
+            "n 28x28 uint8 images.",
+            "uint8",
+            {"type": "array", "prefixItems": [{"type": "integer"}, {"const": 28}, {"const": 28}]},
+        )
+    ),
+]
+
+FloatVector = Annotated[
+    np.ndarray,
+    PlainValidator(_float_vector),
+    PlainSerializer(lambda a: a.tolist(), when_used="json"),
+    WithJsonSchema(
+        _array_schema(
+            "A float32 vector.",
+            "float32",
+            {"type": "array", "prefixItems": [{"type": "integer"}], "maxItems": 1},
+        )
     ),
 ]
 
@@ -92,9 +149,13 @@ class DatasetInfo(BaseModel):
 
     name: Name
     synthetic: bool = Field(description="True for the generated stand-in, never real data")
-    train_size: int = Field(ge=0)
+    train_size: int = Field(ge=0, description="Examples trained on (validation excluded)")
+    validation_size: int = Field(default=0, ge=0, description="Held out from the training set")
     test_size: int = Field(ge=0)
     class_names: list[Name] = Field(min_length=2, max_length=MAX_CLASSES)
+    source: str = Field(
+        default="", max_length=MAX_TEXT, description="Where the data came from (path or URL)"
+    )
 
 
 class Architecture(BaseModel):
@@ -110,10 +171,15 @@ class Hyperparameters(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     optimizer: Name
-    learning_rate: float = Field(gt=0)
+    learning_rate: float = Field(gt=0, description="The base rate; a schedule scales it")
     batch_size: int = Field(ge=1)
     epochs: int = Field(ge=1)
     seed: int
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0, description="momentum / Adam beta1")
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    schedule: Name = Field(default="constant", description="learning-rate schedule")
+    max_steps: int | None = Field(default=None, ge=1)
+    steps_per_second: float | None = Field(default=None, gt=0, description="pacing, if any")
 
 
 class RunStarted(Envelope):
@@ -122,6 +188,8 @@ class RunStarted(Envelope):
     architecture: Architecture
     hyperparameters: Hyperparameters
     total_steps: int = Field(ge=0, description="Steps the run will take if it completes")
+    steps_per_epoch: int = Field(default=1, ge=1)
+    start_step: int = Field(default=0, ge=0, description="Above 0 when resumed from a checkpoint")
 
 
 class TrainingMetrics(Envelope):
@@ -138,14 +206,63 @@ class TrainingMetrics(Envelope):
 
 
 class Evaluation(Envelope):
-    """Accuracy and loss on a fixed evaluation subset of the test set."""
+    """Accuracy and loss on held-out data, with where the network still goes wrong.
+
+    ``split`` says which data: ``subset`` is a fixed slice of the test set evaluated about
+    once a second (cheap enough to watch live), ``test`` the whole test set at an epoch end,
+    ``validation`` the held-out part of the training set at an epoch end.
+    """
 
     kind: Literal["evaluation"] = "evaluation"
     step: int = Field(ge=0)
     epoch: int = Field(ge=0)
+    split: Literal["subset", "test", "validation"] = "subset"
     accuracy: float = Field(ge=0.0, le=1.0)
     loss: float
     examples: int = Field(ge=1)
+    per_class_accuracy: list[Annotated[float, Field(ge=0.0, le=1.0)] | None] = Field(
+        default_factory=list,
+        max_length=MAX_CLASSES,
+        description="Accuracy per true class; null for a class with no examples",
+    )
+    confusion: list[list[Annotated[int, Field(ge=0)]]] = Field(
+        default_factory=list,
+        max_length=MAX_CLASSES,
+        description="confusion[true][predicted] counts, square, one row per class",
+    )
+    misclassified_images: ImageStack = Field(
+        default_factory=lambda: np.zeros((0, IMAGE_SIDE, IMAGE_SIDE), np.uint8)
+    )
+    misclassified_index: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list, max_length=MAX_MISCLASSIFIED, description="test-set positions"
+    )
+    misclassified_label: list[Annotated[int, Field(ge=0, lt=MAX_CLASSES)]] = Field(
+        default_factory=list, max_length=MAX_MISCLASSIFIED
+    )
+    misclassified_predicted: list[Annotated[int, Field(ge=0, lt=MAX_CLASSES)]] = Field(
+        default_factory=list, max_length=MAX_MISCLASSIFIED
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Evaluation:
+        classes = len(self.confusion)
+        if any(len(row) != classes for row in self.confusion):
+            raise ValueError("confusion must be square")
+        if classes and sum(map(sum, self.confusion)) != self.examples:
+            raise ValueError("confusion counts must add up to examples")
+        if self.per_class_accuracy and classes and len(self.per_class_accuracy) != classes:
+            raise ValueError("per_class_accuracy and confusion disagree on the class count")
+        n = len(self.misclassified_images)
+        if (
+            not n
+            == len(self.misclassified_index)
+            == len(self.misclassified_label)
+            == len(self.misclassified_predicted)
+        ):
+            raise ValueError("misclassified images, index, label and predicted differ in length")
+        if n > MAX_MISCLASSIFIED:
+            raise ValueError(f"at most {MAX_MISCLASSIFIED} misclassified examples")
+        return self
 
 
 class SamplePrediction(Envelope):
@@ -170,6 +287,60 @@ class SamplePrediction(Envelope):
         return int(np.argmax(self.probabilities))
 
 
+class FirstLayerWeights(Envelope):
+    """The first layer's weights as images: what each hidden unit looks for in a digit.
+
+    Tile ``i`` shows the 784 input weights of hidden unit ``units[i]`` as a 28x28 image,
+    mapped to uint8 symmetrically around zero: ``pixel = 127.5 + 127.5 * w / scale``, so 128 is
+    zero and a diverging colour map shows sign. One shared ``scale`` keeps tiles comparable.
+    """
+
+    kind: Literal["weights"] = "weights"
+    step: int = Field(ge=0)
+    epoch: int = Field(ge=0)
+    units: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_TILES)
+    tiles: ImageStack
+    scale: float = Field(gt=0, description="The |weight| that maps to 0 or 255")
+
+    @model_validator(mode="after")
+    def _one_tile_per_unit(self) -> FirstLayerWeights:
+        if len(self.units) != len(self.tiles):
+            raise ValueError(f"{len(self.units)} units but {len(self.tiles)} tiles")
+        return self
+
+
+class ModelWeights(Envelope):
+    """Every parameter of the network, so a browser can run the model itself.
+
+    ``parameters`` concatenates, layer by layer, the weight matrix ``[fan_in, fan_out]`` in
+    row-major order and then the bias ``[fan_out]``; ``layer_sizes`` gives the shapes.
+    """
+
+    kind: Literal["model"] = "model"
+    step: int = Field(ge=0)
+    epoch: int = Field(ge=0)
+    architecture: Architecture
+    parameters: FloatVector
+
+    @model_validator(mode="after")
+    def _sizes_match(self) -> ModelWeights:
+        sizes = self.architecture.layer_sizes
+        expected = sum(a * b + b for a, b in itertools.pairwise(sizes))
+        if self.parameters.size != expected:
+            raise ValueError(f"layer sizes {sizes} need {expected} parameters")
+        return self
+
+
+class RunStatus(Envelope):
+    """What the trainer is doing now, sent whenever it changes (e.g. on a presenter command)."""
+
+    kind: Literal["status"] = "status"
+    step: int = Field(ge=0)
+    state: Literal["waiting", "training", "paused"]
+    steps_per_second: float | None = Field(default=None, gt=0, description="pace, if limited")
+    message: str = Field(default="", max_length=MAX_TEXT)
+
+
 class RunFinished(Envelope):
     kind: Literal["run_finished"] = "run_finished"
     status: Literal["completed", "stopped", "diverged"]
@@ -180,13 +351,29 @@ class RunFinished(Envelope):
 
 
 Message = Annotated[
-    RunStarted | TrainingMetrics | Evaluation | SamplePrediction | RunFinished,
+    RunStarted
+    | TrainingMetrics
+    | Evaluation
+    | SamplePrediction
+    | FirstLayerWeights
+    | ModelWeights
+    | RunStatus
+    | RunFinished,
     Field(discriminator="kind"),
 ]
 
 MESSAGE_TYPES: dict[str, type[Envelope]] = {
     model.model_fields["kind"].default: model
-    for model in (RunStarted, TrainingMetrics, Evaluation, SamplePrediction, RunFinished)
+    for model in (
+        RunStarted,
+        TrainingMetrics,
+        Evaluation,
+        SamplePrediction,
+        FirstLayerWeights,
+        ModelWeights,
+        RunStatus,
+        RunFinished,
+    )
 }
 """Every message model by its ``kind``, which is also its ZeroMQ topic."""
 
@@ -199,3 +386,24 @@ ARRAY_FIELDS: dict[str, tuple[str, ...]] = {
     for kind, model in MESSAGE_TYPES.items()
 }
 """Fields that travel as binary frames, by kind."""
+
+STATE_KINDS: Final = frozenset({"sample", "weights", "model"})
+"""Kinds where only the latest message matters: a late joiner needs the last one, not all."""
+
+
+class ControlCommand(BaseModel):
+    """A presenter's command to a trainer, travelling upstream (viewer -> broker -> trainer).
+
+    On the wire it is a single frame of UTF-8 JSON (it starts with ``{``, so ZeroMQ's XSUB and
+    XPUB sockets pass it through instead of reading it as a subscription). ``run_id`` ``*``
+    addresses every trainer connected to the broker.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: Literal["start", "pause", "resume", "stop", "pace"]
+    run_id: Name = "*"
+    steps_per_second: float | None = Field(
+        default=None, gt=0, le=100_000, description="for 'pace': the new limit; null lifts it"
+    )
+    sent_at: float = Field(default_factory=time.time)

@@ -10,16 +10,22 @@ import pytest
 from protocol import (
     MESSAGE_TYPES,
     Architecture,
+    ControlCommand,
     DatasetInfo,
     Evaluation,
+    FirstLayerWeights,
     Hyperparameters,
+    ModelWeights,
     ProtocolError,
     RunFinished,
     RunStarted,
+    RunStatus,
     SamplePrediction,
     TrainingMetrics,
     decode,
+    decode_control,
     encode,
+    encode_control,
     message_json_schema,
 )
 
@@ -53,10 +59,34 @@ def examples() -> list:
             learning_rate=0.1,
             samples_per_second=900.0,
         ),
-        Evaluation(**common, step=3, epoch=0, accuracy=0.5, loss=1.2, examples=1000),
+        Evaluation(
+            **common,
+            step=3,
+            epoch=0,
+            accuracy=0.5,
+            loss=1.2,
+            examples=4,
+            per_class_accuracy=[1.0, 0.0, None],
+            confusion=[[2, 0, 0], [2, 0, 0], [0, 0, 0]],
+            misclassified_images=np.stack([image, image[::-1]]),
+            misclassified_index=[5, 9],
+            misclassified_label=[1, 1],
+            misclassified_predicted=[0, 0],
+        ),
         SamplePrediction(
             **common, step=3, index=7, image=image, label=4, probabilities=[0.05] * 8 + [0.1, 0.5]
         ),
+        FirstLayerWeights(
+            **common, step=3, epoch=0, units=[0, 1, 2], tiles=np.stack([image] * 3), scale=0.3
+        ),
+        ModelWeights(
+            **common,
+            step=3,
+            epoch=0,
+            architecture=Architecture(layer_sizes=[4, 3, 2], activation="tanh"),
+            parameters=np.linspace(-1, 1, 4 * 3 + 3 + 3 * 2 + 2, dtype=np.float32),
+        ),
+        RunStatus(**common, step=3, state="paused"),
         RunFinished(**common, status="completed", step=100, epoch=5, test_accuracy=0.97),
     ]
 
@@ -78,7 +108,7 @@ def test_every_kind_has_an_example_and_a_schema() -> None:
 
 
 def test_image_travels_as_a_binary_frame_not_json() -> None:
-    sample = examples()[3]
+    sample = next(m for m in examples() if m.kind == "sample")
     topic, header, pixels = encode(sample)
     assert len(pixels) == 784
     assert json.loads(header)["image"] == {"frame": 2, "dtype": "uint8", "shape": [28, 28]}
@@ -116,6 +146,14 @@ def _tamper(message, **changes) -> list[bytes]:
             "invalid",
         ),
         (_tamper(examples()[3], probabilities=[0.5] * 10), "invalid"),
+        (_tamper(examples()[2], confusion=[[1, 0], [0, 1]]), "invalid"),
+        (_tamper(examples()[2], misclassified_index=[5]), "invalid"),
+        (_tamper(examples()[4], units=[0, 1]), "invalid"),
+        (
+            _tamper(examples()[5], architecture={"layer_sizes": [4, 4, 2], "activation": "tanh"}),
+            "invalid",
+        ),
+        (_tamper(examples()[6], state="dancing"), "invalid"),
     ],
 )
 def test_bad_input_raises_one_error_type_with_a_reason(frames, reason) -> None:
@@ -129,3 +167,31 @@ def test_size_limit_is_checked_before_parsing() -> None:
     with pytest.raises(ProtocolError) as caught:
         decode(frames, max_bytes=len(frames[1]))
     assert caught.value.reason == "too_large"
+
+
+def test_model_parameters_travel_as_float32_and_must_be_finite() -> None:
+    model = next(m for m in examples() if m.kind == "model")
+    topic, header, data = encode(model)
+    assert len(data) == model.parameters.size * 4
+    np.testing.assert_array_equal(decode([topic, header, data]).parameters, model.parameters)
+    bad = model.parameters.copy()
+    bad[3] = np.nan
+    with pytest.raises(ProtocolError) as caught:
+        decode([topic, header, bad.tobytes()])
+    assert caught.value.reason == "invalid"
+
+
+def test_control_commands_round_trip_and_bad_ones_are_refused() -> None:
+    command = ControlCommand(command="pace", steps_per_second=5.0)
+    frame = encode_control(command)
+    assert frame.startswith(b"{")  # never mistaken for a ZeroMQ (un)subscription
+    assert decode_control(frame) == command
+    for bad, reason in [
+        (b"\x01", "bad_json"),
+        (b'{"command": "explode"}', "invalid"),
+        (b'{"command": "pace", "steps_per_second": -1}', "invalid"),
+        (b"{" + b" " * 5000 + b"}", "too_large"),
+    ]:
+        with pytest.raises(ProtocolError) as caught:
+            decode_control(bad)
+        assert caught.value.reason == reason
