@@ -163,6 +163,20 @@ class Reporter:
                 examples=self.eval_count,
             )
 
+    def epoch_finished(self, step: int, epoch: int) -> None:
+        """Evaluate on the whole test set at an epoch end, the figure papers report."""
+        accuracy, loss = self.model.evaluate(self.test_x, self.test_y)
+        if np.isfinite(loss):
+            self.publisher.send(
+                Evaluation,
+                step=step,
+                epoch=epoch,
+                split="test",
+                accuracy=accuracy,
+                loss=loss,
+                examples=len(self.test_y),
+            )
+
     def finished(
         self, status: str, step: int, epoch: int, test_accuracy: float | None, message: str
     ) -> None:
