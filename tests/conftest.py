@@ -12,9 +12,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+import zmq
 
+from protocol import decode
 from protocol.endpoints import free_tcp_port
+from trainer.datasets import DIGIT_NAMES, Dataset
+from trainer.publisher import Publisher
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -132,3 +137,59 @@ def browser(tmp_path: Path):
         yield driver
     finally:
         driver.quit()
+
+
+def blob_dataset(n_train: int = 400, n_test: int = 100, seed: int = 0) -> Dataset:
+    """Ten classes of bright squares at class-specific places: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+
+    def images(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        pixels = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            row, col = divmod(int(label), 5)
+            pixels[i, 4 + row * 10 : 12 + row * 10, 1 + col * 5 : 5 + col * 5] = 255
+        return pixels, labels
+
+    train_x, train_y = images(n_train)
+    test_x, test_y = images(n_test)
+    return Dataset("blobs", train_x, train_y, test_x, test_y, DIGIT_NAMES)
+
+
+class Collector:
+    """A bound SUB socket standing in for the broker, gathering decoded messages."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.socket = zmq.Context.instance().socket(zmq.SUB)
+        self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind(endpoint)
+
+    def drain(self, until_kind: str = "run_finished", timeout: float = 10.0) -> list:
+        messages: list = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.socket.poll(100):
+                messages.append(decode(self.socket.recv_multipart()))
+                if messages[-1].kind == until_kind:
+                    return messages
+        raise AssertionError(f"no {until_kind} within {timeout} s; got {len(messages)} messages")
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+@pytest.fixture
+def collector_and_publisher(endpoint):
+    address = endpoint()
+    collector = Collector(address)
+    publisher = Publisher(address)
+    # A bound socket only processes new connections when its own thread touches it.
+    wait_until(
+        lambda: collector.socket.poll(0) or publisher.wait_for_subscriber(0.05),
+        timeout=5,
+        message="the collector's subscription",
+    )
+    yield collector, publisher
+    publisher.close()
+    collector.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,9 @@ class Dataset:
     test_labels: np.ndarray
     class_names: tuple[str, ...]
     synthetic: bool = False
+    source: str = ""
+    validation_images: np.ndarray = field(default_factory=lambda: np.empty((0, 28, 28), np.uint8))
+    validation_labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint8))
 
     @property
     def description(self) -> str:

@@ -1,8 +1,9 @@
-"""What the room sees of a run: metrics, samples and evaluations on time-based cadences.
+"""What the room sees of a run: metrics, samples, evaluations and weights on time cadences.
 
 The training loop calls :meth:`Reporter.after_step` once per step and knows nothing else about
 publishing. Cadences are in wall-clock seconds rather than steps so the stream stays watchable
-(and the broker's load bounded) however fast or slow training runs.
+(and the broker's load bounded) however fast or slow training runs; the work they cost the
+trainer (an evaluation forward pass, a copy of the weights) is bounded the same way.
 """
 
 from __future__ import annotations
@@ -17,39 +18,66 @@ from protocol import (
     Architecture,
     DatasetInfo,
     Evaluation,
+    FirstLayerWeights,
     Hyperparameters,
+    ModelWeights,
     RunFinished,
     RunStarted,
+    RunStatus,
     SamplePrediction,
     TrainingMetrics,
 )
-from protocol.messages import Activation
+from protocol.messages import MAX_TILES, Activation
 from trainer.datasets import Dataset
+from trainer.evaluation import Assessment, assess
 from trainer.mlp import MLP
 from trainer.publisher import Publisher
+
+MISCLASSIFIED_SHOWN = 8
+"""Mistakes sent with each evaluation: a gallery row, not a dump of the test set."""
 
 
 @dataclass(frozen=True)
 class Cadences:
-    """Seconds between messages of each kind (defaults sized for a room of viewers)."""
+    """Seconds between messages of each kind; ``None`` turns a kind off.
 
-    metrics: float = 0.05
-    sample: float = 0.25
-    evaluation: float = 1.0
+    The defaults suit a room: curves at ~20 updates/s, a new test digit ~4 times a second,
+    an evaluation and the weight mosaic each second, the full model every 5 s (it is the
+    largest message: 3 MB for 784-1000-10).
+    """
+
+    metrics: float | None = 0.05
+    sample: float | None = 0.25
+    evaluation: float | None = 1.0
+    weights: float | None = 1.0
+    model: float | None = 5.0
 
 
 class Every:
-    """True at most once per ``seconds``, the first time immediately."""
+    """True at most once per ``seconds`` (never for ``None``), the first time immediately."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float | None) -> None:
         self.seconds = seconds
         self._next = 0.0
 
     def due(self, now: float) -> bool:
-        if now < self._next:
+        if self.seconds is None or now < self._next:
             return False
         self._next = now + self.seconds
         return True
+
+
+def weight_tiles(first_layer: np.ndarray, count: int) -> tuple[list[int], np.ndarray, float]:
+    """The input weights of the first ``count`` hidden units as uint8 images centred on 128.
+
+    The scale is the 99.5th percentile of ``|w|`` rather than the maximum, so one outlier
+    weight cannot wash every tile out to grey.
+    """
+    units = list(range(min(count, first_layer.shape[1])))
+    weights = first_layer[:, units].T
+    scale = float(np.percentile(np.abs(weights), 99.5)) or 1e-12
+    pixels = np.clip(127.5 + 127.5 * (weights / scale), 0, 255)
+    return units, pixels.round().astype(np.uint8).reshape(len(units), 28, 28), scale
 
 
 class Reporter:
@@ -60,19 +88,25 @@ class Reporter:
         *,
         cadences: Cadences = Cadences(),
         eval_examples: int = 1000,
+        weight_tiles: int = 64,
     ) -> None:
         self.publisher = publisher
         self.dataset = dataset
         self._model: MLP | None = None
-        self.test_x = dataset.test_images.reshape(len(dataset.test_images), -1) / np.float32(255)
+        self.test_x = _pixels(dataset.test_images)
         self.test_y = dataset.test_labels.astype(np.int64)
+        self.validation_x = _pixels(dataset.validation_images)
+        self.validation_y = dataset.validation_labels.astype(np.int64)
         self.eval_count = min(eval_examples, len(self.test_y))
+        self.weight_tiles = min(weight_tiles, MAX_TILES)
         self._metrics, self._sample, self._eval = (
             Every(cadences.metrics),
             Every(cadences.sample),
             Every(cadences.evaluation),
         )
+        self._weights, self._full_model = Every(cadences.weights), Every(cadences.model)
         self._sample_index = 0
+        self._mistakes_from = 0
         self._loss_sum = self._acc_sum = 0.0
         self._batches = self._samples = self._window_first_sample = 0
         self._window_start = time.monotonic()
@@ -83,7 +117,15 @@ class Reporter:
             raise RuntimeError("Reporter.started() names the model first")
         return self._model
 
-    def started(self, model: MLP, hyperparameters: Hyperparameters, total_steps: int) -> None:
+    def started(
+        self,
+        model: MLP,
+        hyperparameters: Hyperparameters,
+        total_steps: int,
+        *,
+        steps_per_epoch: int = 1,
+        start_step: int = 0,
+    ) -> None:
         self._model = model
         d = self.dataset
         self.publisher.send(
@@ -92,14 +134,22 @@ class Reporter:
                 name=d.name,
                 synthetic=d.synthetic,
                 train_size=len(d.train_labels),
+                validation_size=len(d.validation_labels),
                 test_size=len(d.test_labels),
                 class_names=list(d.class_names),
+                source=d.source,
             ),
-            architecture=Architecture(
-                layer_sizes=model.layer_sizes, activation=cast(Activation, model.activation)
-            ),
+            architecture=self._architecture,
             hyperparameters=hyperparameters,
             total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch,
+            start_step=start_step,
+        )
+
+    @property
+    def _architecture(self) -> Architecture:
+        return Architecture(
+            layer_sizes=self.model.layer_sizes, activation=cast(Activation, self.model.activation)
         )
 
     def after_step(
@@ -116,6 +166,10 @@ class Reporter:
             self.send_sample(step)
         if self._eval.due(now):
             self.send_evaluation(step, epoch)
+        if self._weights.due(now):
+            self.send_weights(step, epoch)
+        if self._full_model.due(now):
+            self.send_model(step, epoch)
 
     def _send_metrics(self, step: int, epoch: int, lr: float, now: float) -> None:
         elapsed = max(now - self._window_start, 1e-9)
@@ -150,36 +204,78 @@ class Reporter:
         )
 
     def send_evaluation(self, step: int, epoch: int) -> None:
-        accuracy, loss = self.model.evaluate(
-            self.test_x[: self.eval_count], self.test_y[: self.eval_count]
-        )
-        if np.isfinite(loss):  # a diverging model is reported by the loop, not here
-            self.publisher.send(
-                Evaluation,
-                step=step,
-                epoch=epoch,
-                accuracy=accuracy,
-                loss=loss,
-                examples=self.eval_count,
-            )
+        """Evaluate on the fixed test subset: cheap enough to repeat every second."""
+        n = self.eval_count
+        result = assess(self.model, self.test_x[:n], self.test_y[:n])
+        self._send_assessment(result, "subset", self.dataset.test_images[:n], step, epoch)
+        self._mistakes_from += MISCLASSIFIED_SHOWN * 7
 
     def epoch_finished(self, step: int, epoch: int) -> None:
-        """Evaluate on the whole test set at an epoch end, the figure papers report."""
-        accuracy, loss = self.model.evaluate(self.test_x, self.test_y)
-        if np.isfinite(loss):
+        """Evaluate on the whole test set (and the validation split) at an epoch end."""
+        result = assess(self.model, self.test_x, self.test_y)
+        self._send_assessment(result, "test", self.dataset.test_images, step, epoch)
+        if len(self.validation_y):
+            result = assess(self.model, self.validation_x, self.validation_y)
+            images = self.dataset.validation_images
+            self._send_assessment(result, "validation", images, step, epoch)
+
+    def _send_assessment(
+        self, result: Assessment, split: str, images: np.ndarray, step: int, epoch: int
+    ) -> None:
+        if not result.finite:  # a diverging model is reported by the loop, not here
+            return
+        wrong = result.mistakes(MISCLASSIFIED_SHOWN, start=self._mistakes_from)
+        self.publisher.send(
+            Evaluation,
+            step=step,
+            epoch=epoch,
+            split=split,
+            accuracy=result.accuracy,
+            loss=result.loss,
+            examples=result.examples,
+            per_class_accuracy=result.per_class_accuracy(),
+            confusion=result.confusion().tolist(),
+            misclassified_images=images[wrong],
+            misclassified_index=wrong.tolist(),
+            misclassified_label=result.labels[wrong].tolist(),
+            misclassified_predicted=result.predictions[wrong].tolist(),
+        )
+
+    def send_weights(self, step: int, epoch: int) -> None:
+        units, tiles, scale = weight_tiles(self.model.weights[0], self.weight_tiles)
+        self.publisher.send(
+            FirstLayerWeights, step=step, epoch=epoch, units=units, tiles=tiles, scale=scale
+        )
+
+    def send_model(self, step: int, epoch: int) -> None:
+        parameters = np.concatenate([p.ravel() for p in self.model.params])
+        if np.isfinite(parameters).all():
             self.publisher.send(
-                Evaluation,
+                ModelWeights,
                 step=step,
                 epoch=epoch,
-                split="test",
-                accuracy=accuracy,
-                loss=loss,
-                examples=len(self.test_y),
+                architecture=self._architecture,
+                parameters=parameters,
             )
+
+    def status(
+        self, step: int, state: str, steps_per_second: float | None = None, message: str = ""
+    ) -> None:
+        """Tell viewers the trainer is waiting, training or paused (and at what pace)."""
+        self.publisher.send(
+            RunStatus,
+            step=step,
+            state=state,
+            steps_per_second=steps_per_second,
+            message=message,
+        )
 
     def finished(
         self, status: str, step: int, epoch: int, test_accuracy: float | None, message: str
     ) -> None:
+        if status != "diverged":  # late joiners and replays end on the final weights
+            self.send_weights(step, epoch)
+            self.send_model(step, epoch)
         self.publisher.send(
             RunFinished,
             status=status,
@@ -188,3 +284,7 @@ class Reporter:
             test_accuracy=test_accuracy,
             message=message,
         )
+
+
+def _pixels(images: np.ndarray) -> np.ndarray:
+    return images.reshape(len(images), 28 * 28) / np.float32(255)

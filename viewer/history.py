@@ -55,7 +55,7 @@ class RunHistory:
                 self.latest_metrics = message
                 for name in METRIC_COLUMNS:
                     self.metrics[name].append(getattr(message, name))
-            case Evaluation():
+            case Evaluation(split="subset"):
                 for name in EVALUATION_COLUMNS:
                     self.evaluations[name].append(getattr(message, name))
             case SamplePrediction():
