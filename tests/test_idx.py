@@ -84,8 +84,9 @@ def test_truncated_gzip_is_reported(tmp_path: Path) -> None:
 def test_image_and_label_counts_must_match(tmp_path: Path) -> None:
     directory = make_idx_dir(tmp_path / "d")
     write_idx(directory / "train-labels-idx1-ubyte.gz", np.zeros(29, dtype=np.uint8))
-    with pytest.raises(DatasetError, match="30 images but 29 labels"):
+    with pytest.raises(DatasetError, match="29 labels but 30 images") as caught:
         load_idx_directory(directory)
+    assert str(directory / "train-labels-idx1-ubyte.gz") in str(caught.value)
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
@@ -96,5 +97,32 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_name_says_what_is_accepted() -> None:
-    with pytest.raises(DatasetError, match="give 'auto', 'synthetic' or a directory"):
+    with pytest.raises(DatasetError, match="does not exist; give 'auto', 'synthetic', 'mnist'"):
         load_dataset("/no/such/place")
+
+
+def test_corrupt_gzip_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    packed = bytearray(gzip.compress(struct.pack(">II", LABELS_MAGIC, 100) + bytes(100)))
+    packed[12:20] = b"\xff" * 8  # inside the deflate stream
+    path.write_bytes(bytes(packed))
+    with pytest.raises(DatasetError, match="corrupt gzip data") as caught:
+        read_idx(path, LABELS_MAGIC)
+    assert str(path) in str(caught.value)
+
+
+def test_labels_beyond_the_classes_are_named(tmp_path: Path) -> None:
+    directory = make_idx_dir(tmp_path / "d")
+    labels = np.zeros(10, dtype=np.uint8)
+    labels[3] = 10
+    write_idx(directory / "t10k-labels-idx1-ubyte.gz", labels)
+    with pytest.raises(DatasetError, match="label 10 is beyond the 10 classes") as caught:
+        load_idx_directory(directory)
+    assert str(directory / "t10k-labels-idx1-ubyte.gz") in str(caught.value)
+
+
+def test_labels_file_with_image_dimensions_is_refused(tmp_path: Path) -> None:
+    directory = make_idx_dir(tmp_path / "d")
+    write_idx(directory / "train-labels-idx1-ubyte.gz", np.zeros((30, 28, 28), np.uint8))
+    with pytest.raises(DatasetError, match="bad magic number 2051 \\(expected 2049\\)"):
+        load_idx_directory(directory)

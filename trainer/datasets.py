@@ -1,15 +1,17 @@
 """Find, load and describe the data a run trains on.
 
-A dataset is four uint8 arrays and the names of its classes. Where it came from (a directory
-of IDX files, the generated synthetic digits) is resolved here once, so the training loop never
-needs to know, and every run says honestly which one it used.
+A dataset is four uint8 arrays and the names of its classes. Where it came from (the per-user
+cache, Debian's dataset packages, a directory of IDX files, a Keras-style ``.npz``, the
+generated synthetic digits) is resolved here once, so the training loop never needs to know,
+and every run says honestly which one it used.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+import zipfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +39,11 @@ IDX_FILES = {
     "test_images": ("t10k-images-idx3-ubyte", IMAGES_MAGIC),
     "test_labels": ("t10k-labels-idx1-ubyte", LABELS_MAGIC),
 }
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+KNOWN = ("mnist", "fashion-mnist")
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 10_000, 2_000
+# Debian's dataset packages install here (dataset-fashion-mnist: fashion-mnist/*-ubyte.gz).
+SYSTEM_DATA = Path("/usr/share/datasets")
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,10 @@ class Dataset:
     @property
     def description(self) -> str:
         kind = "SYNTHETIC generated digits" if self.synthetic else self.name
-        return f"{kind} ({len(self.train_labels)} train / {len(self.test_labels)} test)"
+        validation = (
+            f" / {len(self.validation_labels)} validation" if len(self.validation_labels) else ""
+        )
+        return f"{kind} ({len(self.train_labels)} train{validation} / {len(self.test_labels)} test)"
 
 
 def cache_dir() -> Path:
@@ -67,47 +76,190 @@ def cache_dir() -> Path:
     return Path(base) / "mnist-live"
 
 
-def load_dataset(spec: str, seed: int = 0) -> Dataset:
-    """Resolve ``spec`` (``auto``, ``synthetic`` or a directory of IDX files) to a dataset."""
+def system_data_dir() -> Path:
+    """Where system packages put datasets (``$MNIST_LIVE_SYSTEM_DATA`` overrides it)."""
+    return Path(os.environ.get("MNIST_LIVE_SYSTEM_DATA") or SYSTEM_DATA)
+
+
+def find_named(name: str) -> Path | None:
+    """The directory holding all four files of a known dataset: the cache first, then Debian's."""
+    for directory in (cache_dir() / name, system_data_dir() / name):
+        if has_idx_files(directory):
+            return directory
+    return None
+
+
+def load_dataset(
+    spec: str = "auto",
+    *,
+    seed: int = 0,
+    synthetic_train: int = SYNTHETIC_TRAIN,
+    synthetic_test: int = SYNTHETIC_TEST,
+    validation: int = 0,
+    download: bool = False,
+) -> Dataset:
+    """Resolve ``spec`` to a dataset, then hold out ``validation`` training examples.
+
+    ``spec`` is ``auto`` (cached MNIST, else synthetic), ``synthetic``, ``mnist`` or
+    ``fashion-mnist`` (cached or found on the system; fetched first when ``download``), a
+    directory of IDX files, or a Keras-style ``.npz`` file.
+    """
+    dataset = _resolve(spec, seed, synthetic_train, synthetic_test, download)
+    return split_validation(dataset, validation, seed) if validation else dataset
+
+
+def _resolve(spec: str, seed: int, n_train: int, n_test: int, download: bool) -> Dataset:
     if spec == "synthetic":
-        return synthetic_dataset(seed)
+        return synthetic_dataset(seed, n_train, n_test)
     if spec == "auto":
         cached = cache_dir() / "mnist"
-        if _has_idx_files(cached):
+        if has_idx_files(cached):
+            log.info("auto: using MNIST from %s", _display(cached))
             return load_idx_directory(cached, name="mnist")
-        log.info("no MNIST in %s; using the generated synthetic digits", cached)
-        return synthetic_dataset(seed)
+        log.info("auto: no MNIST in %s; using the generated synthetic digits", _display(cached))
+        return synthetic_dataset(seed, n_train, n_test)
+    if spec in KNOWN:
+        return _load_named(spec, download)
     path = Path(spec).expanduser()
     if path.is_dir():
         return load_idx_directory(path)
+    if path.is_file() and path.suffix == ".npz":
+        return load_npz(path)
+    problem = "is not a .npz file" if path.is_file() else "does not exist"
     raise DatasetError(
-        f"unknown dataset {spec!r}: give 'auto', 'synthetic' or a directory holding the four "
-        "MNIST IDX files (train-images-idx3-ubyte[.gz] ...)"
+        f"unknown dataset {spec!r}: {problem}; give 'auto', 'synthetic', 'mnist', "
+        "'fashion-mnist', a directory holding the four MNIST IDX files "
+        "(train-images-idx3-ubyte[.gz] ...) or a Keras-style .npz file"
     )
 
 
-def synthetic_dataset(seed: int) -> Dataset:
+def _load_named(name: str, download: bool) -> Dataset:
+    directory = find_named(name)
+    if directory is None and download:
+        from trainer.download import fetch
+
+        directory = fetch(name)
+    if directory is None:
+        raise DatasetError(
+            f"{name} is not downloaded (looked in {_display(cache_dir() / name)}): run "
+            f"'mnist-live data fetch {name}' while online, or pass a directory of its four "
+            "IDX files with --dataset"
+        )
+    log.info("%s: reading %s", name, _display(directory))
+    return load_idx_directory(directory, name=name)
+
+
+def synthetic_dataset(
+    seed: int, n_train: int = SYNTHETIC_TRAIN, n_test: int = SYNTHETIC_TEST
+) -> Dataset:
+    """The generated digits; the test set comes from a seed no training set uses."""
     from trainer.synthetic import make_digits
 
-    train_x, train_y = make_digits(SYNTHETIC_TRAIN, seed)
-    test_x, test_y = make_digits(SYNTHETIC_TEST, seed + 1_000_003)
-    return Dataset("synthetic", train_x, train_y, test_x, test_y, DIGIT_NAMES, synthetic=True)
+    if n_train < 1 or n_test < 1:
+        raise DatasetError(f"synthetic set needs at least one image each, got {n_train}/{n_test}")
+    train_x, train_y = make_digits(n_train, seed)
+    test_x, test_y = make_digits(n_test, seed + 1_000_003)
+    return Dataset(
+        "synthetic",
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        DIGIT_NAMES,
+        synthetic=True,
+        source=f"generated (seed {seed})",
+    )
 
 
 def load_idx_directory(path: Path, name: str | None = None) -> Dataset:
     """Read the four MNIST-format files from ``path``, raw or gzipped."""
-    arrays = {key: read_idx(_find(path, stem), magic) for key, (stem, magic) in IDX_FILES.items()}
+    path = Path(path)
+    files = {key: _find(path, stem) for key, (stem, _) in IDX_FILES.items()}
+    arrays = {key: read_idx(files[key], magic) for key, (_, magic) in IDX_FILES.items()}
+    where = {key: str(file) for key, file in files.items()}
+    return _checked(name or path.resolve().name, path, arrays, where)
+
+
+def load_npz(path: Path, name: str | None = None) -> Dataset:
+    """Read a Keras-style ``mnist.npz`` (x_train, y_train, x_test, y_test), never unpickling."""
+    path = Path(path)
+    raw: dict[str, np.ndarray] = {}
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DatasetError(f"{path}: holds one array, not x_train, y_train, x_test, y_test")
+        with loaded as npz:
+            missing = [key for key in NPZ_KEYS if key not in npz.files]
+            if missing:
+                raise DatasetError(
+                    f"{path}: missing {', '.join(missing)}; a Keras-style .npz holds "
+                    f"{', '.join(NPZ_KEYS)}"
+                )
+            for key in NPZ_KEYS:
+                raw[key] = npz[key]
+    except DatasetError:
+        raise
+    except ValueError as exc:  # object arrays need pickle, which stays off
+        raise DatasetError(f"{path}: refused ({exc}); only plain numeric arrays load") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DatasetError(f"{path}: not a readable .npz file ({exc})") from None
+    where = {
+        "train_images": f"{path} (x_train)",
+        "train_labels": f"{path} (y_train)",
+        "test_images": f"{path} (x_test)",
+        "test_labels": f"{path} (y_test)",
+    }
+    arrays = {
+        "train_images": _npz_images(where["train_images"], raw["x_train"]),
+        "train_labels": _npz_labels(where["train_labels"], raw["y_train"]),
+        "test_images": _npz_images(where["test_images"], raw["x_test"]),
+        "test_labels": _npz_labels(where["test_labels"], raw["y_test"]),
+    }
+    return _checked(name or path.stem, path, arrays, where)
+
+
+def _npz_images(where: str, array: np.ndarray) -> np.ndarray:
+    if array.ndim == 2 and array.shape[1] == 28 * 28:
+        array = array.reshape(-1, 28, 28)
+    if array.ndim != 3 or array.shape[1:] != (28, 28):
+        raise DatasetError(f"{where}: images have shape {array.shape}, expected (n, 28, 28)")
+    return _as_uint8(where, array)
+
+
+def _npz_labels(where: str, array: np.ndarray) -> np.ndarray:
+    if array.ndim != 1:
+        raise DatasetError(f"{where}: labels have shape {array.shape}, expected (n,)")
+    return _as_uint8(where, array)
+
+
+def _as_uint8(where: str, array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind not in "ui":
+        raise DatasetError(f"{where}: dtype {array.dtype}, expected integers 0..255 (uint8)")
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise DatasetError(f"{where}: values outside 0..255")
+    return array.astype(np.uint8, copy=False)
+
+
+def _checked(
+    name: str, path: Path, arrays: dict[str, np.ndarray], where: dict[str, str]
+) -> Dataset:
+    """Check what only the four arrays together can show, then build the dataset."""
+    name = name[:100] or "dataset"  # the protocol bounds names
+    class_names = FASHION_NAMES if "fashion" in name.lower() else DIGIT_NAMES
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if len(images) != len(labels):
             raise DatasetError(
-                f"{path}: {split} set has {len(images)} images but {len(labels)} labels"
+                f"{where[f'{split}_labels']}: {len(labels)} labels but "
+                f"{len(images)} images in {where[f'{split}_images']}"
             )
-    name = name or path.resolve().name
-    fashion = "fashion" in name.lower()
-    class_names = FASHION_NAMES if fashion else DIGIT_NAMES
-    if max(arrays["train_labels"].max(), arrays["test_labels"].max()) >= len(class_names):
-        raise DatasetError(f"{path}: labels go beyond the {len(class_names)} known classes")
+        if len(labels) == 0:
+            raise DatasetError(f"{where[f'{split}_images']}: the {split} set is empty")
+        if labels.max() >= len(class_names):
+            raise DatasetError(
+                f"{where[f'{split}_labels']}: label {labels.max()} is beyond the "
+                f"{len(class_names)} classes (0..{len(class_names) - 1})"
+            )
     return Dataset(
         name,
         arrays["train_images"],
@@ -115,6 +267,36 @@ def load_idx_directory(path: Path, name: str | None = None) -> Dataset:
         arrays["test_images"],
         arrays["test_labels"],
         class_names,
+        source=_display(path),
+    )
+
+
+def split_validation(dataset: Dataset, count: int, seed: int) -> Dataset:
+    """Hold out ``count`` training examples, chosen by a shuffle from ``seed``.
+
+    The rest keep their original order, so a run with a validation split sees the same data as
+    one without, less the held-out examples.
+    """
+    n = len(dataset.train_labels)
+    if not 0 <= count < n:
+        raise DatasetError(
+            f"validation split of {count} needs 0 <= N < {n} (the training set's size)"
+        )
+    order = np.random.default_rng([seed, 0x5A11D]).permutation(n)
+    held, kept = order[n - count :], np.sort(order[: n - count])
+    return replace(
+        dataset,
+        train_images=dataset.train_images[kept],
+        train_labels=dataset.train_labels[kept],
+        validation_images=dataset.train_images[held],
+        validation_labels=dataset.train_labels[held],
+    )
+
+
+def has_idx_files(directory: Path) -> bool:
+    return all(
+        (directory / f"{stem}.gz").is_file() or (directory / stem).is_file()
+        for stem, _ in IDX_FILES.values()
     )
 
 
@@ -122,11 +304,16 @@ def _find(directory: Path, stem: str) -> Path:
     for candidate in (directory / f"{stem}.gz", directory / stem):
         if candidate.is_file():
             return candidate
+    if not directory.is_dir():
+        raise DatasetError(f"{directory}: no such directory")
     raise DatasetError(f"{directory}: missing {stem}[.gz]; a dataset directory needs all four")
 
 
-def _has_idx_files(directory: Path) -> bool:
-    return all(
-        (directory / f"{stem}.gz").is_file() or (directory / stem).is_file()
-        for stem, _ in IDX_FILES.values()
-    )
+def _display(path: Path) -> str:
+    """The path as a person would type it: under the home directory it starts with ``~``."""
+    path = Path(path).absolute()
+    try:
+        text = f"~/{path.relative_to(Path.home())}"
+    except ValueError:
+        text = str(path)
+    return text if len(text) <= 500 else f"...{text[-497:]}"

@@ -9,7 +9,9 @@ knows which one to fetch again.
 from __future__ import annotations
 
 import gzip
+import io
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 _GZIP_MAGIC = b"\x1f\x8b"
 _MAX_ITEMS = 10_000_000
+MAX_FILE_BYTES = 256 * 2**20  # MNIST's largest file is 47 MB uncompressed
 
 
 class DatasetError(ValueError):
@@ -27,14 +30,7 @@ class DatasetError(ValueError):
 def read_idx(path: Path, expected_magic: int) -> np.ndarray:
     """Return the array stored in an IDX file whose magic number must be ``expected_magic``."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == _GZIP_MAGIC:
-            raw = gzip.decompress(raw)
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except EOFError:
-        raise DatasetError(f"{path}: the gzip stream is truncated; download it again") from None
+    raw = _read_bounded(path)
     if len(raw) < 4:
         raise DatasetError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
     (magic,) = struct.unpack(">I", raw[:4])
@@ -60,6 +56,28 @@ def read_idx(path: Path, expected_magic: int) -> np.ndarray:
             f"file holds {len(raw) - header_size}"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape)
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes, gunzipped when it starts with the gzip magic, at most MAX_FILE_BYTES."""
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise DatasetError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MB; not an MNIST file")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if raw[:2] != _GZIP_MAGIC:
+        return raw
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
+    except EOFError:
+        raise DatasetError(f"{path}: the gzip stream is truncated; download it again") from None
+    except (OSError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise DatasetError(f"{path}: corrupt gzip data ({exc}); download it again") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise DatasetError(f"{path}: unpacks to more than {MAX_FILE_BYTES >> 20} MB")
+    return data
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
