@@ -1,8 +1,9 @@
-"""Forward trainer messages to every viewer, validating each one on the way.
+"""Forward trainer messages to every viewer, validating each one and remembering the run.
 
-``mnist-live broker`` binds two endpoints: publishers (trainer, replay) connect to ``--in``,
-subscribers (viewers, recorders) to ``--out``. Invalid messages are dropped and counted,
-never forwarded.
+``mnist-live broker`` binds three endpoints: publishers (trainer, replay) connect to ``--in``,
+subscribers (viewers, recorders) to ``--out`` for the live stream and to ``--snapshot`` for the
+history of a run so far (and the broker's figures, and presenter commands). Invalid messages
+are dropped and counted, never forwarded. The wire protocol is described in docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ log = logging.getLogger("broker")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from broker.history import HISTORY_BYTES, RUNS_KEPT
+
     parser.add_argument(
         "--in",
         dest="in_endpoint",
@@ -31,40 +34,83 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bind here for subscribers (the viewer's --connect)",
     )
     parser.add_argument(
+        "--snapshot",
+        dest="snapshot_endpoint",
+        default=None,
+        metavar="ENDPOINT",
+        help="bind here for snapshot, status and control requests "
+        "(default: the --out port + 1, e.g. tcp://127.0.0.1:5557)",
+    )
+    parser.add_argument(
         "--max-message-bytes",
         type=int,
         default=MAX_MESSAGE_BYTES,
         metavar="N",
         help="drop any message larger than this",
     )
+    parser.add_argument(
+        "--history-mb",
+        type=float,
+        default=HISTORY_BYTES / 2**20,
+        metavar="MB",
+        help="memory for each run's history; over it the oldest curve points are dropped "
+        "(a 30-minute run at default cadences needs about 30)",
+    )
+    parser.add_argument(
+        "--runs-kept",
+        type=int,
+        default=RUNS_KEPT,
+        metavar="N",
+        help="runs whose history is held; older ones are retired",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import zmq
 
-    from broker.forwarder import Forwarder
+    from broker.forwarder import Forwarder, default_snapshot_endpoint
     from protocol.errors import CommandError
 
     endpoints.check_endpoint(args.in_endpoint, "--in")
     endpoints.check_endpoint(args.out_endpoint, "--out")
+    snapshot = args.snapshot_endpoint or default_snapshot_endpoint(args.out_endpoint)
+    endpoints.check_endpoint(snapshot, "--snapshot")
+    if args.max_message_bytes < 1024:
+        raise CommandError(
+            f"--max-message-bytes must be at least 1024, got {args.max_message_bytes}"
+        )
+    if not args.history_mb > 0:
+        raise CommandError(f"--history-mb must be positive, got {args.history_mb}")
+    if args.runs_kept < 1:
+        raise CommandError(f"--runs-kept must be at least 1, got {args.runs_kept}")
     try:
         forwarder = Forwarder(
-            args.in_endpoint, args.out_endpoint, max_message_bytes=args.max_message_bytes
+            args.in_endpoint,
+            args.out_endpoint,
+            snapshot,
+            max_message_bytes=args.max_message_bytes,
+            history_bytes=int(args.history_mb * 2**20),
+            runs_kept=args.runs_kept,
         )
     except zmq.ZMQError as exc:
         raise CommandError(
-            f"cannot bind {args.in_endpoint} / {args.out_endpoint}: {exc}; "
-            "is another broker running? choose other ports with --in/--out"
+            f"cannot bind {args.in_endpoint} / {args.out_endpoint} / {snapshot}: {exc}; "
+            "is another broker running? choose other ports with --in/--out/--snapshot"
         ) from None
-    log.info("broker up: publishers -> %s, subscribers <- %s", *forwarder.endpoints)
+    log.info(
+        "broker up: publishers -> %s, subscribers <- %s, snapshots/status/control at %s",
+        *forwarder.endpoints,
+        forwarder.snapshot_endpoint,
+    )
     try:
         forwarder.run()
     except KeyboardInterrupt:
+        stats = forwarder.stats
         log.info(
             "broker stopping: %d received, %d forwarded, %d dropped",
-            forwarder.stats.received,
-            sum(forwarder.stats.forwarded.values()),
-            sum(forwarder.stats.dropped.values()),
+            stats.received,
+            sum(stats.forwarded.values()),
+            sum(stats.dropped.values()),
         )
     finally:
         forwarder.close()

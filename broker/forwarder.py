@@ -1,54 +1,63 @@
-"""The broker's core: receive from publishers, validate, forward to subscribers.
+"""The broker's core: receive from publishers, validate, remember, forward to subscribers.
 
 Publishers connect to an XSUB socket and subscribers to an XPUB socket, as in ZeroMQ's proxy
-pattern, but every message is decoded and validated on the way through so that a confused or
-hostile publisher can never reach a viewer. The XSUB subscribes to everything itself: the
-broker hears the whole run even when no viewer is connected yet.
+pattern, but every message is validated once on the way through, so a confused or hostile
+publisher can never reach a viewer, and every valid one is added to the run's
+:class:`~broker.history.History` before it is forwarded. A ROUTER socket answers snapshot,
+stats and control requests (:mod:`broker.snapshot`): the Clone pattern of the ZeroMQ guide.
+The XSUB subscribes to everything itself, so the broker hears the whole run even when no
+viewer is connected yet. One thread does all of it; no step ever waits on a peer.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
+import secrets
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import zmq
 
-from protocol import MAX_MESSAGE_BYTES, ProtocolError, decode
+from broker.history import HISTORY_BYTES, RUNS_KEPT, History
+from broker.ratelog import RateLimitedLog
+from broker.snapshot import MAX_REQUEST_BYTES, REPLY_HWM, SnapshotService
+from broker.validate import validate
+from protocol import MAX_MESSAGE_BYTES, ProtocolError
+from protocol.endpoints import snapshot_endpoint_for
 
 log = logging.getLogger("broker")
 
 SUBSCRIBER_HWM = 10_000
-"""Messages queued per subscriber before ZeroMQ drops; about eight minutes of a default run."""
+"""Messages queued per subscriber before ZeroMQ drops for that subscriber alone: about eight
+minutes of a default run, or a few seconds of a re-publish burst. A subscriber that falls
+further behind sees a sequence gap and repairs it from the snapshot service."""
+FREEZE_EVERY = 20_000
+_MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
+_LAST = _NOBLOCK = int(zmq.NOBLOCK)
+_RCVMORE = int(zmq.RCVMORE)
+PUBLISHER_HWM = 100_000
+"""Messages queued from each publisher: room for a whole run re-published after a restart."""
 
 
 @dataclass
 class Stats:
     received: int = 0
+    accepted: Counter[str] = field(default_factory=Counter)
     forwarded: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
+    subscriptions: int = 0
     started: float = field(default_factory=time.time)
 
 
-class DropLog:
-    """Logs the first drop of each reason at once, then one summary per ``interval`` seconds."""
-
-    def __init__(self, interval: float = 5.0) -> None:
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._suppressed: Counter[str] = Counter()
-
-    def __call__(self, reason: str, detail: str) -> None:
-        now = time.monotonic()
-        if now - self._last.get(reason, -self.interval) < self.interval:
-            self._suppressed[reason] += 1
-            return
-        extra = self._suppressed.pop(reason, 0)
-        suffix = f" (+{extra} more since last report)" if extra else ""
-        log.warning("dropped invalid message: %s%s", detail, suffix)
-        self._last[reason] = now
+def default_snapshot_endpoint(out_endpoint: str) -> str:
+    """``--out`` port + 1; a wildcard ``--out`` port gets a wildcard snapshot port."""
+    if out_endpoint.endswith(":*"):
+        return out_endpoint
+    return snapshot_endpoint_for(out_endpoint)
 
 
 class Forwarder:
@@ -56,66 +65,152 @@ class Forwarder:
         self,
         in_endpoint: str,
         out_endpoint: str,
+        snapshot_endpoint: str | None = None,
         *,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        history_bytes: int = HISTORY_BYTES,
+        runs_kept: int = RUNS_KEPT,
+        subscriber_hwm: int = SUBSCRIBER_HWM,
         context: zmq.Context | None = None,
     ) -> None:
         self.max_message_bytes = max_message_bytes
         self.stats = Stats()
-        self._drop_log = DropLog()
+        self.history = History(history_bytes, runs_kept)
+        self.broker_id = secrets.token_hex(4)
+        self._drop_log = RateLimitedLog(log, "dropped invalid message")
+        self._since_freeze = 0
         context = context or zmq.Context.instance()
         self.frontend = context.socket(zmq.XSUB)
         self.frontend.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        self.frontend.setsockopt(zmq.RCVHWM, PUBLISHER_HWM)
         self.frontend.setsockopt(zmq.LINGER, 0)
         self.backend = context.socket(zmq.XPUB)
-        self.backend.setsockopt(zmq.SNDHWM, SUBSCRIBER_HWM)
+        self.backend.setsockopt(zmq.SNDHWM, subscriber_hwm)
+        self.backend.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscribe: count subscribers
         self.backend.setsockopt(zmq.LINGER, 0)
-        self.frontend.bind(in_endpoint)
-        self.backend.bind(out_endpoint)
+        self.router = context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # full client pipe: EAGAIN, not a drop
+        self.router.setsockopt(zmq.SNDHWM, REPLY_HWM)
+        self.router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES + 1024)
+        self.router.setsockopt(zmq.LINGER, 0)
+        try:
+            self.frontend.bind(in_endpoint)
+            self.backend.bind(out_endpoint)
+            self.router.bind(snapshot_endpoint or default_snapshot_endpoint(out_endpoint))
+        except zmq.ZMQError:
+            self.close()
+            raise
         self.frontend.send(b"\x01")  # subscribe to every topic from every publisher
-        self.endpoints = (
-            self.frontend.getsockopt_string(zmq.LAST_ENDPOINT),
-            self.backend.getsockopt_string(zmq.LAST_ENDPOINT),
+        self.endpoints = tuple(
+            s.getsockopt_string(zmq.LAST_ENDPOINT) for s in (self.frontend, self.backend)
+        )
+        self.snapshot_endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.service = SnapshotService(
+            self.router, self.history, self.stats_json, self.frontend.send, self.broker_id
         )
 
     def handle(self, frames: list[bytes]) -> None:
-        """Validate one received multipart and forward it, or count why not."""
+        """Validate one received multipart, remember and forward it, or count why not."""
         self.stats.received += 1
         try:
-            message = decode(frames, self.max_message_bytes)
+            message = validate(frames, self.max_message_bytes)
         except ProtocolError as exc:
-            self.stats.dropped[exc.reason] += 1
-            self._drop_log(exc.reason, str(exc))
-            return
-        self.backend.send_multipart(frames, flags=zmq.NOBLOCK)
-        self.stats.forwarded[message.kind] += 1
+            return self._drop(exc.reason, str(exc))
+        except Exception as exc:  # e.g. RecursionError on absurdly nested JSON: still a drop
+            return self._drop("invalid", f"{type(exc).__name__}: {exc}")
+        kind = message.kind
+        if not self.history.add(message.run_id, message.seq, kind, frames):
+            return self._drop("duplicate", f"{kind} seq {message.seq} of run {message.run_id}")
+        self.stats.accepted[kind] += 1
+        send, last = self.backend.send, len(frames) - 1
+        for i, frame in enumerate(frames):  # send_multipart minus its per-call overhead
+            send(frame, _MORE if i < last else _LAST)
+        self.stats.forwarded[kind] += 1
+        self._since_freeze += 1
+        if self._since_freeze >= FREEZE_EVERY:
+            # The history is millions of long-lived objects without cycles: keep the cyclic
+            # garbage collector from walking them all (tens of ms) every few seconds.
+            gc.freeze()
+            self._since_freeze = 0
+
+    def _drop(self, reason: str, detail: str) -> None:
+        self.stats.dropped[reason] += 1
+        self._drop_log(reason, detail)
 
     def run(self, stop: threading.Event | None = None, poll_ms: int = 200) -> None:
         """Forward until ``stop`` is set (or forever); Ctrl-C propagates to the caller."""
         poller = zmq.Poller()
-        poller.register(self.frontend, zmq.POLLIN)
-        poller.register(self.backend, zmq.POLLIN)
+        for socket in (self.frontend, self.backend, self.router):
+            poller.register(socket, zmq.POLLIN)
         while not (stop and stop.is_set()):
-            for socket, _ in poller.poll(poll_ms):
-                if socket is self.frontend:
-                    self._drain_frontend()
-                else:
-                    self._drain_subscriptions()
+            ready = dict(poller.poll(1 if self.service.busy else poll_ms))
+            if self.frontend in ready:
+                self._drain_frontend()
+            if self.backend in ready:
+                self._drain_subscriptions()
+            if self.router in ready:
+                self._drain_requests()
+            if self.service.busy:
+                self.service.pump()
 
-    def _drain_frontend(self, budget: int = 1000) -> None:
-        for _ in range(budget):
+    def _drain_frontend(self, budget: int = 2000) -> None:
+        socket = self.frontend
+        recv, more = socket.recv, socket.getsockopt
+        for _ in range(budget):  # recv_multipart, minus its per-call overhead
             try:
-                self.handle(self.frontend.recv_multipart(flags=zmq.NOBLOCK))
+                frames = [recv(_NOBLOCK)]
             except zmq.Again:
                 return
+            while more(_RCVMORE):
+                frames.append(recv(_NOBLOCK))
+            self.handle(frames)
 
     def _drain_subscriptions(self) -> None:
-        """Subscriptions are not forwarded upstream: the broker already takes everything."""
-        while self.backend.poll(0, zmq.POLLIN):
-            event = self.backend.recv()
+        """Count subscribers; subscriptions go no further (the broker takes everything)."""
+        for _ in range(1000):
+            try:
+                event = self.backend.recv(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
             if event[:1] == b"\x01":
+                self.stats.subscriptions += 1
                 log.info("subscriber joined (topic %r)", event[1:].decode(errors="replace"))
+            elif event[:1] == b"\x00":
+                self.stats.subscriptions = max(0, self.stats.subscriptions - 1)
+                log.info("subscriber left (topic %r)", event[1:].decode(errors="replace"))
+
+    def _drain_requests(self, budget: int = 100) -> None:
+        for _ in range(budget):
+            try:
+                frames = self.router.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.service.handle(frames)
+
+    def stats_json(self) -> dict[str, Any]:
+        """The figures ``mnist-live status`` prints."""
+        s = self.stats
+        return {
+            "broker": self.broker_id,
+            "uptime": round(time.time() - s.started, 3),
+            "started": s.started,
+            "endpoints": {
+                "in": self.endpoints[0],
+                "out": self.endpoints[1],
+                "snapshot": self.snapshot_endpoint,
+            },
+            "received": s.received,
+            "in_by_kind": dict(s.accepted),
+            "out_by_kind": dict(s.forwarded),
+            "dropped": dict(s.dropped),
+            "subscribers": s.subscriptions,
+            "runs": [run.summary() for run in self.history],
+            "runs_retired": self.history.retired,
+            "bytes_held": self.history.held_bytes,
+            "requests": dict(self.service.counts),
+            "replies_in_progress": len(self.service.pending),
+        }
 
     def close(self) -> None:
-        self.frontend.close()
-        self.backend.close()
+        for socket in (self.frontend, self.backend, self.router):
+            socket.close()

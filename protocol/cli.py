@@ -25,6 +25,10 @@ SUBCOMMANDS = {
     "train": ("trainer.cli", "train the MLP and publish its progress to a broker"),
     "broker": ("broker.cli", "forward trainer messages to every viewer"),
     "view": ("viewer.cli", "serve the live dashboard to browsers"),
+    "status": ("broker.status_cli", "print a running broker's figures as JSON"),
+    "control": ("broker.control_cli", "pause, resume, stop or pace the trainers via the broker"),
+    "protocol": ("protocol.schema_cli", "print the wire protocol's JSON Schema"),
+    "data": ("trainer.data_cli", "download datasets ahead of a talk, list what is cached"),
 }
 
 

@@ -12,6 +12,8 @@ BROKER_IN = "tcp://127.0.0.1:5555"
 """Where the broker receives from publishers (trainer, replay)."""
 BROKER_OUT = "tcp://127.0.0.1:5556"
 """Where the broker serves subscribers (viewer, recorder)."""
+BROKER_SNAPSHOT = "tcp://127.0.0.1:5557"
+"""Where the broker answers snapshot, stats and control requests (by default ``--out`` + 1)."""
 
 _ENDPOINT = re.compile(
     r"^(tcp://(\*|\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]+):(\d{1,5}|\*)|ipc://.+|inproc://.+)$"
@@ -33,6 +35,23 @@ def check_endpoint(endpoint: str, option: str) -> str:
     return endpoint
 
 
+def snapshot_endpoint_for(out_endpoint: str) -> str:
+    """The snapshot endpoint that goes with a broker's ``--out``: same host, port + 1.
+
+    Subscribers need both, and passing one address around is easier than two; endpoints that
+    have no numeric TCP port (ipc, inproc, a wildcard) get ``-snapshot`` appended instead.
+    """
+    match = _ENDPOINT.match(out_endpoint)
+    port = match.group(3) if match else None
+    if match and port and port.isdigit() and int(port) < 65535:
+        return f"{out_endpoint[: -len(port)]}{int(port) + 1}"
+    if out_endpoint.startswith(("ipc://", "inproc://")):
+        return out_endpoint + "-snapshot"
+    raise EndpointError(
+        f"cannot derive a snapshot endpoint from {out_endpoint!r}; pass --snapshot explicitly"
+    )
+
+
 def free_tcp_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody is listening on right now, for programs that start their own peers."""
     import socket
@@ -40,3 +59,18 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
+
+
+def free_tcp_port_pair(host: str = "127.0.0.1", attempts: int = 50) -> int:
+    """A port ``p`` with ``p`` and ``p + 1`` both free: a broker's ``--out`` and snapshot."""
+    import socket
+
+    for _ in range(attempts):
+        port = free_tcp_port(host)
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port + 1))
+            except OSError:
+                continue
+        return port
+    raise OSError(f"found no two adjacent free TCP ports on {host}")

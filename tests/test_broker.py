@@ -1,7 +1,11 @@
-"""The broker forwards valid messages between real sockets and drops everything else."""
+"""The broker validates, remembers and forwards between real sockets, and answers requests."""
 
 from __future__ import annotations
 
+import json
+import random
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -9,6 +13,7 @@ import pytest
 import zmq
 
 from broker.forwarder import Forwarder
+from broker.history import RunLog, SeqSet
 from protocol import SamplePrediction, TrainingMetrics, decode, encode
 from tests.conftest import wait_until
 from trainer.publisher import Publisher
@@ -16,7 +21,7 @@ from trainer.publisher import Publisher
 
 @pytest.fixture
 def broker(endpoint):
-    forwarder = Forwarder(endpoint(), endpoint())
+    forwarder = Forwarder(endpoint(), endpoint(), endpoint())
     stop = threading.Event()
     thread = threading.Thread(target=forwarder.run, args=(stop, 20))
     thread.start()
@@ -34,6 +39,27 @@ def subscriber(address: str) -> zmq.Socket:
     return socket
 
 
+def dealer(address: str) -> zmq.Socket:
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(address)
+    return socket
+
+
+def ask(socket: zmq.Socket, body: dict | bytes) -> tuple[list, dict]:
+    """One request; the decoded ``msg`` replies and the final JSON reply."""
+    socket.send(body if isinstance(body, bytes) else json.dumps(body).encode())
+    messages = []
+    while socket.poll(5000):
+        frames = socket.recv_multipart()
+        if frames[0] == b"msg":
+            messages.append(decode(frames[1:]))
+        else:
+            assert frames[0] == b"reply"
+            return messages, json.loads(frames[1])
+    raise AssertionError("no reply from the snapshot service")
+
+
 def metrics(publisher: Publisher, step: int) -> None:
     publisher.send(
         TrainingMetrics,
@@ -44,6 +70,17 @@ def metrics(publisher: Publisher, step: int) -> None:
         batch_accuracy=0.5,
         learning_rate=0.1,
         samples_per_second=1.0,
+    )
+
+
+def sample(publisher: Publisher, step: int) -> None:
+    publisher.send(
+        SamplePrediction,
+        step=step,
+        index=step,
+        label=1,
+        image=np.full((28, 28), step % 256, np.uint8),
+        probabilities=[0.5, 0.5],
     )
 
 
@@ -120,15 +157,19 @@ def test_invalid_input_is_dropped_and_counted_while_valid_traffic_flows(broker) 
         "version": [good[0], good[1].replace(b'"protocol":1', b'"protocol":7')],
         "bad_array": [good[0], good[1], b"\x00" * 10],
         "too_large": [b"metrics", b" " * (broker.max_message_bytes - 10), b"x" * 20],
+        "kind_mismatch": [b"metrics", good[1]],
+        "invalid": [good[0], good[1].replace(b'"label":1', b'"label":-1'), good[2]],
+        "duplicate": good,  # the first copy below is accepted, this second one is not
     }
+    rogue.send_multipart(good)
     expected_steps = []
     for step, frames in enumerate(garbage.values()):
         rogue.send_multipart(frames)
         metrics(publisher, step)
         expected_steps.append(step)
-    received = receive_all(sub, len(expected_steps))
-    assert [m.step for m in received] == expected_steps
-    assert all(m.kind == "metrics" for m in received)
+    received = receive_all(sub, len(expected_steps) + 1)
+    assert [m.kind for m in received].count("sample") == 1
+    assert [m.step for m in received if m.kind == "metrics"] == expected_steps
     wait_until(
         lambda: sum(broker.stats.dropped.values()) == len(garbage),
         5,
@@ -139,3 +180,163 @@ def test_invalid_input_is_dropped_and_counted_while_valid_traffic_flows(broker) 
     for socket in (rogue, sub):
         socket.close()
     publisher.close()
+
+
+def test_random_frames_never_crash_the_broker(broker) -> None:
+    in_address, out_address = broker.endpoints
+    publisher, sub = Publisher(in_address), subscriber(out_address)
+    join(publisher, sub)
+    rogue = raw_publisher(in_address)
+    rng = random.Random(4)
+    image = np.zeros((28, 28), np.uint8)
+    valid = encode(SamplePrediction(run_id="fuzz", seq=0, step=0, index=0, label=1, image=image,
+                                    probabilities=[0.5, 0.5]))  # fmt: skip
+    for _ in range(300):
+        frames = [bytearray(f) for f in valid[: rng.randint(1, 4)]]
+        for _ in range(rng.randint(1, 6)):  # mutate bytes, or replace a frame by noise
+            frame = rng.choice(frames)
+            if frame and rng.random() < 0.7:
+                frame[rng.randrange(len(frame))] = rng.randrange(256)
+            else:
+                frame[:] = rng.randbytes(rng.randint(0, 64))
+        rogue.send_multipart([bytes(f) for f in frames])
+    rogue.send_multipart([b"metrics", b"[" * 100_000 + b"]" * 100_000])  # deep nesting
+    wait_until(lambda: broker.stats.received >= 301, 10, message="all fuzz received")
+    for step in range(10):
+        metrics(publisher, step)
+    ours = [m for m in receive_all(sub, 10, timeout=10) if m.run_id == publisher.run_id]
+    while len(ours) < 10 and sub.poll(1000):  # mutations that stayed valid came first
+        ours.append(decode(sub.recv_multipart()))
+    assert [m.step for m in ours if m.run_id == publisher.run_id] == list(range(10))
+    assert sum(broker.stats.dropped.values()) >= 250
+    assert broker.stats.dropped["invalid"] >= 1  # the deeply nested one among them
+    rogue.close()
+    sub.close()
+    publisher.close()
+
+
+def test_snapshot_keeps_every_curve_point_and_only_the_latest_state(broker) -> None:
+    publisher = Publisher(broker.endpoints[0])
+    assert publisher.wait_for_subscriber(5)
+    for step in range(50):
+        metrics(publisher, step)
+        sample(publisher, step)
+    wait_until(lambda: broker.stats.accepted["sample"] == 50, 5, message="all accepted")
+    client = dealer(broker.snapshot_endpoint)
+    messages, end = ask(client, {"type": "snapshot", "run": "latest", "id": "a"})
+    assert [m.kind for m in messages] == ["metrics"] * 50 + ["sample"]
+    assert messages[-1].seq == 99 and messages[-1].step == 49
+    assert end["id"] == "a" and end["run"] == publisher.run_id and end["known"]
+    assert (end["to_seq"], end["last_seq"], end["sent"], end["gone"]) == (99, 99, 51, 49)
+    assert end["unseen"] == []
+
+    messages, end = ask(client, {"type": "snapshot", "run": publisher.run_id, "from_seq": 10,
+                                 "to_seq": 19})  # fmt: skip
+    assert [m.seq for m in messages] == [10, 12, 14, 16, 18] and end["gone"] == 5
+
+    _, runs = ask(client, {"type": "runs"})
+    assert [r["run_id"] for r in runs["runs"]] == [publisher.run_id]
+    _, unknown = ask(client, {"type": "snapshot", "run": "nope"})
+    assert not unknown["known"] and unknown["sent"] == 0
+    for bad in (b"{oops", b'{"type":"snapshot","from_seq":-1}', b'{"type":"dance"}', b"[]"):
+        _, reply = ask(client, bad)
+        assert reply["type"] == "error", bad
+    assert broker.service.counts["invalid"] == 4
+    client.close()
+    publisher.close()
+
+
+def test_control_command_reaches_the_publisher_through_the_broker(broker) -> None:
+    publisher = Publisher(broker.endpoints[0])
+    assert publisher.wait_for_subscriber(5)
+    client = dealer(broker.snapshot_endpoint)
+    command = {"command": "pace", "steps_per_second": 12.5}
+    _, reply = ask(client, {"type": "control", "command": command})
+    assert reply["ok"]
+    commands = wait_until(publisher.poll_commands, 5, message="the command upstream")
+    assert [(c.command, c.steps_per_second, c.run_id) for c in commands] == [("pace", 12.5, "*")]
+    _, refused = ask(client, {"type": "control", "command": {"command": "explode"}})
+    assert refused["type"] == "error" and "command" in refused["message"]
+    assert broker.service.counts["control"] == 1
+    client.close()
+    publisher.close()
+
+
+def test_seq_set_tracks_gaps_and_refuses_repeats() -> None:
+    seen = SeqSet(max_intervals=3)
+    assert all(seen.add(s) for s in (0, 1, 2, 5, 6, 9))
+    assert not seen.add(1) and not seen.add(9)
+    assert seen.gaps(0, 10) == [[3, 4], [7, 8], [10, 10]]
+    assert seen.count(0, 10) == 6 and seen.max == 9
+    assert seen.add(4) and seen.gaps(0, 9) == [[3, 3], [7, 8]]
+    assert seen.add(3) and seen.starts == [0, 9] and seen.ends == [7, 10]
+    for s in (12, 14, 16):  # past the bound the lowest gap is given up as seen
+        seen.add(s)
+    assert len(seen.starts) <= 3 and 7 in seen
+
+
+def test_run_log_evicts_oldest_curve_points_but_keeps_the_run_start() -> None:
+    frames = [b"metrics", b"x" * 800]
+    log = RunLog("r", limit=10_000)
+    log.add(0, "run_started", [b"run_started", b"{}"])
+    for seq in range(1, 101):
+        assert log.add(seq, "metrics", frames)
+    assert log.held_bytes <= 10_000 and log.evicted > 80
+    held = log.select(0, 100)
+    assert held[0].kind == "run_started" and held[-1].seq == 100
+    assert [h.seq for h in held[1:]] == list(range(101 - len(held) + 1, 101))
+    assert not log.add(50, "metrics", frames), "an evicted seq is still a repeat"
+
+
+def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "protocol.cli", *args], capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def test_status_and_control_commands_talk_to_a_real_broker(broker) -> None:
+    publisher = Publisher(broker.endpoints[0])
+    assert publisher.wait_for_subscriber(5)
+    for step in range(5):
+        metrics(publisher, step)
+    wait_until(lambda: broker.stats.accepted["metrics"] == 5, 5, message="accepted")
+    done = cli("status", "--broker", broker.snapshot_endpoint)
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout)
+    assert stats["in_by_kind"] == {"metrics": 5} and stats["runs"][0]["held"] == 5
+    assert stats["bytes_held"] > 0 and stats["uptime"] > 0 and "dropped" in stats
+
+    done = cli("control", "pause", "--broker", broker.snapshot_endpoint)
+    assert done.returncode == 0, done.stderr
+    commands = wait_until(publisher.poll_commands, 5, message="pause upstream")
+    assert [c.command for c in commands] == ["pause"]
+    publisher.close()
+
+
+def test_status_without_a_broker_is_one_line_and_fails(endpoint) -> None:
+    done = cli("status", "--broker", endpoint(), "--timeout", "0.5", timeout=10)
+    assert done.returncode == 2
+    assert "no answer from a broker" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_protocol_schema_names_every_message_kind() -> None:
+    done = cli("protocol", "schema")
+    assert done.returncode == 0, done.stderr
+    schema = json.loads(done.stdout)
+    kinds = {ref.split("/")[-1] for ref in schema["discriminator"]["mapping"].values()}
+    assert {"TrainingMetrics", "SamplePrediction", "RunStarted", "RunFinished"} <= kinds
+
+
+def test_a_republish_tells_the_broker_which_seqs_were_superseded() -> None:
+    """A fresh broker that hears a re-publish (ascending, latest state only) knows the gaps
+    between re-sent seqs will never come, so snapshots report them gone, not unseen."""
+    log = RunLog("r")
+    frames = [b"metrics", b"{}"]
+    for seq in (10, 11):  # live messages queued while the broker was down arrive first
+        log.add(seq, "metrics", frames)
+    for seq in (0, 1, 3, 4, 7, 8, 9, 10):  # the re-publish: 2, 5 and 6 were superseded
+        log.add(seq, "metrics", frames)
+    assert log.seen.gaps(0, 11) == [] and log.superseded == 3
+    assert [h.seq for h in log.select(0, 11)] == [0, 1, 3, 4, 7, 8, 9, 10, 11]

@@ -9,7 +9,7 @@ import sys
 import pytest
 from bokeh.client import pull_session
 
-from protocol.endpoints import free_tcp_port
+from protocol.endpoints import free_tcp_port, free_tcp_port_pair
 from tests.conftest import wait_until
 from tests.test_idx import make_idx_dir
 
@@ -26,7 +26,8 @@ def source_length(url: str, name: str) -> int:
 
 
 def test_viewer_then_broker_then_trainer(programs, endpoint, tmp_path) -> None:
-    broker_in, broker_out, port = endpoint(), endpoint(), free_tcp_port()
+    broker_in, port = endpoint(), free_tcp_port()
+    broker_out = f"tcp://127.0.0.1:{free_tcp_port_pair()}"  # the snapshot service: port + 1
     url = f"http://127.0.0.1:{port}/"
     data = make_idx_dir(tmp_path / "digits", n_train=2000, n_test=200)
     viewer = programs.start("view", "--connect", broker_out, "--port", str(port))
@@ -66,7 +67,9 @@ def test_viewer_then_broker_then_trainer(programs, endpoint, tmp_path) -> None:
     assert "Traceback" not in "".join(programs.output(p) for p in (trainer, broker, viewer))
 
 
-@pytest.mark.parametrize("command", ["", "demo", "train", "broker", "view"])
+@pytest.mark.parametrize(
+    "command", ["", "demo", "train", "broker", "view", "status", "control", "protocol"]
+)
 def test_help_explains_every_option(command: str) -> None:
     args = [command, "--help"] if command else ["--help"]
     out = subprocess.run(

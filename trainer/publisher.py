@@ -1,9 +1,14 @@
-"""Send a run's messages to the broker without ever making training wait.
+"""Send a run's messages to the broker without ever making training wait, and resend them
+when a broker (re)appears, so a restarted broker gets the whole run back.
 
-The socket is an XPUB rather than a PUB so the trainer can see when a broker subscribes (at
-start, or after the broker restarts) instead of sending into the void. ZeroMQ queues sends in
-its I/O thread and drops at the high-water mark, so a missing or slow broker costs the training
-loop only the encode.
+The socket is an XPUB rather than a PUB for two reasons. It sees every subscription
+(``XPUB_VERBOSE``), so when a broker subscribes (at start, or after it was killed and started
+again) the publisher re-sends its own history of the run: the same bytes with the same
+sequence numbers, which the fresh broker accepts as gap fills. And it receives the presenter's
+commands that the broker relays upstream (:meth:`Publisher.poll_commands`).
+
+Nothing here blocks: sends use ``NOBLOCK`` (ZeroMQ queues them in its I/O thread and drops at
+the high-water mark), and a re-publish is spread over later calls, a few milliseconds each.
 """
 
 from __future__ import annotations
@@ -11,16 +16,22 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections import Counter, deque
 from typing import Any
 
 import zmq
 
-from protocol import Envelope, encode
+from broker.history import HISTORY_BYTES, Held, RunLog
+from broker.ratelog import RateLimitedLog
+from protocol import ControlCommand, Envelope, ProtocolError, decode_control, encode
 
 log = logging.getLogger(__name__)
 
-SEND_HWM = 10_000
-"""Messages queued per broker connection before ZeroMQ drops; ~8 minutes at default cadences."""
+SEND_HWM = 100_000
+"""Messages queued per broker connection before ZeroMQ drops: a whole run's re-publish burst
+(a 30-minute run is ~40,000 messages) fits, and at default cadences it is over an hour."""
+REPUBLISH_SECONDS = 0.004
+"""Time a single call may spend re-sending history: enough for ~1,000 messages per call."""
 
 
 def new_run_id() -> str:
@@ -30,16 +41,33 @@ def new_run_id() -> str:
 class Publisher:
     """Stamps each message with this run's id and next sequence number, then sends it."""
 
-    def __init__(self, endpoint: str, run_id: str | None = None, *, linger_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        run_id: str | None = None,
+        *,
+        linger_ms: int = 1000,
+        history_bytes: int = HISTORY_BYTES,
+    ) -> None:
         self.run_id = run_id or new_run_id()
         self.endpoint = endpoint
         self.seq = 0
         self.sent_by_kind: dict[str, int] = {}
+        self.history = RunLog(self.run_id, history_bytes)
+        self.republished = 0
+        self.subscriptions = 0
+        self.ignored: Counter[str] = Counter()
+        self._replay: deque[Held] = deque()
+        self._commands: list[ControlCommand] = []
+        self._ignore_log = RateLimitedLog(log, "ignored upstream frame")
         self._context: zmq.Context = zmq.Context.instance()
         self._socket = self._context.socket(zmq.XPUB)
         self._socket.setsockopt(zmq.SNDHWM, SEND_HWM)
+        self._socket.setsockopt(zmq.XPUB_VERBOSE, 1)  # a restarted broker's subscribe too
+        self._socket.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)  # upstream: subscriptions, commands
         self._socket.setsockopt(zmq.LINGER, linger_ms)
-        self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        self._socket.setsockopt(zmq.RECONNECT_IVL, 100)
+        self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
         self._socket.connect(endpoint)
         self.subscribed = False
 
@@ -51,27 +79,84 @@ class Publisher:
             if remaining <= 0:
                 break
             if self._socket.poll(int(remaining * 1000), zmq.POLLIN):
-                self._drain_subscriptions()
+                self._drain_upstream()
         return self.subscribed
 
     def send(self, model: type[Envelope], **fields: Any) -> Envelope:
         """Build, validate and send one message; returns it for the caller's own records."""
         message = model(run_id=self.run_id, seq=self.seq, **fields)
         self.seq += 1
-        self._drain_subscriptions()
+        self._drain_upstream()
+        frames = encode(message)
+        self.history.add(message.seq, message.kind, frames)
         try:
-            self._socket.send_multipart(encode(message), flags=zmq.NOBLOCK, copy=False)
+            self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:
             log.debug("send queue full; dropped %s %d", message.kind, message.seq)
         self.sent_by_kind[message.kind] = self.sent_by_kind.get(message.kind, 0) + 1
         return message
 
-    def _drain_subscriptions(self) -> None:
-        while self._socket.poll(0, zmq.POLLIN):
-            frame = self._socket.recv()
-            if frame[:1] == b"\x01" and not self.subscribed:
+    def poll_commands(self) -> list[ControlCommand]:
+        """Presenter commands received since the last call (never blocks).
+
+        Also the place where subscriptions are noticed and a pending re-publish advances, so
+        a paused trainer that only polls for commands still restores a restarted broker.
+        """
+        self._drain_upstream()
+        commands, self._commands = self._commands, []
+        return commands
+
+    @property
+    def republishing(self) -> bool:
+        return bool(self._replay)
+
+    def _drain_upstream(self) -> None:
+        for _ in range(1000):
+            try:
+                frames = self._socket.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._upstream(frames)
+        if self._replay:
+            self._republish()
+
+    def _upstream(self, frames: list[bytes]) -> None:
+        first = frames[0]
+        if len(frames) == 1 and first[:1] == b"\x01":
+            self.subscriptions += 1
+            if not self.subscribed:
                 log.info("broker subscribed at %s", self.endpoint)
-            self.subscribed = self.subscribed or frame[:1] == b"\x01"
+            self.subscribed = True
+            held = self.history.select(0, self.history.last_seq)
+            if held:
+                log.info("a broker subscribed: re-sending the %d messages of this run", len(held))
+                self._replay = deque(held)
+        elif len(frames) == 1 and first[:1] == b"\x00":
+            pass  # an unsubscribe: the broker went away; it will subscribe again
+        elif len(frames) == 1 and first[:1] == b"{":
+            try:
+                self._commands.append(decode_control(first))
+            except ProtocolError as exc:
+                self.ignored[exc.reason] += 1
+                self._ignore_log(exc.reason, str(exc))
+        else:
+            self.ignored["frames"] += 1
+            self._ignore_log("frames", f"{len(frames)} frame(s) starting {first[:16]!r}")
+
+    def _republish(self) -> None:
+        """Send the next part of a pending re-publish; stop at the time budget or a full queue."""
+        deadline = time.perf_counter() + REPUBLISH_SECONDS
+        replay, send = self._replay, self._socket.send_multipart
+        try:
+            while replay and time.perf_counter() < deadline:
+                for _ in range(min(100, len(replay))):
+                    send(replay[0].frames, flags=zmq.NOBLOCK)
+                    replay.popleft()
+                    self.republished += 1
+        except zmq.Again:
+            return
+        if not replay:
+            log.info("re-publish done (%d messages re-sent in all)", self.republished)
 
     def close(self) -> None:
         """Close the socket, giving queued messages up to the linger time to leave."""

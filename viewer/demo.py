@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check_port_free(args.address, args.port)
     broker_in = f"tcp://127.0.0.1:{endpoints.free_tcp_port()}"
-    broker_out = f"tcp://127.0.0.1:{endpoints.free_tcp_port()}"
+    broker_out = f"tcp://127.0.0.1:{endpoints.free_tcp_port_pair()}"  # snapshot: port + 1
     level = args.log_level
     children = {
         "broker": _child("broker", "--in", broker_in, "--out", broker_out, log_level=level),

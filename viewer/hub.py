@@ -1,8 +1,9 @@
-"""One ZeroMQ subscription per viewer process, feeding every browser session in it.
+"""One broker subscription per viewer process, feeding every browser session in it.
 
-A background thread receives, validates and folds messages into :class:`RunHistory` objects;
-sessions read from them on their own schedule. So a hundred open laptops cost one socket and
-one decode per message, not a hundred.
+A background thread runs a :class:`broker.client.CloneClient` (live stream plus snapshot and
+gap repair, so a viewer started late or left behind still gets the whole run, in order) and
+folds its messages into :class:`RunHistory` objects; sessions read from them on their own
+schedule. So a hundred open laptops cost one subscription and one decode per message.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections import OrderedDict
 
 import zmq
 
-from protocol import MAX_MESSAGE_BYTES, ProtocolError, decode
+from broker.client import CloneClient
+from protocol import Envelope
 from viewer.history import RunHistory
 
 log = logging.getLogger("viewer")
@@ -23,8 +25,18 @@ RUNS_KEPT = 4
 
 
 class Hub:
-    def __init__(self, endpoint: str, *, context: zmq.Context | None = None) -> None:
+    """``endpoint`` is the broker's ``--out``; ``snapshot_endpoint`` defaults to its port + 1."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        snapshot_endpoint: str | None = None,
+        *,
+        context: zmq.Context | None = None,
+    ) -> None:
         self.endpoint = endpoint
+        self.snapshot_endpoint = snapshot_endpoint
+        self.client: CloneClient | None = None
         self.lock = threading.Lock()
         self.runs: OrderedDict[str, RunHistory] = OrderedDict()
         self.received = 0
@@ -48,27 +60,20 @@ class Hub:
             self._thread.join(timeout=2)
 
     def _receive_loop(self) -> None:
-        socket = self._context.socket(zmq.SUB)
-        socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        socket.setsockopt(zmq.RCVHWM, 100_000)
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.SUBSCRIBE, b"")
-        socket.connect(self.endpoint)
-        log.info("viewer subscribed to %s", self.endpoint)
+        client = CloneClient(
+            self.endpoint, self.snapshot_endpoint, max_runs=RUNS_KEPT, context=self._context
+        )
+        self.client = client
+        client.start()
         try:
             while not self._stop.is_set():
-                if socket.poll(200, zmq.POLLIN):
-                    self._handle(socket.recv_multipart())
+                for message in client.poll(0.2):
+                    self._apply(message)
+                self.rejected = client.counts["rejected"]
         finally:
-            socket.close()
+            client.close()
 
-    def _handle(self, frames: list[bytes]) -> None:
-        try:
-            message = decode(frames)
-        except ProtocolError as exc:
-            self.rejected += 1
-            log.warning("ignored invalid message: %s", exc)
-            return
+    def _apply(self, message: Envelope) -> None:
         with self.lock:
             self.received += 1
             run = self.runs.get(message.run_id)
@@ -83,11 +88,11 @@ class Hub:
 _hub: Hub | None = None
 
 
-def start(endpoint: str) -> Hub:
+def start(endpoint: str, snapshot_endpoint: str | None = None) -> Hub:
     """Start this process's hub (idempotent per endpoint: a second app load reuses it)."""
     global _hub
     if _hub is None:
-        _hub = Hub(endpoint)
+        _hub = Hub(endpoint, snapshot_endpoint)
         _hub.start()
     return _hub
 

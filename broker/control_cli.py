@@ -1,0 +1,56 @@
+"""Send a presenter command to the trainers through the broker.
+
+``mnist-live control pause`` (or ``resume``, ``start``, ``stop``, ``pace``) hands the command
+to the broker's snapshot endpoint, which validates it and relays it upstream to every
+connected trainer; a trainer acts on it between two training steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from broker.status_cli import add_broker_arguments, ask
+
+log = logging.getLogger("control")
+
+COMMANDS = ("start", "pause", "resume", "stop", "pace")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # dests differ from the option names: mnist-live keeps its own "command" and "run"
+    parser.add_argument("action", choices=COMMANDS, help="what the trainer should do")
+    parser.add_argument(
+        "--steps-per-second",
+        type=float,
+        default=None,
+        metavar="N",
+        help="for 'pace': the new limit on training steps per second (omit to lift it)",
+    )
+    parser.add_argument(
+        "--run",
+        dest="run_id",
+        default="*",
+        metavar="ID",
+        help="the run to command (default: every run connected to the broker)",
+    )
+    add_broker_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from protocol import ControlCommand
+    from protocol.errors import CommandError
+
+    if args.steps_per_second is not None and args.action != "pace":
+        raise CommandError("--steps-per-second goes with the 'pace' command only")
+    try:
+        command = ControlCommand(
+            command=args.action, run_id=args.run_id, steps_per_second=args.steps_per_second
+        )
+    except ValueError as exc:
+        raise CommandError(f"invalid command: {str(exc).splitlines()[-1].strip()}") from None
+    ask(args.broker, {"type": "control", "command": command.model_dump()}, args.timeout)
+    target = "every run" if args.run_id == "*" else f"run {args.run_id}"
+    log.info("sent %s to %s via %s", args.action, target, args.broker)
+    print(f"sent {args.action} to {target}")
+    return 0

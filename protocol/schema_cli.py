@@ -1,0 +1,43 @@
+"""Print the JSON Schema of the wire protocol, for programs written in other languages.
+
+``mnist-live protocol schema`` prints every message kind (a union discriminated by ``kind``);
+``--part control`` the upstream presenter command; ``--part requests`` the snapshot service's
+requests. docs/protocol.md explains frames, topics and sequence rules around them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+PARTS = ("messages", "control", "requests")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("what", choices=["schema"], help="what to print (the JSON Schema)")
+    parser.add_argument(
+        "--part",
+        choices=PARTS,
+        default="messages",
+        help="messages: every message kind; control: presenter commands; "
+        "requests: the snapshot service's requests",
+    )
+
+
+def schema(part: str) -> dict:
+    from protocol import ControlCommand, message_json_schema
+
+    if part == "messages":
+        return message_json_schema()
+    if part == "control":
+        return ControlCommand.model_json_schema()
+    from pydantic import TypeAdapter
+
+    from broker.snapshot import Request
+
+    return TypeAdapter(Request).json_schema()
+
+
+def run(args: argparse.Namespace) -> int:
+    print(json.dumps(schema(args.part), indent=2))
+    return 0

@@ -1,0 +1,216 @@
+"""The Clone dance against a real broker: late joiners, slow subscribers, broker restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from broker.client import CloneClient
+from broker.forwarder import Forwarder
+from protocol import Evaluation, TrainingMetrics
+from protocol.endpoints import free_tcp_port
+from tests.conftest import wait_until
+from tests.test_broker import ask, dealer, metrics, sample
+from trainer.publisher import Publisher
+from viewer.hub import Hub
+
+
+@pytest.fixture
+def make_broker(endpoint):
+    """Start in-process brokers (a thread each) with any options; all stopped afterwards."""
+    started: list[tuple[Forwarder, threading.Event, threading.Thread]] = []
+
+    def make(**options) -> Forwarder:
+        forwarder = Forwarder(endpoint(), endpoint(), endpoint(), **options)
+        stop = threading.Event()
+        thread = threading.Thread(target=forwarder.run, args=(stop, 10))
+        thread.start()
+        started.append((forwarder, stop, thread))
+        return forwarder
+
+    yield make
+    for forwarder, stop, thread in started:
+        stop.set()
+        thread.join(5)
+        forwarder.close()
+
+
+def collect(client: CloneClient, until, timeout: float = 10.0) -> list:
+    """Poll the client until ``until(messages)`` holds."""
+    messages: list = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not until(messages):
+        messages.extend(client.poll(0.05))
+    assert until(messages), f"gave up with {len(messages)} messages, counts {client.counts}"
+    return messages
+
+
+def evaluation(publisher: Publisher, step: int) -> None:
+    """A large-ish message (~6 KB with its mistake images), to fill queues quickly."""
+    publisher.send(
+        Evaluation,
+        step=step,
+        epoch=0,
+        accuracy=0.5,
+        loss=1.0,
+        examples=8,
+        misclassified_images=np.full((8, 28, 28), step % 256, np.uint8),
+        misclassified_index=list(range(8)),
+        misclassified_label=[1] * 8,
+        misclassified_predicted=[2] * 8,
+    )
+
+
+def test_late_subscriber_gets_all_thousand_messages_in_order(make_broker) -> None:
+    broker = make_broker()
+    publisher = Publisher(broker.endpoints[0])
+    assert publisher.wait_for_subscriber(5)
+    for step in range(1000):
+        metrics(publisher, step)
+    wait_until(lambda: broker.stats.accepted["metrics"] == 1000, 5, message="all accepted")
+
+    client = CloneClient(broker.endpoints[1], broker.snapshot_endpoint)
+    client.start()
+    for step in range(1000, 1100):  # live traffic while the snapshot is being fetched
+        metrics(publisher, step)
+    received = collect(client, lambda got: len(got) >= 1100)
+    assert [m.seq for m in received] == list(range(1100))
+    assert [m.step for m in received] == list(range(1100))
+    assert client.counts["from_snapshot"] >= 1000 and client.counts["duplicates"] >= 0
+    assert not client.poll(0.3), "nothing delivered twice"
+    client.close()
+    publisher.close()
+
+
+def test_paused_subscriber_over_its_high_water_mark_is_repaired(make_broker) -> None:
+    broker = make_broker(subscriber_hwm=20)
+    publisher = Publisher(broker.endpoints[0])
+    assert publisher.wait_for_subscriber(5)
+    client = CloneClient(
+        broker.endpoints[1], broker.snapshot_endpoint, receive_hwm=20, receive_buffer=4096
+    )
+    client.start()
+    metrics(publisher, 0)
+    collect(client, lambda got: len(got) >= 1)  # live and caught up
+
+    for step in range(1, 3001):  # the client is not polled: a sleeping laptop
+        metrics(publisher, step)
+        if step % 5 == 0:
+            evaluation(publisher, step)
+    wait_until(lambda: broker.stats.accepted["metrics"] == 3001, 10, message="all accepted")
+    received = collect(client, lambda got: sum(m.kind == "metrics" for m in got) >= 3000)
+    steps = [m.step for m in received if isinstance(m, TrainingMetrics)]
+    assert steps == list(range(1, 3001))
+    assert [m.seq for m in received] == sorted({m.seq for m in received})
+    assert client.counts["repaired"] > 0, "the high-water mark should have dropped something"
+    assert client.counts["unrepairable"] == 0
+    assert broker.service.counts["repair"] > 0
+    client.close()
+    publisher.close()
+
+
+def test_client_gives_up_on_a_gap_when_the_broker_is_gone(endpoint) -> None:
+    """Without a snapshot service the client still delivers, after ``gap_timeout``."""
+    out = endpoint()
+    import zmq
+
+    from protocol import encode
+
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(out)
+    client = CloneClient(out, endpoint(), request_timeout=0.3, gap_timeout=0.5)
+    client.start()
+    frames = [
+        encode(TrainingMetrics(run_id="r", seq=seq, step=seq, epoch=0, samples_seen=0, loss=1,
+                               batch_accuracy=0, learning_rate=0.1, samples_per_second=0))
+        for seq in range(6)
+    ]  # fmt: skip
+    got: list = []
+    deadline = time.monotonic() + 5
+    while len(got) < 4 and time.monotonic() < deadline:
+        for seq in (0, 1, 4, 5):
+            pub.send_multipart(frames[seq])
+        got.extend(client.poll(0.1))
+    assert [m.seq for m in got][:4] == [0, 1, 4, 5]
+    assert client.counts["unrepairable"] == 2
+    client.close()
+    pub.close()
+
+
+def test_hub_renders_history_from_a_snapshot(make_broker) -> None:
+    broker = make_broker()
+    publisher = Publisher(broker.endpoints[0])
+    assert publisher.wait_for_subscriber(5)
+    for step in range(200):
+        metrics(publisher, step)
+        if step % 50 == 0:
+            sample(publisher, step)
+    wait_until(lambda: broker.stats.accepted["metrics"] == 200, 5, message="all accepted")
+    hub = Hub(broker.endpoints[1], broker.snapshot_endpoint)
+    hub.start()
+    try:
+        run = wait_until(lambda: hub.current, 5, message="a run in the hub")
+        wait_until(lambda: len(run.metrics["step"]) == 200, 5, message="the whole curve")
+        assert run.metrics["step"] == list(range(200)) and run.sample.step == 150
+    finally:
+        hub.stop()
+        publisher.close()
+
+
+def test_kill_9_and_restart_of_the_broker_restores_the_history(programs) -> None:
+    """The trainer side re-publishes to the fresh broker; a late subscriber sees it all."""
+    ports = [free_tcp_port() for _ in range(3)]
+    in_, out, snap = (f"tcp://127.0.0.1:{p}" for p in ports)
+    args = ("broker", "--in", in_, "--out", out, "--snapshot", snap)
+    broker = programs.start(*args)
+    publisher = Publisher(in_)
+    assert publisher.wait_for_subscriber(20)
+    for step in range(400):
+        metrics(publisher, step)
+        if step % 10 == 0:
+            sample(publisher, step)
+    watcher = CloneClient(out, snap)
+    watcher.start()
+    collect(watcher, lambda got: len(got) >= 400, timeout=10)
+    watcher.close()
+
+    os.killpg(broker.pid, signal.SIGKILL)
+    broker.wait()
+    for step in range(400, 500):  # training goes on while the broker is down
+        metrics(publisher, step)
+    programs.start(*args)
+    restarted = None
+    deadline = time.monotonic() + 20
+    while restarted is None and time.monotonic() < deadline:
+        publisher.poll_commands()  # what the trainer does between steps
+        if publisher.subscriptions >= 2:
+            restarted = time.monotonic()
+        time.sleep(0.01)
+    assert restarted is not None, "the restarted broker never subscribed"
+    probe, whole_after = dealer(snap), None
+    while whole_after is None and time.monotonic() < restarted + 2:
+        publisher.poll_commands()  # the trainer between steps: the re-publish advances here
+        _, end = ask(probe, {"type": "snapshot", "from_seq": 0, "to_seq": 0})
+        if end["last_seq"] == publisher.seq - 1 and end["run"] == publisher.run_id:
+            full = ask(probe, {"type": "snapshot"})[1]
+            if not full["unseen"]:
+                whole_after = time.monotonic() - restarted
+    probe.close()
+    assert whole_after is not None, "the history was not whole within 2 s of the restart"
+    print(f"history whole {whole_after:.3f} s after the restarted broker subscribed")
+
+    late = CloneClient(out, snap, gap_timeout=5)
+    late.start()
+    received = collect(late, lambda got: got and got[-1].seq == publisher.seq - 1, timeout=5)
+    steps = [m.step for m in received if m.kind == "metrics"]
+    assert steps == list(range(500))
+    assert [m.kind for m in received].count("sample") == 1
+    assert late.counts["unrepairable"] == 0
+    late.close()
+    publisher.close()

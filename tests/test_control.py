@@ -1,0 +1,153 @@
+"""Presenter commands travel upstream over a real socket and hold, pace or stop the trainer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import zmq
+
+from protocol import ControlCommand, RunStatus, decode, encode_control
+from tests.conftest import blob_dataset, wait_until
+from trainer.control import Controls
+from trainer.loop import Pacer
+from trainer.publisher import Publisher
+from trainer.reporter import Reporter
+
+
+class Upstream:
+    """A bound XSUB standing in for the broker: hears the trainer and sends it commands."""
+
+    def __init__(self, address: str) -> None:
+        self.socket = zmq.Context.instance().socket(zmq.XSUB)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind(address)
+        self.socket.send(b"\x01")
+
+    def command(self, command: str, **fields: object) -> None:
+        self.socket.send(encode_control(ControlCommand(command=command, **fields)))  # type: ignore[arg-type]
+
+    def statuses(self, timeout: float = 5.0, count: int = 1) -> list[RunStatus]:
+        found: list[RunStatus] = []
+        deadline = time.monotonic() + timeout
+        while len(found) < count and time.monotonic() < deadline:
+            if self.socket.poll(50):
+                message = decode(self.socket.recv_multipart())
+                if isinstance(message, RunStatus):
+                    found.append(message)
+        return found
+
+
+@pytest.fixture
+def wired(endpoint) -> Iterator[tuple[Upstream, Publisher, Controls]]:
+    address = endpoint()
+    upstream = Upstream(address)
+    publisher = Publisher(address)
+    # A bound socket only takes in new connections when its own thread touches it.
+    wait_until(
+        lambda: upstream.socket.poll(0) or publisher.wait_for_subscriber(0.05),
+        timeout=5,
+        message="the stand-in broker's subscription",
+    )
+    controls = Controls(publisher, Pacer(None), Reporter(publisher, blob_dataset(50, 20)))
+    yield upstream, publisher, controls
+    publisher.close()
+    upstream.socket.close()
+
+
+class Steps:
+    """A loop of empty steps with the controls between them, as the training loop has."""
+
+    def __init__(self, controls: Controls) -> None:
+        self.controls, self.count, self.stop = controls, 0, threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + 30
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            self.count += 1
+            self.controls.between_steps(self.count, self.stop)
+            time.sleep(0.002)
+
+    def advancing(self, seconds: float = 0.3) -> bool:
+        before = self.count
+        time.sleep(seconds)
+        return self.count > before
+
+    def end(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        assert not self.thread.is_alive()
+
+
+def test_pause_holds_the_loop_until_resume(wired) -> None:
+    upstream, _, controls = wired
+    steps = Steps(controls)
+    try:
+        assert steps.advancing()
+        upstream.command("pause")
+        (paused,) = upstream.statuses()
+        assert paused.state == "paused"
+        assert not steps.advancing(), "a paused trainer must not take another step"
+        assert steps.count == paused.step
+        upstream.command("resume")
+        (resumed,) = upstream.statuses()
+        assert (resumed.state, resumed.step) == ("training", paused.step)
+        assert steps.advancing()
+        assert not steps.stop.is_set()
+    finally:
+        steps.end()
+
+
+def test_stop_while_paused_ends_the_run(wired) -> None:
+    upstream, _, controls = wired
+    steps = Steps(controls)
+    upstream.command("pause")
+    assert [s.state for s in upstream.statuses()] == ["paused"]
+    upstream.command("stop")
+    steps.thread.join(5)
+    assert not steps.thread.is_alive() and steps.stop.is_set()
+
+
+def test_pace_changes_the_rate_and_tells_the_room(wired) -> None:
+    upstream, _, controls = wired
+    steps = Steps(controls)
+    try:
+        upstream.command("pace", steps_per_second=2.5)
+        (status,) = upstream.statuses()
+        assert (status.state, status.steps_per_second) == ("training", 2.5)
+        assert controls.pacer.rate == 2.5
+        upstream.command("pace")
+        (status,) = upstream.statuses()
+        assert status.steps_per_second is None and controls.pacer.rate is None
+    finally:
+        steps.end()
+
+
+def test_wait_for_start_holds_until_start_and_ignores_other_runs(wired) -> None:
+    upstream, publisher, controls = wired
+    stop = threading.Event()
+    thread = threading.Thread(target=controls.wait_for_start, args=(0, stop), daemon=True)
+    thread.start()
+    assert [s.state for s in upstream.statuses()] == ["waiting"]
+    upstream.command("start", run_id="some-other-run")
+    upstream.socket.send(b"{not json")
+    thread.join(0.5)
+    assert thread.is_alive(), "a command for another run must not start this one"
+    wait_until(lambda: publisher.ignored, timeout=5, message="the garbage frame to be counted")
+    upstream.command("start", run_id=publisher.run_id)
+    thread.join(5)
+    assert not thread.is_alive() and not stop.is_set()
+    assert [s.state for s in upstream.statuses()] == ["training"]
+
+
+def test_paced_pacer_holds_the_step_rate() -> None:
+    pacer, stop = Pacer(50.0), threading.Event()
+    started = time.monotonic()
+    for _ in range(26):
+        pacer.wait(stop)
+    elapsed = time.monotonic() - started
+    assert 0.45 < elapsed < 1.0, f"26 steps at 50 steps/s took {elapsed:.2f} s"

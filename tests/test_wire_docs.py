@@ -1,0 +1,70 @@
+"""docs/protocol.md is enough to subscribe: its example program runs against the real thing."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+from protocol.endpoints import free_tcp_port
+from tests.conftest import REPO
+from tests.test_broker import metrics, sample
+from trainer.publisher import Publisher
+
+
+def example_subscriber() -> str:
+    text = (REPO / "docs" / "protocol.md").read_text()
+    match = re.search(r"<!-- example-subscriber -->\s*```python\n(.*?)```", text, re.S)
+    assert match, "docs/protocol.md lost its example subscriber"
+    return match.group(1)
+
+
+def test_the_documented_subscriber_decodes_a_snapshot_and_the_live_stream(
+    programs, tmp_path
+) -> None:
+    code = example_subscriber()
+    assert "import protocol" not in code and "from protocol" not in code
+    assert "broker" not in re.findall(r"^(?:from|import) (\w+)", code, re.M)
+    script = tmp_path / "subscriber.py"
+    script.write_text(code)
+
+    in_, out, snap = (f"tcp://127.0.0.1:{free_tcp_port()}" for _ in range(3))
+    programs.start("broker", "--in", in_, "--out", out, "--snapshot", snap)
+    publisher = Publisher(in_)
+    assert publisher.wait_for_subscriber(20)
+    for step in range(100):
+        metrics(publisher, step)
+        if step % 10 == 0:
+            sample(publisher, step)
+    before = publisher.seq
+
+    subscriber = subprocess.Popen(
+        [sys.executable, str(script), out, snap, "1.5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,  # no project package importable from here
+    )
+    try:
+        step = 100
+        while subscriber.poll() is None and step < 2000:
+            metrics(publisher, step)
+            if step % 10 == 0:
+                sample(publisher, step)
+            step += 1
+            time.sleep(0.01)
+        stdout, stderr = subscriber.communicate(timeout=20)
+    finally:
+        if subscriber.poll() is None:
+            subscriber.kill()
+            subscriber.wait()
+        publisher.close()
+    assert subscriber.returncode == 0, stderr
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["run"] == publisher.run_id
+    assert result["first_kind"] == "metrics"  # seq 0
+    assert result["snapshot"] >= 100 and result["snapshot"] + result["gone"] >= before
+    assert result["live"] > 10 and set(result["live_kinds"]) == {"metrics", "sample"}
+    assert result["last_seq"] > before
