@@ -1,11 +1,13 @@
-"""The numerics: gradients match finite differences, softmax is stable, learning happens."""
+"""The numerics: gradients match finite differences, softmax is stable, optimizers do what
+their formulas say, learning happens."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from trainer.mlp import ACTIVATIONS, MLP, SGD, cross_entropy, log_softmax, softmax
+from trainer.mlp import ACTIVATIONS, MLP, cross_entropy, log_softmax, softmax
+from trainer.optim import SGD, Adam, Momentum, joined, make_optimizer, make_schedule
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
@@ -69,3 +71,110 @@ def test_every_activation_the_protocol_names_is_implemented() -> None:
     from protocol.messages import Activation
 
     assert set(get_args(Activation)) == set(ACTIVATIONS)
+
+
+def test_training_step_gradients_equal_the_plain_formulas() -> None:
+    """The buffered fast path gives what textbook NumPy gives, in float32."""
+    rng = np.random.default_rng(3)
+    model = MLP([784, 40, 20, 10], "relu", rng)
+    x = rng.random((16, 784), dtype=np.float32)
+    y = rng.integers(0, 10, 16)
+    loss, accuracy, grads = model.loss_and_gradients(x, y)
+    h1 = np.maximum(x @ model.params[0] + model.params[1], 0)
+    h2 = np.maximum(h1 @ model.params[2] + model.params[3], 0)
+    logits = h2 @ model.params[4] + model.params[5]
+    probs = softmax(logits)
+    assert loss == pytest.approx(cross_entropy(logits, y), rel=1e-5)
+    assert accuracy == np.mean(logits.argmax(axis=1) == y)
+    d3 = probs.copy()
+    d3[np.arange(16), y] -= 1
+    d3 /= 16
+    d2 = (d3 @ model.params[4].T) * (h2 > 0)
+    d1 = (d2 @ model.params[2].T) * (h1 > 0)
+    expected = [x.T @ d1, d1.sum(0), h1.T @ d2, d2.sum(0), h2.T @ d3, d3.sum(0)]
+    for got, want in zip(grads, expected, strict=True):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert joined(model.params) is not None and joined(grads) is not None
+
+
+def _tiny_params() -> list[np.ndarray]:
+    return [np.array([[1.0, -2.0]], dtype=np.float32), np.array([0.5], dtype=np.float32)]
+
+
+def test_adam_matches_its_formula_by_hand() -> None:
+    params = _tiny_params()
+    adam = Adam(params, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
+    g1 = [np.array([[0.2, -0.4]], np.float32), np.array([1.0], np.float32)]
+    g2 = [np.array([[0.1, 0.3]], np.float32), np.array([-2.0], np.float32)]
+    expected = [p.astype(np.float64) for p in _tiny_params()]
+    m = [np.zeros_like(p) for p in expected]
+    v = [np.zeros_like(p) for p in expected]
+    for t, grads in enumerate((g1, g2), start=1):
+        for i, g in enumerate(grads):
+            m[i] = 0.9 * m[i] + 0.1 * g
+            v[i] = 0.999 * v[i] + 0.001 * g.astype(np.float64) ** 2
+            m_hat, v_hat = m[i] / (1 - 0.9**t), v[i] / (1 - 0.999**t)
+            expected[i] -= 0.1 * m_hat / (np.sqrt(v_hat) + 1e-8)
+        adam.step([g.copy() for g in grads])
+    for got, want in zip(params, expected, strict=True):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_first_adam_step_is_lr_times_the_sign() -> None:
+    params = _tiny_params()
+    Adam(params, lr=0.01).step([np.array([[3.0, -0.5]], np.float32), np.array([1e-3], np.float32)])
+    np.testing.assert_allclose(params[0], [[0.99, -1.99]], rtol=1e-6)
+    np.testing.assert_allclose(params[1], [0.49], rtol=1e-5)
+
+
+def test_momentum_is_heavy_ball() -> None:
+    params = _tiny_params()
+    optimizer = Momentum(params, lr=0.1, momentum=0.5)
+    for _ in range(2):
+        optimizer.step([np.array([[1.0, 1.0]], np.float32), np.array([2.0], np.float32)])
+    # v1 = g, v2 = 0.5 g + g: the weights move by 0.1 * (1 + 1.5) * g
+    np.testing.assert_allclose(params[0], [[0.75, -2.25]], rtol=1e-6)
+    np.testing.assert_allclose(params[1], [0.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_weight_decay_shrinks_weights_without_gradient(name: str) -> None:
+    params = _tiny_params()
+    optimizer = make_optimizer(name, params, lr=0.1, weight_decay=0.5)
+    for _ in range(3):
+        optimizer.step([np.zeros_like(p) for p in params])
+    assert np.all(np.abs(params[0]) < np.abs(_tiny_params()[0]))
+    assert np.all(np.sign(params[0]) == np.sign(_tiny_params()[0]))
+    plain = _tiny_params()
+    make_optimizer(name, plain, lr=0.1).step([np.zeros_like(p) for p in plain])
+    assert all(np.array_equal(a, b) for a, b in zip(plain, _tiny_params(), strict=True))
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_one_vector_and_separate_arrays_update_alike(name: str) -> None:
+    model = MLP([20, 8, 3], "tanh", np.random.default_rng(1))
+    separate = [p.copy() for p in model.params]
+    assert joined(model.params) is not None and joined(separate) is None
+    fast = make_optimizer(name, model.params, lr=0.01, weight_decay=0.01)
+    slow = make_optimizer(name, separate, lr=0.01, weight_decay=0.01)
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        grads = [rng.standard_normal(p.shape).astype(np.float32) for p in separate]
+        fast.step([g.copy() for g in grads])
+        slow.step(grads)
+    for a, b in zip(model.params, separate, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_schedules() -> None:
+    constant = make_schedule("constant", 0.1, 100)
+    assert constant(0) == constant(99) == 0.1
+    cosine = make_schedule("cosine", 0.1, 100)
+    assert cosine(0) == 0.1 and cosine(50) == pytest.approx(0.05) and cosine(100) < 1e-12
+    assert all(cosine(s) >= cosine(s + 1) for s in range(100))
+    step = make_schedule("step", 0.1, 100)
+    assert [step(0), step(49), step(50), step(75)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    with pytest.raises(ValueError, match="unknown schedule"):
+        make_schedule("warm", 0.1, 10)

@@ -1,22 +1,29 @@
 """The training loop: shuffle, take a batch, compute the gradient, step.
 
-Everything else a live run needs (publishing, the progress bar, pacing, stopping) sits beside
-the loop as one call per step, so the loop still reads like the textbook one.
+Everything else a live run needs (publishing, the progress bar, a presenter's controls, pacing,
+checkpoints, stopping) sits beside the loop as one call per step, so the loop still reads like
+the textbook one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from protocol import Hyperparameters
+from trainer import checkpoint
+from trainer.control import Controls
 from trainer.datasets import Dataset
-from trainer.mlp import MLP, SGD
+from trainer.mlp import MLP
+from trainer.optim import make_optimizer, make_schedule
 from trainer.progress import ProgressBar, format_duration
 from trainer.reporter import Reporter
 
@@ -25,15 +32,22 @@ log = logging.getLogger("trainer")
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """One run's settings. The defaults are the 2018 demo (``--preset seed``)."""
+
     hidden: tuple[int, ...] = (1000,)
     activation: str = "relu"
     optimizer: str = "sgd"
     learning_rate: float = 0.1
+    momentum: float = 0.9
+    """Velocity decay for ``momentum``, beta1 for ``adam``; unused by ``sgd``."""
+    weight_decay: float = 0.0
+    schedule: str = "constant"
     batch_size: int = 16
     epochs: int = 5
     max_steps: int | None = None
     seed: int = 0
     steps_per_second: float | None = None
+    wait_for_start: bool = False
 
     def steps_per_epoch(self, train_size: int) -> int:
         return -(-train_size // self.batch_size)
@@ -41,6 +55,31 @@ class TrainConfig:
     def total_steps(self, train_size: int) -> int:
         steps = self.epochs * self.steps_per_epoch(train_size)
         return min(steps, self.max_steps) if self.max_steps else steps
+
+    def hyperparameters(self) -> Hyperparameters:
+        return Hyperparameters(
+            optimizer=self.optimizer,
+            learning_rate=self.learning_rate,
+            batch_size=self.batch_size,
+            epochs=self.epochs,
+            seed=self.seed,
+            momentum=self.momentum if self.optimizer != "sgd" else 0.0,
+            weight_decay=self.weight_decay,
+            schedule=self.schedule,
+            max_steps=self.max_steps,
+            steps_per_second=self.steps_per_second,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "hidden": list(self.hidden)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in values.items() if k in known}
+        if "hidden" in kept:
+            kept["hidden"] = tuple(kept["hidden"])
+        return cls(**kept)
 
 
 @dataclass(frozen=True)
@@ -52,32 +91,46 @@ class RunResult:
     test_loss: float | None
     wall_seconds: float
     message: str = ""
+    samples_per_second: float = 0.0
+    """Training examples per wall-clock second over this run (resumed steps excluded)."""
 
 
 class Pacer:
-    """Holds the loop to at most ``rate`` steps per second, so a talk can follow it."""
+    """Holds the loop to at most ``rate`` steps per second (``None``: as fast as it goes).
+
+    ``rate`` may change at any time (a presenter's pace command).
+    """
 
     def __init__(self, rate: float | None) -> None:
-        self.period = 1.0 / rate if rate else 0.0
+        self.rate = rate
         self._next = time.monotonic()
 
     def wait(self, stop: threading.Event) -> None:
-        if not self.period:
+        if not self.rate:
             return
-        self._next = max(self._next + self.period, time.monotonic() - self.period)
+        period = 1.0 / self.rate
+        self._next = max(self._next + period, time.monotonic() - period)
         delay = self._next - time.monotonic()
         if delay > 0:
             stop.wait(delay)
 
 
-def batches(config: TrainConfig, train_size: int) -> Iterator[tuple[int, np.ndarray]]:
-    """``(epoch, indices)`` for every step of the run, reshuffled each epoch from the seed."""
-    rng = np.random.default_rng([config.seed, 1])
-    steps_left = config.total_steps(train_size)
-    for epoch in range(config.epochs):
-        order = rng.permutation(train_size)
-        for start in range(0, train_size, config.batch_size):
-            if steps_left == 0:
+def batches(
+    config: TrainConfig, train_size: int, start_step: int = 0
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(epoch, indices)`` for every step from ``start_step`` on.
+
+    Each epoch's order comes from the seed and the epoch number alone, so a resumed run
+    continues with exactly the batches the uninterrupted run would have seen.
+    """
+    steps_per_epoch = config.steps_per_epoch(train_size)
+    first_epoch, first_batch = divmod(start_step, steps_per_epoch)
+    steps_left = config.total_steps(train_size) - start_step
+    for epoch in range(first_epoch, config.epochs):
+        order = np.random.default_rng([config.seed, 1, epoch]).permutation(train_size)
+        first = first_batch * config.batch_size if epoch == first_epoch else 0
+        for start in range(first, train_size, config.batch_size):
+            if steps_left <= 0:
                 return
             steps_left -= 1
             yield epoch, order[start : start + config.batch_size]
@@ -88,6 +141,11 @@ def build_model(config: TrainConfig, dataset: Dataset) -> MLP:
     return MLP(sizes, config.activation, np.random.default_rng(config.seed))
 
 
+def pixels(images: np.ndarray) -> np.ndarray:
+    """uint8 images ``[n, 28, 28]`` as float32 rows in [0, 1]."""
+    return images.reshape(len(images), -1) / np.float32(255)
+
+
 def train(
     dataset: Dataset,
     config: TrainConfig,
@@ -95,70 +153,117 @@ def train(
     *,
     stop: threading.Event | None = None,
     progress: ProgressBar | None = None,
+    controls: Controls | None = None,
+    pacer: Pacer | None = None,
+    save: Path | None = None,
+    resume: checkpoint.Checkpoint | None = None,
 ) -> RunResult:
-    """Train ``config``'s model on ``dataset``; ``stop`` ends it early as "stopped"."""
-    stop = stop or threading.Event()
-    model = build_model(config, dataset)
-    optimizer = SGD(model.params, config.learning_rate)
-    x = dataset.train_images.reshape(len(dataset.train_images), -1) / np.float32(255)
-    y = dataset.train_labels.astype(np.int64)
-    if reporter:
-        hyperparameters = Hyperparameters(
-            optimizer=config.optimizer,
-            learning_rate=config.learning_rate,
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            seed=config.seed,
-        )
-        reporter.started(model, hyperparameters, config.total_steps(len(y)))
+    """Train ``config``'s model on ``dataset``; ``stop`` ends it early as "stopped".
 
-    pacer = Pacer(config.steps_per_second)
+    ``save`` writes a checkpoint at every epoch end and at the finish; ``resume`` continues
+    from one (same step count, data order and optimizer state). ``controls`` applies a
+    presenter's commands between steps, changing ``pacer.rate`` when told to.
+    """
+    stop = stop or threading.Event()
+    pacer = pacer or Pacer(config.steps_per_second)
+    model = build_model(config, dataset)
+    optimizer = make_optimizer(
+        config.optimizer,
+        model.params,
+        config.learning_rate,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+    start_step = resume.restore(model, optimizer, config.to_dict()) if resume else 0
+    x, y = pixels(dataset.train_images), dataset.train_labels.astype(np.int64)
+    steps_per_epoch, total_steps = config.steps_per_epoch(len(y)), config.total_steps(len(y))
+    learning_rate = make_schedule(config.schedule, config.learning_rate, total_steps)
+    batch_x = np.empty((config.batch_size, x.shape[1]), dtype=np.float32)
+
+    def save_checkpoint(step: int, epoch: int) -> None:
+        if save:
+            checkpoint.save(save, model, optimizer, config.to_dict(), step, epoch, dataset.name)
+
+    if reporter:
+        reporter.started(
+            model,
+            config.hyperparameters(),
+            total_steps,
+            steps_per_epoch=steps_per_epoch,
+            start_step=start_step,
+        )
+    if controls and config.wait_for_start:
+        controls.wait_for_start(start_step, stop)
+
     started = time.monotonic()
-    step, status, message = 0, "completed", ""
-    for epoch, batch in batches(config, len(y)):
+    step, status, message = start_step, "completed", ""
+    for epoch, batch in batches(config, len(y), start_step):
+        if stop.is_set():
+            status, message = "stopped", "stopped by request"
+            break
+        xb = np.take(x, batch, axis=0, out=batch_x[: len(batch)])
+        optimizer.lr = learning_rate(step)
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked just below
-            loss, accuracy, grads = model.loss_and_gradients(x[batch], y[batch])
+            loss, accuracy, grads = model.loss_and_gradients(xb, y[batch])
         if not np.isfinite(loss):
-            status, message = "diverged", f"loss became {loss} at step {step}; try a smaller --lr"
+            status = "diverged"
+            message = f"loss became {loss} at step {step + 1}; try a smaller --lr"
             break
         optimizer.step(grads)
         step += 1
-        samples_seen = step * config.batch_size
+
+        samples_seen = _samples_seen(step, steps_per_epoch, config.batch_size, len(y))
         if reporter:
             reporter.after_step(step, epoch, samples_seen, loss, accuracy, optimizer.lr)
         if progress:
             progress.update(step, epoch, loss, accuracy, samples_seen)
-        if stop.is_set():
-            status, message = "stopped", "stopped by request"
-            break
+        if step % steps_per_epoch == 0:
+            if reporter:
+                reporter.epoch_finished(step, epoch)
+            save_checkpoint(step, epoch + 1)
+        if controls:
+            controls.between_steps(step, stop)
         pacer.wait(stop)
     if progress:
         progress.close()
+    wall_seconds = time.monotonic() - started
 
-    epochs_completed = step // config.steps_per_epoch(len(y))
+    epochs_completed = step // steps_per_epoch
     test_accuracy = test_loss = None
     if status != "diverged":
-        test_x = dataset.test_images.reshape(len(dataset.test_images), -1) / np.float32(255)
-        test_accuracy, test_loss = model.evaluate(test_x, dataset.test_labels.astype(np.int64))
+        if step % steps_per_epoch:  # an epoch end has saved this step already
+            save_checkpoint(step, epochs_completed)
+        test_x, test_y = pixels(dataset.test_images), dataset.test_labels.astype(np.int64)
+        test_accuracy, test_loss = model.evaluate(test_x, test_y)
     if reporter:
         reporter.finished(status, step, epochs_completed, test_accuracy, message)
+    trained = _samples_seen(step, steps_per_epoch, config.batch_size, len(y))
+    trained -= _samples_seen(start_step, steps_per_epoch, config.batch_size, len(y))
     result = RunResult(
         status,
         step,
         epochs_completed,
         test_accuracy,
         test_loss,
-        time.monotonic() - started,
+        wall_seconds,
         message,
+        trained / max(wall_seconds, 1e-9),
     )
     log.info(
-        "run %s after %d steps, %d full epochs, in %s: test accuracy %s",
+        "run %s: test accuracy %s after %d steps (%d full epochs) in %s, %.0f samples/s",
         status,
+        "n/a" if test_accuracy is None else f"{test_accuracy:.2%}",
         step,
         epochs_completed,
         format_duration(result.wall_seconds),
-        "n/a" if test_accuracy is None else f"{test_accuracy:.2%}",
+        result.samples_per_second,
     )
     if message:
         log.warning("%s", message) if status == "diverged" else log.info("%s", message)
     return result
+
+
+def _samples_seen(step: int, steps_per_epoch: int, batch_size: int, train_size: int) -> int:
+    """Training examples consumed by the first ``step`` steps (the last batch may be short)."""
+    epochs, into_epoch = divmod(step, steps_per_epoch)
+    return epochs * train_size + min(into_epoch * batch_size, train_size)

@@ -1,8 +1,14 @@
-"""A multilayer perceptron in plain NumPy: forward, backward, and the update rule.
+"""A multilayer perceptron in plain NumPy: forward, backward, loss.
 
 float32 throughout, since that is what the hardware is fast at and what the audience's
 network would use anywhere else. Parameters live in one flat list ``[W0, b0, W1, b1, ...]``
-so an optimizer is a loop over ``zip(params, grads)``.
+(``W`` is ``[in, out]``) so an optimizer is a loop over ``zip(params, grads)``.
+
+The training step (:meth:`MLP.loss_and_gradients`) is written for speed as well as clarity:
+every intermediate lives in a buffer allocated once per batch size, matrix products write
+straight into them (``np.dot(..., out=)``), and the activation and its derivative work in
+place. At the sizes a live demo uses, allocating and touching fresh arrays would cost as much
+as the arithmetic.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-Activation = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]
+Activation = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray, np.ndarray], None]]
 
 
 def _relu(z: np.ndarray) -> np.ndarray:
@@ -30,12 +36,25 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return np.reciprocal(z, out=z)
 
 
-# Each activation works in place on the pre-activation and gives its derivative from its own
-# output, so the backward pass needs only the layer outputs the forward pass kept.
+# The derivatives multiply ``delta`` in place by f'(z), computed from the layer's output
+# ``out = f(z)``, so the backward pass needs only the outputs the forward pass kept.
+def _relu_backward(delta: np.ndarray, out: np.ndarray) -> None:
+    np.multiply(delta, out > 0, out=delta)
+
+
+def _tanh_backward(delta: np.ndarray, out: np.ndarray) -> None:
+    delta -= delta * out * out  # delta * (1 - out²)
+
+
+def _sigmoid_backward(delta: np.ndarray, out: np.ndarray) -> None:
+    delta *= out
+    delta -= delta * out  # delta * out * (1 - out)
+
+
 ACTIVATIONS: dict[str, Activation] = {
-    "relu": (_relu, lambda out: (out > 0).astype(np.float32)),
-    "tanh": (_tanh, lambda out: 1 - out * out),
-    "sigmoid": (_sigmoid, lambda out: out * (1 - out)),
+    "relu": (_relu, _relu_backward),
+    "tanh": (_tanh, _tanh_backward),
+    "sigmoid": (_sigmoid, _sigmoid_backward),
 }
 
 
@@ -47,20 +66,23 @@ class MLP:
             )
         self.layer_sizes = list(layer_sizes)
         self.activation = activation
-        self.params: list[np.ndarray] = []
-        for fan_in, fan_out in itertools.pairwise(layer_sizes):
+        # Every parameter is a view into one vector, so an optimizer can update them all in one
+        # pass per operation instead of one per array (the biases are too small to pay for it).
+        self.params = _views(np.empty(_parameter_count(layer_sizes), np.float32), layer_sizes)
+        for w, b in zip(self.params[0::2], self.params[1::2], strict=True):
             # He initialisation keeps ReLU activations' variance steady; Xavier suits tanh/sigmoid.
             gain = 2.0 if activation == "relu" else 1.0
-            scale = np.sqrt(gain / fan_in)
-            self.params.append((rng.standard_normal((fan_in, fan_out)) * scale).astype(np.float32))
-            self.params.append(np.zeros(fan_out, dtype=np.float32))
+            w[...] = rng.standard_normal(w.shape) * np.sqrt(gain / len(w))
+            b[...] = 0
+        self._buffers: dict[tuple[int, np.dtype], _StepBuffers] = {}
+        self._grads: dict[np.dtype, list[np.ndarray]] = {}
 
     @property
     def weights(self) -> list[np.ndarray]:
         return self.params[0::2]
 
     def forward(self, x: np.ndarray) -> list[np.ndarray]:
-        """Return every layer's output, input first and logits last."""
+        """Return every layer's output, input first and logits last (fresh arrays)."""
         act, _ = ACTIVATIONS[self.activation]
         outputs = [x]
         last = len(self.weights) - 1
@@ -86,26 +108,83 @@ class MLP:
     def loss_and_gradients(
         self, x: np.ndarray, y: np.ndarray
     ) -> tuple[float, float, list[np.ndarray]]:
-        """Mean cross-entropy, accuracy and the gradient of the loss for every parameter."""
-        _, derivative = ACTIVATIONS[self.activation]
-        outputs = self.forward(x)
-        log_probs = log_softmax(outputs[-1])
-        n = len(y)
-        rows = np.arange(n)
-        loss = float(-log_probs[rows, y].mean())
-        accuracy = float((log_probs.argmax(axis=1) == y).mean())
+        """Mean cross-entropy, accuracy and the gradient of the loss for every parameter.
 
-        delta = np.exp(log_probs, out=log_probs)
+        The gradients are this model's own buffers, overwritten by the next call (an optimizer
+        may use them as scratch space).
+        """
+        activation, derivative = ACTIVATIONS[self.activation]
+        n = len(y)
+        buffers = self._step_buffers(n)
+        outputs, grads = buffers.outputs, self._grads[buffers.dtype]
+        weights, biases = self.params[0::2], self.params[1::2]
+        last = len(weights) - 1
+
+        outputs[0] = x if x.dtype == buffers.dtype else x.astype(buffers.dtype)
+        for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+            z = np.dot(outputs[i], w, out=outputs[i + 1])
+            z += b
+            if i < last:
+                activation(z)
+
+        # Softmax cross-entropy from the logits, shifted by the row maximum so nothing
+        # overflows; delta = (softmax - onehot) / n is the gradient at the logits.
+        logits, rows = outputs[-1], buffers.rows
+        predicted = logits.argmax(axis=1)
+        logits -= logits.max(axis=1, keepdims=True)
+        target_logits = logits[rows, y]
+        delta = np.exp(logits, out=buffers.deltas[last])
+        sums = delta.sum(axis=1, keepdims=True)
+        loss = float(np.log(sums).sum() - target_logits.sum()) / n
+        accuracy = float(np.count_nonzero(predicted == y)) / n
+        delta /= sums
         delta[rows, y] -= 1
-        delta /= n
-        grads: list[np.ndarray] = [np.empty(0)] * len(self.params)
-        for layer in reversed(range(len(self.weights))):
-            grads[2 * layer] = outputs[layer].T @ delta
-            grads[2 * layer + 1] = delta.sum(axis=0)
-            if layer > 0:
-                delta = delta @ self.params[2 * layer].T
-                delta *= derivative(outputs[layer])
+        delta *= 1 / n
+
+        for layer in range(last, -1, -1):
+            np.dot(outputs[layer].T, delta, out=grads[2 * layer])
+            np.sum(delta, axis=0, out=grads[2 * layer + 1])
+            if layer > 0:  # the input needs no gradient
+                delta = np.dot(delta, weights[layer].T, out=buffers.deltas[layer - 1])
+                derivative(delta, outputs[layer])
         return loss, accuracy, grads
+
+    def _step_buffers(self, batch: int) -> _StepBuffers:
+        dtype = self.params[0].dtype  # float32, or float64 when a test checks gradients
+        key = (batch, dtype)
+        if key not in self._buffers:
+            if len(self._buffers) > 4:  # a run uses one or two batch sizes; bound the memory
+                self._buffers.clear()
+            self._buffers[key] = _StepBuffers(self.layer_sizes, batch, dtype)
+        if dtype not in self._grads:
+            vector = np.empty(_parameter_count(self.layer_sizes), dtype)
+            self._grads[dtype] = _views(vector, self.layer_sizes)
+        return self._buffers[key]
+
+
+class _StepBuffers:
+    """Every array one training step writes, for one batch size, allocated once."""
+
+    def __init__(self, layer_sizes: list[int], batch: int, dtype: np.dtype) -> None:
+        self.dtype = dtype
+        self.rows = np.arange(batch)
+        self.outputs = [np.empty((batch, size), dtype) for size in layer_sizes]
+        self.deltas = [np.empty((batch, size), dtype) for size in layer_sizes[1:]]
+
+
+def _parameter_count(layer_sizes: list[int]) -> int:
+    return sum((fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(layer_sizes))
+
+
+def _views(vector: np.ndarray, layer_sizes: list[int]) -> list[np.ndarray]:
+    """``[W0, b0, W1, b1, ...]`` as consecutive views into ``vector``."""
+    arrays, offset = [], 0
+    for fan_in, fan_out in itertools.pairwise(layer_sizes):
+        for shape in ((fan_in, fan_out), (fan_out,)):
+            size = int(np.prod(shape))
+            arrays.append(vector[offset : offset + size].reshape(shape))
+            offset += size
+    return arrays
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -128,13 +207,6 @@ def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
     return float(-log_softmax(logits)[np.arange(len(y)), y].mean())
 
 
-class SGD:
-    """Plain stochastic gradient descent: the 2018 demo's optimizer."""
+from trainer.optim import SGD  # noqa: E402  (kept importable from here for older callers)
 
-    def __init__(self, params: list[np.ndarray], lr: float) -> None:
-        self.params = params
-        self.lr = lr
-
-    def step(self, grads: list[np.ndarray]) -> None:
-        for p, g in zip(self.params, grads, strict=True):
-            p -= self.lr * g
+__all__ = ["ACTIVATIONS", "MLP", "SGD", "cross_entropy", "log_softmax", "softmax"]

@@ -33,19 +33,25 @@ class ProgressBar:
         self.interval = interval if self.tty else 10.0
         self.start = time.monotonic()
         self._last = 0.0
+        self._first: tuple[float, int, int] | None = None
 
     def update(self, step: int, epoch: int, loss: float, accuracy: float, samples: int) -> None:
         now = time.monotonic()
         if not self.enabled or now - self._last < self.interval:
             return
         self._last = now
-        elapsed = now - self.start
         done = step / self.total_steps
-        eta = elapsed / done * (1 - done) if done > 0 else 0.0
+        if self._first is None:  # rates count from the first step this run took
+            self._first = (now, step, samples)
+            return
+        first_time, first_step, first_samples = self._first
+        since = max(now - first_time, 1e-9)
+        steps_per_second = (step - first_step) / since
+        eta = (self.total_steps - step) / steps_per_second if steps_per_second else 0.0
         line = (
             f"epoch {epoch + 1}/{self.epochs} step {step}/{self.total_steps} "
-            f"loss {loss:.4f} acc {accuracy:6.1%} {samples / max(elapsed, 1e-9):,.0f} samples/s "
-            f"ETA {format_duration(eta)}"
+            f"loss {loss:.4f} acc {accuracy:6.1%} {(samples - first_samples) / since:,.0f} "
+            f"samples/s ETA {format_duration(eta)}"
         )
         if self.tty:
             width = 24

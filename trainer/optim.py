@@ -1,0 +1,221 @@
+"""Update rules: SGD, SGD with momentum, Adam; and learning-rate schedules.
+
+Each optimizer updates the parameters in place from gradients it may use as scratch space (the
+model overwrites them on its next step anyway), keeps float32 state, and can hand that state to
+a checkpoint and take it back (:meth:`Optimizer.state_dict`), so a resumed run continues bit
+for bit. Python floats times float32 arrays stay float32, so nothing here promotes to float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+SCHEDULES = ("constant", "cosine", "step")
+
+
+class Optimizer:
+    """Holds the parameters, the current learning rate ``lr`` and a step count.
+
+    When the parameters are consecutive views of one vector (as :class:`~trainer.mlp.MLP`
+    makes them), the update runs once over that vector rather than once per array: for a
+    784-128-10 model the three small arrays would otherwise cost more in NumPy call overhead
+    than the big one costs in arithmetic. Every update rule here is elementwise, so the result
+    is the same either way.
+    """
+
+    def __init__(self, params: list[np.ndarray], lr: float, weight_decay: float = 0.0) -> None:
+        self.params = params
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.steps = 0
+        vector = joined(params)
+        self.groups = [vector] if vector is not None else list(params)
+        self._grads: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+
+    def step(self, grads: list[np.ndarray]) -> None:
+        """Apply one update; ``grads`` (matching ``params``) are used as scratch space."""
+        self.steps += 1
+        for i, (p, g) in enumerate(zip(self.groups, self._grouped(grads), strict=True)):
+            self.update(i, p, g)
+
+    def update(self, i: int, p: np.ndarray, g: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _grouped(self, grads: list[np.ndarray]) -> list[np.ndarray]:
+        if len(self.groups) == len(grads):
+            return grads
+        if self._grads is None or self._grads[0] is not grads:  # the model reuses its list
+            vector = joined(grads)
+            if vector is None:
+                vector = np.concatenate([g.ravel() for g in grads])
+            self._grads = (grads, [vector])
+        return self._grads[1]
+
+    def _slots(self) -> dict[str, list[np.ndarray]]:
+        """Per-group state arrays by name (none for plain SGD)."""
+        return {}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Plain arrays only (``steps`` as a 0-d int64), ready for ``np.savez``."""
+        state = {"steps": np.array(self.steps, dtype=np.int64)}
+        for name, arrays in self._slots().items():
+            state.update({f"{name}{i}": a for i, a in enumerate(arrays)})
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.steps = int(state["steps"])
+        for name, arrays in self._slots().items():
+            for i, a in enumerate(arrays):
+                saved = state[f"{name}{i}"]
+                if saved.shape != a.shape:
+                    raise ValueError(f"optimizer state {name}{i} has shape {saved.shape}")
+                a[...] = saved
+
+
+def joined(arrays: list[np.ndarray]) -> np.ndarray | None:
+    """The one contiguous 1-d array that ``arrays`` are consecutive views of, if there is one."""
+    base = arrays[0].base if arrays else None
+    if not isinstance(base, np.ndarray) or base.ndim != 1 or not base.flags.c_contiguous:
+        return None
+    address = base.__array_interface__["data"][0]
+    for a in arrays:
+        if a.base is not base or not a.flags.c_contiguous:
+            return None
+        if a.__array_interface__["data"][0] != address:
+            return None
+        address += a.nbytes
+    return base if address == base.__array_interface__["data"][0] + base.nbytes else None
+
+
+class SGD(Optimizer):
+    """Plain stochastic gradient descent, the 2018 demo's optimizer.
+
+    Weight decay is the classic L2 term, ``p -= lr * (g + wd * p)``, applied as a shrink of
+    ``p`` by ``1 - lr * wd`` (the same thing, without a temporary).
+    """
+
+    def update(self, i: int, p: np.ndarray, g: np.ndarray) -> None:
+        if self.weight_decay:
+            p *= 1 - self.lr * self.weight_decay
+        g *= self.lr
+        p -= g
+
+
+class Momentum(Optimizer):
+    """Heavy-ball momentum as PyTorch does it: ``v = mu * v + g``; ``p -= lr * v``.
+
+    Weight decay is coupled L2 (added to the gradient before the velocity), as in PyTorch's SGD.
+    """
+
+    def __init__(
+        self, params: list[np.ndarray], lr: float, momentum: float = 0.9, weight_decay: float = 0.0
+    ) -> None:
+        super().__init__(params, lr, weight_decay)
+        self.momentum = momentum
+        self.velocity = [np.zeros_like(p) for p in self.groups]
+
+    def _slots(self) -> dict[str, list[np.ndarray]]:
+        return {"velocity": self.velocity}
+
+    def update(self, i: int, p: np.ndarray, g: np.ndarray) -> None:
+        v = self.velocity[i]
+        if self.weight_decay:
+            g += self.weight_decay * p
+        v *= self.momentum
+        v += g
+        np.multiply(v, self.lr, out=g)
+        p -= g
+
+
+class Adam(Optimizer):
+    """Adam with bias correction; weight decay is decoupled (AdamW): ``p *= 1 - lr * wd``.
+
+    ``m`` and ``v`` are the usual first and second moment estimates. The update is
+    ``p -= lr * m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m / (1 - beta1^t)`` and
+    ``v_hat = v / (1 - beta2^t)``; the two corrections are folded into scalars so each step
+    makes as few passes over the arrays as it can.
+    """
+
+    def __init__(
+        self,
+        params: list[np.ndarray],
+        lr: float,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(params, lr, weight_decay)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.m = [np.zeros_like(p) for p in self.groups]
+        self.v = [np.zeros_like(p) for p in self.groups]
+        self._scratch = [np.empty_like(p) for p in self.groups]
+
+    def _slots(self) -> dict[str, list[np.ndarray]]:
+        return {"m": self.m, "v": self.v}
+
+    def step(self, grads: list[np.ndarray]) -> None:
+        t = self.steps + 1
+        # sqrt(v_hat) + eps == (sqrt(v) + eps * c2) / c2, so p -= step_size * m / (sqrt(v) + eps')
+        c2 = math.sqrt(1 - self.beta2**t)
+        self._step_size = self.lr * c2 / (1 - self.beta1**t)
+        self._eps = self.eps * c2
+        super().step(grads)
+
+    def update(self, i: int, p: np.ndarray, g: np.ndarray) -> None:
+        m, v, scratch = self.m[i], self.v[i], self._scratch[i]
+        if self.weight_decay:
+            p *= 1 - self.lr * self.weight_decay
+        m *= self.beta1
+        np.multiply(g, 1 - self.beta1, out=scratch)
+        m += scratch
+        v *= self.beta2
+        g *= g
+        g *= 1 - self.beta2
+        v += g
+        denominator = np.sqrt(v, out=scratch)
+        denominator += self._eps
+        update = np.divide(m, denominator, out=scratch)
+        update *= self._step_size
+        p -= update
+
+
+def make_optimizer(
+    name: str,
+    params: list[np.ndarray],
+    lr: float,
+    *,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+) -> Optimizer:
+    """The optimizer the protocol's ``Hyperparameters.optimizer`` names.
+
+    ``momentum`` is the velocity decay for ``momentum`` and beta1 for ``adam``.
+    """
+    if name == "sgd":
+        return SGD(params, lr, weight_decay)
+    if name == "momentum":
+        return Momentum(params, lr, momentum, weight_decay)
+    if name == "adam":
+        return Adam(params, lr, beta1=momentum, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
+
+
+def make_schedule(name: str, lr: float, total_steps: int) -> Callable[[int], float]:
+    """The learning rate for step ``step`` (0-based) of a ``total_steps`` run.
+
+    ``constant`` keeps ``lr``; ``cosine`` follows half a cosine from ``lr`` down to 0 at the
+    last step; ``step`` divides by 10 at 50% and again at 75% of the run.
+    """
+    total = max(total_steps, 1)
+    if name == "constant":
+        return lambda step: lr
+    if name == "cosine":
+        return lambda step: lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    if name == "step":
+        return lambda step: lr * 0.1 ** ((step >= total // 2) + (step >= total * 3 // 4))
+    raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}")
