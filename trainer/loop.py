@@ -204,7 +204,9 @@ def train(
         xb = np.take(x, batch, axis=0, out=batch_x[: len(batch)])
         optimizer.lr = learning_rate(step)
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked just below
-            loss, accuracy, grads = model.loss_and_gradients(xb, y[batch])
+            loss, accuracy, grads = model.loss_and_gradients(
+                xb, y[batch], products=optimizer.takes_products
+            )
         if not np.isfinite(loss):
             status = "diverged"
             message = f"loss became {loss} at step {step + 1}; try a smaller --lr"

@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from trainer.blas import Product
+
 Activation = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray, np.ndarray], None]]
 
 
@@ -106,9 +108,12 @@ class MLP:
         return correct / len(y), loss_sum / len(y)
 
     def loss_and_gradients(
-        self, x: np.ndarray, y: np.ndarray
+        self, x: np.ndarray, y: np.ndarray, *, products: bool = False
     ) -> tuple[float, float, list[np.ndarray]]:
         """Mean cross-entropy, accuracy and the gradient of the loss for every parameter.
+
+        With ``products`` the weight gradients come back as unevaluated ``inputs.T @ delta``
+        (:class:`~trainer.blas.Product`) for an optimizer that fuses them into its update.
 
         The gradients are this model's own buffers, overwritten by the next call (an optimizer
         may use them as scratch space).
@@ -141,8 +146,13 @@ class MLP:
         delta[rows, y] -= 1
         delta *= 1 / n
 
+        if products:
+            grads = list(grads)
         for layer in range(last, -1, -1):
-            np.dot(outputs[layer].T, delta, out=grads[2 * layer])
+            if products:
+                grads[2 * layer] = Product(outputs[layer], delta)  # type: ignore[call-overload]
+            else:
+                np.dot(outputs[layer].T, delta, out=grads[2 * layer])
             np.sum(delta, axis=0, out=grads[2 * layer + 1])
             if layer > 0:  # the input needs no gradient
                 delta = np.dot(delta, weights[layer].T, out=buffers.deltas[layer - 1])

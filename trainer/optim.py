@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from trainer.blas import Product, add_product
+
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("constant", "cosine", "step")
 
@@ -26,6 +28,9 @@ class Optimizer:
     than the big one costs in arithmetic. Every update rule here is elementwise, so the result
     is the same either way.
     """
+
+    takes_products = False
+    """Whether :meth:`step` accepts weight gradients as unevaluated :class:`Product` s."""
 
     def __init__(self, params: list[np.ndarray], lr: float, weight_decay: float = 0.0) -> None:
         self.params = params
@@ -97,6 +102,19 @@ class SGD(Optimizer):
     Weight decay is the classic L2 term, ``p -= lr * (g + wd * p)``, applied as a shrink of
     ``p`` by ``1 - lr * wd`` (the same thing, without a temporary).
     """
+
+    takes_products = True
+
+    def step(self, grads: list[np.ndarray | Product]) -> None:  # type: ignore[override]
+        if not any(isinstance(g, Product) for g in grads):
+            return super().step(grads)  # type: ignore[arg-type]
+        self.steps += 1
+        for p, g in zip(self.params, grads, strict=True):
+            if isinstance(g, Product):
+                add_product(p, g.a, g.b, -self.lr, 1 - self.lr * self.weight_decay)
+            else:
+                self.update(0, p, g)
+        return None
 
     def update(self, i: int, p: np.ndarray, g: np.ndarray) -> None:
         if self.weight_decay:
