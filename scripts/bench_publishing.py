@@ -111,6 +111,7 @@ def run_mode(mode: str, dataset: Dataset, steps: int) -> tuple[float, int]:
     try:
         if not publisher.wait_for_subscriber(10):
             raise SystemExit("the broker did not come up within 10 s")
+        time.sleep(1.0)  # let the broker finish starting up before the clock runs
         half = steps // 2
         clock = StepClock(steps, at_step=half if mode == "killed" else None, action=broker.kill)
         train(dataset, config, Reporter(publisher, dataset), progress=clock)  # type: ignore[arg-type]

@@ -111,7 +111,8 @@ def test_a_run_publishes_weights_model_and_epoch_evaluations(collector_and_publi
     )
     config = TrainConfig(hidden=(20,), epochs=2, batch_size=16, learning_rate=0.1)
     cadences = Cadences(metrics=None, sample=None, evaluation=None, weights=0.0, model=None)
-    train(dataset, config, Reporter(publisher, dataset, cadences=cadences))
+    reporter = Reporter(publisher, dataset, cadences=cadences, epoch_evaluation_share=None)
+    train(dataset, config, reporter)
     messages = collector.drain()
     kinds = [m.kind for m in messages]
     assert "metrics" not in kinds and "sample" not in kinds, "cadence None turns a kind off"
@@ -146,3 +147,15 @@ def test_model_message_holds_every_parameter_in_order(collector_and_publisher) -
         np.testing.assert_array_equal(parameters[offset : offset + p.size], p.ravel())
         offset += p.size
     assert offset == parameters.size
+
+
+def test_epoch_evaluations_stay_within_their_share_of_the_time(collector_and_publisher) -> None:
+    collector, publisher = collector_and_publisher
+    dataset = blob_dataset(n_train=64, n_test=40)
+    config = TrainConfig(hidden=(20,), epochs=4, batch_size=16, learning_rate=0.1)
+    cadences = Cadences(metrics=None, sample=None, evaluation=None, weights=None, model=None)
+    reporter = Reporter(publisher, dataset, cadences=cadences, epoch_evaluation_share=0.0)
+    train(dataset, config, reporter)
+    evaluations = [m for m in collector.drain() if isinstance(m, Evaluation)]
+    assert [(m.split, m.epoch) for m in evaluations] == [("test", 0)]
+    assert reporter.epoch_evaluations_skipped == 3

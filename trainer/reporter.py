@@ -33,6 +33,8 @@ from trainer.evaluation import Assessment, assess
 from trainer.mlp import MLP
 from trainer.publisher import Publisher
 
+EPOCH_EVALUATION_SHARE = 0.01
+"""Most of the wall time that full test-set evaluations at epoch ends may take."""
 MISCLASSIFIED_SHOWN = 8
 """Mistakes sent with each evaluation: a gallery row, not a dump of the test set."""
 
@@ -89,6 +91,7 @@ class Reporter:
         cadences: Cadences = Cadences(),
         eval_examples: int = 1000,
         weight_tiles: int = 64,
+        epoch_evaluation_share: float | None = EPOCH_EVALUATION_SHARE,
     ) -> None:
         self.publisher = publisher
         self.dataset = dataset
@@ -99,6 +102,7 @@ class Reporter:
         self.validation_y = dataset.validation_labels.astype(np.int64)
         self.eval_count = min(eval_examples, len(self.test_y))
         self.weight_tiles = min(weight_tiles, MAX_TILES)
+        self.epoch_evaluation_share = epoch_evaluation_share
         self._metrics, self._sample, self._eval = (
             Every(cadences.metrics),
             Every(cadences.sample),
@@ -109,7 +113,9 @@ class Reporter:
         self._mistakes_from = 0
         self._loss_sum = self._acc_sum = 0.0
         self._batches = self._samples = self._window_first_sample = 0
-        self._window_start = time.monotonic()
+        self._window_start = self._started_at = time.monotonic()
+        self._epoch_eval_seconds = 0.0
+        self.epoch_evaluations_skipped = 0
 
     @property
     def model(self) -> MLP:
@@ -127,6 +133,7 @@ class Reporter:
         start_step: int = 0,
     ) -> None:
         self._model = model
+        self._started_at = time.monotonic()
         d = self.dataset
         self.publisher.send(
             RunStarted,
@@ -211,13 +218,24 @@ class Reporter:
         self._mistakes_from += MISCLASSIFIED_SHOWN * 7
 
     def epoch_finished(self, step: int, epoch: int) -> None:
-        """Evaluate on the whole test set (and the validation split) at an epoch end."""
+        """Evaluate on the whole test set (and the validation split) at an epoch end.
+
+        Skipped while these evaluations have taken more than ``epoch_evaluation_share`` of the
+        run's time so far: on a small dataset epochs end several times a second, and a full
+        pass each time would cost more than the training it reports on.
+        """
+        started = time.monotonic()
+        share = self.epoch_evaluation_share
+        if share is not None and self._epoch_eval_seconds > share * (started - self._started_at):
+            self.epoch_evaluations_skipped += 1
+            return
         result = assess(self.model, self.test_x, self.test_y)
         self._send_assessment(result, "test", self.dataset.test_images, step, epoch)
         if len(self.validation_y):
             result = assess(self.model, self.validation_x, self.validation_y)
             images = self.dataset.validation_images
             self._send_assessment(result, "validation", images, step, epoch)
+        self._epoch_eval_seconds += time.monotonic() - started
 
     def _send_assessment(
         self, result: Assessment, split: str, images: np.ndarray, step: int, epoch: int
