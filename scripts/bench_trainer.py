@@ -5,7 +5,8 @@ For each configuration (784-1000-10 SGD batch 16, the 2018 demo; 784-128-10 Adam
 and 256) it trains with our real training loop (``trainer.loop.train``) and with the same
 model in PyTorch: same architecture, optimizer, learning rate, batch size, data, batch order
 and threads, each step computing the loss and the batch accuracy as a live run does. The two
-alternate in rounds within one run so machine noise hits both alike; the figures are medians.
+alternate in rounds within one run so machine noise hits both alike; the rates are medians
+and the ratio is the median of the per-round ratios.
 Each side runs in its own worker process, so neither's idle BLAS/OpenMP threads (which spin
 for a while before sleeping) steal cores from the other.
 
@@ -243,7 +244,10 @@ def main() -> None:
                 "ceiling_samples_per_s": round(ceiling),
             }
             if torch:
-                row["ratio"] = round(row["ours_samples_per_s"] / row["torch_samples_per_s"], 2)
+                # Each round runs both sides back to back, so the ratio within a round cancels
+                # noise that hits the machine for longer than a run; its median is the figure.
+                ratios = [o / t for o, t in zip(rates["ours"], rates["torch"], strict=True)]
+                row["ratio"] = round(statistics.median(ratios), 2)
             rows.append(row)
             spread = {side: [round(r) for r in values] for side, values in rates.items()}
             print(f"{bench.name}: {spread}", file=sys.stderr)
