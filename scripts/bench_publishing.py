@@ -13,7 +13,7 @@ noise hits all of them alike, and reports medians:
 Targets (issue 3): live costs at most 3% of the ``off`` rate; after the kill the rate stays
 within 5% of it. The last line is one JSON object with every figure.
 
-    python scripts/bench_publishing.py [--steps 1500] [--rounds 3] [--dataset synthetic]
+    python scripts/bench_publishing.py [--steps 8000] [--rounds 5] [--dataset synthetic]
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from protocol.endpoints import free_tcp_port
+from trainer.cli import DEFAULT_RECIPE
 from trainer.datasets import Dataset, load_dataset
 from trainer.loop import TrainConfig, train
 from trainer.publisher import Publisher
@@ -101,7 +102,7 @@ class Broker:
 
 def run_mode(mode: str, dataset: Dataset, steps: int) -> tuple[float, int]:
     """Train ``steps`` steps in ``mode``; return the measured step rate and messages received."""
-    config = TrainConfig(max_steps=steps, epochs=1_000)
+    config = TrainConfig.from_dict({**DEFAULT_RECIPE, "max_steps": steps, "epochs": 1_000})
     if mode == "off":
         clock = StepClock(steps)
         train(dataset, config, None, progress=clock)  # type: ignore[arg-type]
@@ -124,8 +125,8 @@ def run_mode(mode: str, dataset: Dataset, steps: int) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1500, help="training steps per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of all modes")
+    parser.add_argument("--steps", type=int, default=8000, help="training steps per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of all modes")
     parser.add_argument("--dataset", default="synthetic", help="as mnist-live train --dataset")
     args = parser.parse_args()
 

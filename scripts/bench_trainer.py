@@ -46,7 +46,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.datasets import Dataset, load_dataset  # noqa: E402
-from trainer.loop import TrainConfig, batches, pixels, train  # noqa: E402
+from trainer.loop import TrainConfig, batches, train  # noqa: E402
+from trainer.mlp import pixels  # noqa: E402
 
 MNIST_10K = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-10k"
 

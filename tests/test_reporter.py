@@ -11,7 +11,8 @@ from protocol import Evaluation, FirstLayerWeights, Hyperparameters, ModelWeight
 from tests.conftest import blob_dataset
 from trainer.evaluation import assess
 from trainer.loop import TrainConfig, build_model, train
-from trainer.mlp import SGD
+from trainer.mlp import cross_entropy, pixels
+from trainer.optim import SGD
 from trainer.reporter import Cadences, Reporter, weight_tiles
 
 HYPERPARAMETERS = Hyperparameters(
@@ -35,11 +36,11 @@ def _half_trained(steps: int = 8):
 
 def test_assessment_agrees_with_the_models_own_predictions() -> None:
     dataset, model = _half_trained()
-    x = dataset.test_images.reshape(len(dataset.test_images), -1) / np.float32(255)
+    x = pixels(dataset.test_images)
     y = dataset.test_labels.astype(np.int64)
     result = assess(model, x, y, chunk=64)  # chunks must not change the answer
     predicted = model.predict_proba(x).argmax(axis=1)
-    accuracy, loss = model.evaluate(x, y)
+    accuracy, loss = (predicted == y).mean(), cross_entropy(model.forward(x)[-1], y)
     assert 0.0 < result.accuracy < 1.0, "the fixture should be half-trained"
     assert result.accuracy == pytest.approx(accuracy)
     assert result.loss == pytest.approx(loss, rel=1e-5)
@@ -74,7 +75,7 @@ def test_evaluation_message_carries_confusion_and_real_mistakes(collector_and_pu
         else:
             assert accuracy is None
     assert 0 < len(evaluation.misclassified_index) <= 8
-    x = dataset.test_images.reshape(len(dataset.test_images), -1) / np.float32(255)
+    x = pixels(dataset.test_images)
     for i, image, label, predicted in zip(
         evaluation.misclassified_index,
         evaluation.misclassified_images,
@@ -159,3 +160,20 @@ def test_epoch_evaluations_stay_within_their_share_of_the_time(collector_and_pub
     evaluations = [m for m in collector.drain() if isinstance(m, Evaluation)]
     assert [(m.split, m.epoch) for m in evaluations] == [("test", 0)]
     assert reporter.epoch_evaluations_skipped == 3
+
+
+def test_successive_galleries_walk_through_the_mistakes(collector_and_publisher) -> None:
+    collector, publisher = collector_and_publisher
+    dataset, model = _half_trained()
+    reporter = Reporter(publisher, dataset, eval_examples=250)
+    reporter.started(model, HYPERPARAMETERS, total_steps=1)
+    for _ in range(3):
+        reporter.send_evaluation(step=8, epoch=0)
+    reporter.finished("diverged", 8, 0, None, "test")
+    galleries = [m.misclassified_index for m in collector.drain() if isinstance(m, Evaluation)]
+    wrong = np.flatnonzero(
+        model.predict_proba(pixels(dataset.test_images[:250])).argmax(axis=1)
+        != dataset.test_labels[:250]
+    )
+    assert len(wrong) > 3 * 8, "the fixture should have more mistakes than three galleries"
+    assert [i for gallery in galleries for i in gallery] == wrong[:24].tolist()

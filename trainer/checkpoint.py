@@ -12,8 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from protocol.errors import CommandError
+from trainer.files import atomic_file
 from trainer.mlp import MLP
 from trainer.optim import Optimizer
 
@@ -94,15 +93,8 @@ def save(
     arrays = {"metadata": np.array(json.dumps(metadata))}
     arrays |= {f"param{i}": p for i, p in enumerate(model.params)}
     arrays |= {f"optimizer_{key}": value for key, value in optimizer.state_dict().items()}
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            np.savez(file, **arrays)  # type: ignore[arg-type]  # (stubs confuse it with allow_pickle)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as file:
+        np.savez(file, **arrays)  # type: ignore[arg-type]  # (stubs confuse it with allow_pickle)
     log.info("saved checkpoint %s at step %d", path, step)
 
 

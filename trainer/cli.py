@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, get_args
 from protocol import endpoints
 from protocol.errors import CommandError
 from protocol.messages import Activation
+from trainer.optim import OPTIMIZERS, SCHEDULES
 
 if TYPE_CHECKING:
     from trainer.datasets import Dataset
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trainer")
 
-OPTIMIZERS = ("sgd", "momentum", "adam")  # trainer.optim's; repeated so --help stays light
-SCHEDULES = ("constant", "cosine", "step")
 
 DEFAULT_RECIPE: dict[str, Any] = {
     "hidden": (512,),
@@ -438,7 +437,10 @@ def _write_summary(path: Path, dataset: Dataset, config: TrainConfig, result: Ru
         "wall_seconds": round(result.wall_seconds, 3),
         "samples_per_second": round(result.samples_per_second, 1),
     }
-    path.write_text(json.dumps(summary, indent=2) + "\n")
+    from trainer.files import atomic_file
+
+    with atomic_file(path) as file:
+        file.write((json.dumps(summary, indent=2) + "\n").encode())
     log.info("wrote summary %s", path)
 
 

@@ -22,7 +22,8 @@ from protocol import Hyperparameters
 from trainer import checkpoint
 from trainer.control import Controls
 from trainer.datasets import Dataset
-from trainer.mlp import MLP
+from trainer.evaluation import assess
+from trainer.mlp import MLP, pixels
 from trainer.optim import make_optimizer, make_schedule
 from trainer.progress import ProgressBar, format_duration
 from trainer.reporter import Reporter
@@ -141,11 +142,6 @@ def build_model(config: TrainConfig, dataset: Dataset) -> MLP:
     return MLP(sizes, config.activation, np.random.default_rng(config.seed))
 
 
-def pixels(images: np.ndarray) -> np.ndarray:
-    """uint8 images ``[n, 28, 28]`` as float32 rows in [0, 1]."""
-    return images.reshape(len(images), -1) / np.float32(255)
-
-
 def train(
     dataset: Dataset,
     config: TrainConfig,
@@ -235,8 +231,8 @@ def train(
     if status != "diverged":
         if step % steps_per_epoch:  # an epoch end has saved this step already
             save_checkpoint(step, epochs_completed)
-        test_x, test_y = pixels(dataset.test_images), dataset.test_labels.astype(np.int64)
-        test_accuracy, test_loss = model.evaluate(test_x, test_y)
+        final = assess(model, pixels(dataset.test_images), dataset.test_labels.astype(np.int64))
+        test_accuracy, test_loss = final.accuracy, final.loss
     if reporter:
         reporter.finished(status, step, epochs_completed, test_accuracy, message)
     trained = _samples_seen(step, steps_per_epoch, config.batch_size, len(y))

@@ -97,16 +97,6 @@ class MLP:
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return softmax(self.forward(x)[-1])
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, chunk: int = 1000) -> tuple[float, float]:
-        """Accuracy and mean cross-entropy over ``x``, in chunks to bound memory."""
-        loss_sum, correct = 0.0, 0
-        for start in range(0, len(y), chunk):
-            log_probs = log_softmax(self.forward(x[start : start + chunk])[-1])
-            labels = y[start : start + chunk]
-            loss_sum -= float(log_probs[np.arange(len(labels)), labels].sum())
-            correct += int((log_probs.argmax(axis=1) == labels).sum())
-        return correct / len(y), loss_sum / len(y)
-
     def loss_and_gradients(
         self, x: np.ndarray, y: np.ndarray, *, products: bool = False
     ) -> tuple[float, float, list[np.ndarray]]:
@@ -197,6 +187,11 @@ def _views(vector: np.ndarray, layer_sizes: list[int]) -> list[np.ndarray]:
     return arrays
 
 
+def pixels(images: np.ndarray) -> np.ndarray:
+    """uint8 images ``[n, 28, 28]`` as the float32 rows in [0, 1] the network takes."""
+    return images.reshape(len(images), -1 if len(images) else 28 * 28) / np.float32(255)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, shifted by the row maximum so large logits cannot overflow."""
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -215,8 +210,3 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
     """Mean cross-entropy of integer labels ``y`` under ``logits``."""
     return float(-log_softmax(logits)[np.arange(len(y)), y].mean())
-
-
-from trainer.optim import SGD  # noqa: E402  (kept importable from here for older callers)
-
-__all__ = ["ACTIVATIONS", "MLP", "SGD", "cross_entropy", "log_softmax", "softmax"]

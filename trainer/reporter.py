@@ -30,7 +30,7 @@ from protocol import (
 from protocol.messages import MAX_TILES, Activation
 from trainer.datasets import Dataset
 from trainer.evaluation import Assessment, assess
-from trainer.mlp import MLP
+from trainer.mlp import MLP, pixels
 from trainer.publisher import Publisher
 
 EPOCH_EVALUATION_SHARE = 0.01
@@ -96,9 +96,9 @@ class Reporter:
         self.publisher = publisher
         self.dataset = dataset
         self._model: MLP | None = None
-        self.test_x = _pixels(dataset.test_images)
+        self.test_x = pixels(dataset.test_images)
         self.test_y = dataset.test_labels.astype(np.int64)
-        self.validation_x = _pixels(dataset.validation_images)
+        self.validation_x = pixels(dataset.validation_images)
         self.validation_y = dataset.validation_labels.astype(np.int64)
         self.eval_count = min(eval_examples, len(self.test_y))
         self.weight_tiles = min(weight_tiles, MAX_TILES)
@@ -214,8 +214,9 @@ class Reporter:
         """Evaluate on the fixed test subset: cheap enough to repeat every second."""
         n = self.eval_count
         result = assess(self.model, self.test_x[:n], self.test_y[:n])
-        self._send_assessment(result, "subset", self.dataset.test_images[:n], step, epoch)
-        self._mistakes_from += MISCLASSIFIED_SHOWN * 7
+        shown = self._send_assessment(result, "subset", self.dataset.test_images[:n], step, epoch)
+        # The next gallery continues after the last mistake shown, so the room sees them all.
+        self._mistakes_from = int(shown[-1]) + 1 if len(shown) else 0
 
     def epoch_finished(self, step: int, epoch: int) -> None:
         """Evaluate on the whole test set (and the validation split) at an epoch end.
@@ -239,9 +240,10 @@ class Reporter:
 
     def _send_assessment(
         self, result: Assessment, split: str, images: np.ndarray, step: int, epoch: int
-    ) -> None:
+    ) -> np.ndarray:
+        """Send ``result``; return the positions of the mistakes it showed."""
         if not result.finite:  # a diverging model is reported by the loop, not here
-            return
+            return np.empty(0, np.int64)
         wrong = result.mistakes(MISCLASSIFIED_SHOWN, start=self._mistakes_from)
         self.publisher.send(
             Evaluation,
@@ -258,6 +260,7 @@ class Reporter:
             misclassified_label=result.labels[wrong].tolist(),
             misclassified_predicted=result.predictions[wrong].tolist(),
         )
+        return wrong
 
     def send_weights(self, step: int, epoch: int) -> None:
         units, tiles, scale = weight_tiles(self.model.weights[0], self.weight_tiles)
@@ -302,7 +305,3 @@ class Reporter:
             test_accuracy=test_accuracy,
             message=message,
         )
-
-
-def _pixels(images: np.ndarray) -> np.ndarray:
-    return images.reshape(len(images), 28 * 28) / np.float32(255)
