@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import zmq
 
-from protocol import decode
+from protocol import ControlCommand, decode, encode_control
 from protocol.endpoints import free_tcp_port
 from trainer.datasets import DIGIT_NAMES, Dataset
+from trainer.idx import write_idx
 from trainer.publisher import Publisher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,13 +158,28 @@ def blob_dataset(n_train: int = 400, n_test: int = 100, seed: int = 0) -> Datase
 
 
 class Collector:
-    """A bound SUB socket standing in for the broker, gathering decoded messages."""
+    """A bound XSUB standing in for the broker: gathers decoded messages, sends commands."""
 
     def __init__(self, endpoint: str) -> None:
-        self.socket = zmq.Context.instance().socket(zmq.SUB)
-        self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+        self.socket = zmq.Context.instance().socket(zmq.XSUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.bind(endpoint)
+        self.socket.send(b"\x01")  # subscribe to everything
+
+    def command(self, command: str, **fields: object) -> None:
+        """Send a presenter command upstream, as the broker relays one."""
+        self.socket.send(encode_control(ControlCommand(command=command, **fields)))  # type: ignore[arg-type]
+
+    def take(self, kind: type, count: int = 1, timeout: float = 5.0) -> list:
+        """Up to ``count`` messages of type ``kind`` (others are skipped) within ``timeout``."""
+        found: list = []
+        deadline = time.monotonic() + timeout
+        while len(found) < count and time.monotonic() < deadline:
+            if self.socket.poll(50):
+                message = decode(self.socket.recv_multipart())
+                if isinstance(message, kind):
+                    found.append(message)
+        return found
 
     def drain(self, until_kind: str = "run_finished", timeout: float = 10.0) -> list:
         messages: list = []
@@ -193,3 +209,18 @@ def collector_and_publisher(endpoint):
     yield collector, publisher
     publisher.close()
     collector.close()
+
+
+def make_idx_dir(path: Path, n_train: int = 30, n_test: int = 10, gz: bool = True) -> Path:
+    rng = np.random.default_rng(0)
+    suffix = ".gz" if gz else ""
+    path.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(
+            path / f"{split}-images-idx3-ubyte{suffix}",
+            rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+        )
+        write_idx(
+            path / f"{split}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, n, dtype=np.uint8)
+        )
+    return path

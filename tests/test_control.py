@@ -7,54 +7,20 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import zmq
 
-from protocol import ControlCommand, RunStatus, decode, encode_control
-from tests.conftest import blob_dataset, wait_until
+from protocol import RunStatus
+from tests.conftest import Collector, blob_dataset, wait_until
 from trainer.control import Controls
 from trainer.loop import Pacer
 from trainer.publisher import Publisher
 from trainer.reporter import Reporter
 
 
-class Upstream:
-    """A bound XSUB standing in for the broker: hears the trainer and sends it commands."""
-
-    def __init__(self, address: str) -> None:
-        self.socket = zmq.Context.instance().socket(zmq.XSUB)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.bind(address)
-        self.socket.send(b"\x01")
-
-    def command(self, command: str, **fields: object) -> None:
-        self.socket.send(encode_control(ControlCommand(command=command, **fields)))  # type: ignore[arg-type]
-
-    def statuses(self, timeout: float = 5.0, count: int = 1) -> list[RunStatus]:
-        found: list[RunStatus] = []
-        deadline = time.monotonic() + timeout
-        while len(found) < count and time.monotonic() < deadline:
-            if self.socket.poll(50):
-                message = decode(self.socket.recv_multipart())
-                if isinstance(message, RunStatus):
-                    found.append(message)
-        return found
-
-
 @pytest.fixture
-def wired(endpoint) -> Iterator[tuple[Upstream, Publisher, Controls]]:
-    address = endpoint()
-    upstream = Upstream(address)
-    publisher = Publisher(address)
-    # A bound socket only takes in new connections when its own thread touches it.
-    wait_until(
-        lambda: upstream.socket.poll(0) or publisher.wait_for_subscriber(0.05),
-        timeout=5,
-        message="the stand-in broker's subscription",
-    )
+def wired(collector_and_publisher) -> Iterator[tuple[Collector, Publisher, Controls]]:
+    collector, publisher = collector_and_publisher
     controls = Controls(publisher, Pacer(None), Reporter(publisher, blob_dataset(50, 20)))
-    yield upstream, publisher, controls
-    publisher.close()
-    upstream.socket.close()
+    yield collector, publisher, controls
 
 
 class Steps:
@@ -89,12 +55,12 @@ def test_pause_holds_the_loop_until_resume(wired) -> None:
     try:
         assert steps.advancing()
         upstream.command("pause")
-        (paused,) = upstream.statuses()
+        (paused,) = upstream.take(RunStatus)
         assert paused.state == "paused"
         assert not steps.advancing(), "a paused trainer must not take another step"
         assert steps.count == paused.step
         upstream.command("resume")
-        (resumed,) = upstream.statuses()
+        (resumed,) = upstream.take(RunStatus)
         assert (resumed.state, resumed.step) == ("training", paused.step)
         assert steps.advancing()
         assert not steps.stop.is_set()
@@ -106,7 +72,7 @@ def test_stop_while_paused_ends_the_run(wired) -> None:
     upstream, _, controls = wired
     steps = Steps(controls)
     upstream.command("pause")
-    assert [s.state for s in upstream.statuses()] == ["paused"]
+    assert [s.state for s in upstream.take(RunStatus)] == ["paused"]
     upstream.command("stop")
     steps.thread.join(5)
     assert not steps.thread.is_alive() and steps.stop.is_set()
@@ -117,11 +83,11 @@ def test_pace_changes_the_rate_and_tells_the_room(wired) -> None:
     steps = Steps(controls)
     try:
         upstream.command("pace", steps_per_second=2.5)
-        (status,) = upstream.statuses()
+        (status,) = upstream.take(RunStatus)
         assert (status.state, status.steps_per_second) == ("training", 2.5)
         assert controls.pacer.rate == 2.5
         upstream.command("pace")
-        (status,) = upstream.statuses()
+        (status,) = upstream.take(RunStatus)
         assert status.steps_per_second is None and controls.pacer.rate is None
     finally:
         steps.end()
@@ -132,7 +98,7 @@ def test_wait_for_start_holds_until_start_and_ignores_other_runs(wired) -> None:
     stop = threading.Event()
     thread = threading.Thread(target=controls.wait_for_start, args=(0, stop), daemon=True)
     thread.start()
-    assert [s.state for s in upstream.statuses()] == ["waiting"]
+    assert [s.state for s in upstream.take(RunStatus)] == ["waiting"]
     upstream.command("start", run_id="some-other-run")
     upstream.socket.send(b"{not json")
     thread.join(0.5)
@@ -141,7 +107,7 @@ def test_wait_for_start_holds_until_start_and_ignores_other_runs(wired) -> None:
     upstream.command("start", run_id=publisher.run_id)
     thread.join(5)
     assert not thread.is_alive() and not stop.is_set()
-    assert [s.state for s in upstream.statuses()] == ["training"]
+    assert [s.state for s in upstream.take(RunStatus)] == ["training"]
 
 
 def test_paced_pacer_holds_the_step_rate() -> None:

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import shared_dataset
-from tests.test_idx import make_idx_dir
+from tests.conftest import make_idx_dir, shared_dataset
 from trainer.datasets import (
     DIGIT_NAMES,
     FASHION_NAMES,

@@ -8,6 +8,7 @@ hangs). No traffic leaves the machine.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import os
@@ -22,12 +23,11 @@ from pathlib import Path
 import pytest
 
 from protocol.endpoints import free_tcp_port
-from tests.test_idx import make_idx_dir
+from tests.conftest import REPO, make_idx_dir
 from trainer.datasets import load_dataset
 from trainer.download import CHECKSUMS, DownloadError, fetch, file_md5, mirrors_for
 from trainer.idx import DatasetError
 
-REPO = Path(__file__).resolve().parents[1]
 NAMES = tuple(CHECKSUMS["mnist"])
 
 
@@ -88,6 +88,18 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
+@contextlib.contextmanager
+def listener(backlog: int) -> Iterator[tuple[socket.socket, str]]:
+    """A bare TCP listener on a free loopback port and its URL; nothing answers unless told."""
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(backlog)
+        yield sock, f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    finally:
+        sock.close()
+
+
 def test_fetch_downloads_verifies_and_the_loader_finds_it(mirrors, cache: Path) -> None:
     mirror, sums = mirrors("a")
     directory = fetch("mnist", mirrors=(mirror.url,), checksums=sums, progress=False)
@@ -132,26 +144,22 @@ def test_checksum_mismatch_leaves_no_file(mirrors, cache: Path) -> None:
 
 def test_connection_cut_mid_file_leaves_no_file(cache: Path) -> None:
     """A server that promises 1,000 bytes, sends 10 and hangs up."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4)
-    listener.settimeout(5)
+    with listener(4) as (sock, url):
+        sock.settimeout(5)
 
-    def serve_once() -> None:
-        connection, _ = listener.accept()
-        with connection:
-            connection.recv(4096)
-            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + bytes(10))
+        def serve_once() -> None:
+            connection, _ = sock.accept()
+            with connection:
+                connection.recv(4096)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + bytes(10))
 
-    server = threading.Thread(target=serve_once, daemon=True)
-    server.start()
-    try:
-        url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
-        with pytest.raises(DownloadError, match="closed after 10 of 1000 bytes"):
-            fetch("mnist", mirrors=(url,), progress=False)
-    finally:
-        server.join(5)
-        listener.close()
+        server = threading.Thread(target=serve_once, daemon=True)
+        server.start()
+        try:
+            with pytest.raises(DownloadError, match="closed after 10 of 1000 bytes"):
+                fetch("mnist", mirrors=(url,), progress=False)
+        finally:
+            server.join(5)
     assert leftovers(cache / "mnist") == []
 
 
@@ -210,36 +218,25 @@ def test_offline_closed_port_fails_at_once(cache: Path) -> None:
 
 def test_offline_connect_that_hangs_times_out(cache: Path) -> None:
     """A listener with a full queue drops new connection attempts, like an unroutable host."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    queued = socket.create_connection(listener.getsockname(), timeout=2)
-    try:
-        url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    with (
+        listener(0) as (sock, url),
+        socket.create_connection(sock.getsockname(), timeout=2),  # fills the queue
+    ):
         started = time.monotonic()
         with pytest.raises(DownloadError) as caught:
             fetch("mnist", mirrors=(url, url), timeout=0.5, progress=False)
         assert_offline_error(str(caught.value), time.monotonic() - started, limit=3)
         assert "timed out" in str(caught.value)
-    finally:
-        queued.close()
-        listener.close()
     assert leftovers(cache / "mnist") == []
 
 
 def test_server_that_never_answers_times_out(cache: Path) -> None:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)  # the kernel accepts; nobody ever reads or answers
-    try:
-        url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    with listener(8) as (_, url):  # the kernel accepts; nobody ever reads or answers
         started = time.monotonic()
         with pytest.raises(DownloadError) as caught:
             fetch("mnist", mirrors=(url,), timeout=0.5, progress=False)
         assert_offline_error(str(caught.value), time.monotonic() - started, limit=2)
         assert "timed out" in str(caught.value)
-    finally:
-        listener.close()
     assert leftovers(cache / "mnist") == []
 
 

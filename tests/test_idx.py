@@ -9,23 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import make_idx_dir
 from trainer.datasets import load_dataset, load_idx_directory
 from trainer.idx import IMAGES_MAGIC, LABELS_MAGIC, DatasetError, read_idx, write_idx
-
-
-def make_idx_dir(path: Path, n_train: int = 30, n_test: int = 10, gz: bool = True) -> Path:
-    rng = np.random.default_rng(0)
-    suffix = ".gz" if gz else ""
-    path.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(
-            path / f"{split}-images-idx3-ubyte{suffix}",
-            rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
-        )
-        write_idx(
-            path / f"{split}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, n, dtype=np.uint8)
-        )
-    return path
 
 
 @pytest.mark.parametrize("gz", [True, False], ids=["gzip", "raw"])

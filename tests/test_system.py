@@ -10,8 +10,7 @@ import pytest
 from bokeh.client import pull_session
 
 from protocol.endpoints import free_tcp_port, free_tcp_port_pair
-from tests.conftest import wait_until
-from tests.test_idx import make_idx_dir
+from tests.conftest import make_idx_dir, wait_until
 
 
 def source_length(url: str, name: str) -> int:

@@ -25,7 +25,9 @@ def test_run_publishes_a_complete_ordered_stream(collector_and_publisher) -> Non
     collector, publisher = collector_and_publisher
     dataset = blob_dataset()
     config = TrainConfig(hidden=(32,), batch_size=20, epochs=2)
-    result = train(dataset, config, Reporter(publisher, dataset, cadences=FAST))
+    result = train(
+        dataset, config, Reporter(publisher, dataset, cadences=FAST, epoch_evaluation_share=None)
+    )
     messages = collector.drain()
 
     assert result.status == "completed" and result.steps == 40

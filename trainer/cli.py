@@ -331,8 +331,6 @@ def load_data(args: argparse.Namespace, seed: int) -> Dataset:
         )
     except DatasetError as exc:
         raise CommandError(str(exc)) from None
-    if args.validation and not len(dataset.train_labels):
-        raise CommandError(f"--validation {args.validation} leaves no training examples")
     return dataset
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 from trainer.datasets import (
     IDX_FILES,
@@ -17,6 +16,8 @@ from trainer.datasets import (
     cache_dir,
     find_named,
     has_idx_files,
+    idx_files,
+    places,
     system_data_dir,
 )
 
@@ -80,14 +81,14 @@ def _list() -> int:
     root = cache_dir()
     print(f"cache: {root}  (set MNIST_LIVE_CACHE to use another)")
     system = system_data_dir()
-    places = [(name, base / name) for name in KNOWN for base in (root, system)]
-    known_dirs = {directory for _, directory in places}
+    listed = [(name, directory) for name in KNOWN for directory in places(name)]
+    known_dirs = {directory for _, directory in listed}
     if root.is_dir():  # directories of IDX files a user put into the cache by hand
-        places += [
+        listed += [
             (d.name, d) for d in sorted(root.iterdir()) if d not in known_dirs and has_idx_files(d)
         ]
-    for name, directory in places:
-        files = _present(directory)
+    for name, directory in listed:
+        files = list(idx_files(directory).values())
         if not files:
             continue
         size = sum(f.stat().st_size for f in files) / 1e6
@@ -107,16 +108,6 @@ def _list() -> int:
         if find_named(name) is None:
             print(f"{name:<14} not found: run 'mnist-live data fetch {name}'")
     return 0
-
-
-def _present(directory: Path) -> list[Path]:
-    found = []
-    for stem, _ in IDX_FILES.values():
-        for candidate in (directory / f"{stem}.gz", directory / stem):
-            if candidate.is_file():
-                found.append(candidate)
-                break
-    return found
 
 
 def _path(name: str | None) -> int:

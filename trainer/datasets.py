@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.idx import IMAGES_MAGIC, LABELS_MAGIC, DatasetError, read_idx
+from trainer.idx import IMAGES_MAGIC, LABELS_MAGIC, DatasetError, check_array, read_idx
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,13 @@ IDX_FILES = {
     "test_images": ("t10k-images-idx3-ubyte", IMAGES_MAGIC),
     "test_labels": ("t10k-labels-idx1-ubyte", LABELS_MAGIC),
 }
-NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# Keras-style .npz names for the same four arrays.
+NPZ_KEYS = {
+    "train_images": "x_train",
+    "train_labels": "y_train",
+    "test_images": "x_test",
+    "test_labels": "y_test",
+}
 KNOWN = ("mnist", "fashion-mnist")
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 10_000, 2_000
 # Debian's dataset packages install here (dataset-fashion-mnist: fashion-mnist/*-ubyte.gz).
@@ -81,12 +87,14 @@ def system_data_dir() -> Path:
     return Path(os.environ.get("MNIST_LIVE_SYSTEM_DATA") or SYSTEM_DATA)
 
 
+def places(name: str) -> tuple[Path, Path]:
+    """Where a known dataset may be, in the order they are searched: the cache, then Debian's."""
+    return cache_dir() / name, system_data_dir() / name
+
+
 def find_named(name: str) -> Path | None:
-    """The directory holding all four files of a known dataset: the cache first, then Debian's."""
-    for directory in (cache_dir() / name, system_data_dir() / name):
-        if has_idx_files(directory):
-            return directory
-    return None
+    """The first of ``places(name)`` that holds all four files."""
+    return next((directory for directory in places(name) if has_idx_files(directory)), None)
 
 
 def load_dataset(
@@ -174,7 +182,13 @@ def synthetic_dataset(
 def load_idx_directory(path: Path, name: str | None = None) -> Dataset:
     """Read the four MNIST-format files from ``path``, raw or gzipped."""
     path = Path(path)
-    files = {key: _find(path, stem) for key, (stem, _) in IDX_FILES.items()}
+    files = idx_files(path)
+    if not path.is_dir():
+        raise DatasetError(f"{path}: no such directory")
+    if missing := [f"{stem}[.gz]" for key, (stem, _) in IDX_FILES.items() if key not in files]:
+        raise DatasetError(
+            f"{path}: missing {', '.join(missing)}; a dataset directory needs all four"
+        )
     arrays = {key: read_idx(files[key], magic) for key, (_, magic) in IDX_FILES.items()}
     where = {key: str(file) for key, file in files.items()}
     return _checked(name or path.resolve().name, path, arrays, where)
@@ -183,61 +197,30 @@ def load_idx_directory(path: Path, name: str | None = None) -> Dataset:
 def load_npz(path: Path, name: str | None = None) -> Dataset:
     """Read a Keras-style ``mnist.npz`` (x_train, y_train, x_test, y_test), never unpickling."""
     path = Path(path)
-    raw: dict[str, np.ndarray] = {}
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise DatasetError(f"{path}: holds one array, not x_train, y_train, x_test, y_test")
+            raise DatasetError(f"{path}: holds one array, not {', '.join(NPZ_KEYS.values())}")
         with loaded as npz:
-            missing = [key for key in NPZ_KEYS if key not in npz.files]
-            if missing:
-                raise DatasetError(
-                    f"{path}: missing {', '.join(missing)}; a Keras-style .npz holds "
-                    f"{', '.join(NPZ_KEYS)}"
-                )
-            for key in NPZ_KEYS:
-                raw[key] = npz[key]
+            raw = {key: npz[npz_key] for key, npz_key in NPZ_KEYS.items() if npz_key in npz.files}
     except DatasetError:
         raise
     except ValueError as exc:  # object arrays need pickle, which stays off
         raise DatasetError(f"{path}: refused ({exc}); only plain numeric arrays load") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DatasetError(f"{path}: not a readable .npz file ({exc})") from None
-    where = {
-        "train_images": f"{path} (x_train)",
-        "train_labels": f"{path} (y_train)",
-        "test_images": f"{path} (x_test)",
-        "test_labels": f"{path} (y_test)",
-    }
-    arrays = {
-        "train_images": _npz_images(where["train_images"], raw["x_train"]),
-        "train_labels": _npz_labels(where["train_labels"], raw["y_train"]),
-        "test_images": _npz_images(where["test_images"], raw["x_test"]),
-        "test_labels": _npz_labels(where["test_labels"], raw["y_test"]),
-    }
+    if missing := [npz_key for key, npz_key in NPZ_KEYS.items() if key not in raw]:
+        raise DatasetError(
+            f"{path}: missing {', '.join(missing)}; a Keras-style .npz holds "
+            f"{', '.join(NPZ_KEYS.values())}"
+        )
+    where = {key: f"{path} ({npz_key})" for key, npz_key in NPZ_KEYS.items()}
+    arrays = {}
+    for key, array in raw.items():
+        if key.endswith("images") and array.ndim == 2 and array.shape[1] == 28 * 28:
+            array = array.reshape(-1, 28, 28)  # some copies store each image as one row
+        arrays[key] = check_array(where[key], array, IDX_FILES[key][1])
     return _checked(name or path.stem, path, arrays, where)
-
-
-def _npz_images(where: str, array: np.ndarray) -> np.ndarray:
-    if array.ndim == 2 and array.shape[1] == 28 * 28:
-        array = array.reshape(-1, 28, 28)
-    if array.ndim != 3 or array.shape[1:] != (28, 28):
-        raise DatasetError(f"{where}: images have shape {array.shape}, expected (n, 28, 28)")
-    return _as_uint8(where, array)
-
-
-def _npz_labels(where: str, array: np.ndarray) -> np.ndarray:
-    if array.ndim != 1:
-        raise DatasetError(f"{where}: labels have shape {array.shape}, expected (n,)")
-    return _as_uint8(where, array)
-
-
-def _as_uint8(where: str, array: np.ndarray) -> np.ndarray:
-    if array.dtype.kind not in "ui":
-        raise DatasetError(f"{where}: dtype {array.dtype}, expected integers 0..255 (uint8)")
-    if array.size and (array.min() < 0 or array.max() > 255):
-        raise DatasetError(f"{where}: values outside 0..255")
-    return array.astype(np.uint8, copy=False)
 
 
 def _checked(
@@ -293,20 +276,19 @@ def split_validation(dataset: Dataset, count: int, seed: int) -> Dataset:
     )
 
 
+def idx_files(directory: Path) -> dict[str, Path]:
+    """Which of the four IDX files ``directory`` holds, by ``IDX_FILES`` key; gzip first."""
+    found = {}
+    for key, (stem, _) in IDX_FILES.items():
+        for candidate in (directory / f"{stem}.gz", directory / stem):
+            if candidate.is_file():
+                found[key] = candidate
+                break
+    return found
+
+
 def has_idx_files(directory: Path) -> bool:
-    return all(
-        (directory / f"{stem}.gz").is_file() or (directory / stem).is_file()
-        for stem, _ in IDX_FILES.values()
-    )
-
-
-def _find(directory: Path, stem: str) -> Path:
-    for candidate in (directory / f"{stem}.gz", directory / stem):
-        if candidate.is_file():
-            return candidate
-    if not directory.is_dir():
-        raise DatasetError(f"{directory}: no such directory")
-    raise DatasetError(f"{directory}: missing {stem}[.gz]; a dataset directory needs all four")
+    return len(idx_files(directory)) == len(IDX_FILES)
 
 
 def _display(path: Path) -> str:

@@ -14,7 +14,6 @@ import hashlib
 import http.client
 import logging
 import os
-import secrets
 import socket
 import sys
 import threading
@@ -22,10 +21,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TextIO
 from urllib.parse import urlsplit
 
 from trainer.datasets import cache_dir
+from trainer.files import atomic_file
 from trainer.idx import DatasetError
 
 log = logging.getLogger(__name__)
@@ -164,14 +163,10 @@ def _download(url: str, target: Path, md5: str, timeout: float, show: bool, max_
         raise _Failure(f"{url}: not an http(s) or file URL", network=False)
     if parts.hostname and not urllib.request.getproxies().get(parts.scheme):
         _resolve(parts.hostname, timeout)
-    # Like mkstemp, but with the umask's permissions, as any other download would have.
-    temporary = str(target.parent / f".{target.name}.{secrets.token_hex(6)}.part")
+    if not os.access(target.parent, os.W_OK):
+        raise DownloadError(f"cannot write into {target.parent} (permission denied)")
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as exc:
-        raise DownloadError(f"cannot write into {target.parent} ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response, atomic_file(target) as out:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             if total is not None and total > max_bytes:
@@ -189,16 +184,14 @@ def _download(url: str, target: Path, md5: str, timeout: float, show: bool, max_
                     bar.update(done)
             finally:
                 bar.close()  # ends the bar's line, so whatever is printed next starts afresh
-            out.flush()
-            os.fsync(out.fileno())
-        if total is not None and done != total:  # http.client reads a cut-off body quietly
-            raise _Failure(f"{where}: connection closed after {done} of {total} bytes", True)
-        if digest.hexdigest() != md5:
-            raise _Failure(
-                f"{where}: {target.name} has MD5 {digest.hexdigest()}, expected {md5}",
-                network=False,
-            )
-        os.replace(temporary, target)
+            # Raising here, inside atomic_file, discards what was written.
+            if total is not None and done != total:  # http.client reads a cut-off body quietly
+                raise _Failure(f"{where}: connection closed after {done} of {total} bytes", True)
+            if digest.hexdigest() != md5:
+                raise _Failure(
+                    f"{where}: {target.name} has MD5 {digest.hexdigest()}, expected {md5}",
+                    network=False,
+                )
         return done
     except urllib.error.HTTPError as exc:
         raise _Failure(f"{where}: HTTP {exc.code} {exc.reason}", network=False) from None
@@ -206,9 +199,6 @@ def _download(url: str, target: Path, md5: str, timeout: float, show: bool, max_
         raise _Failure(f"{where}: {_one_line(exc.reason)}", network=True) from None
     except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, short reads
         raise _Failure(f"{where}: {_one_line(exc)}", network=True) from None
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def _resolve(host: str, timeout: float) -> None:
@@ -240,15 +230,16 @@ def _size(count: int) -> str:
 
 
 class _Bar:
-    """A byte-count progress bar on a terminal; silent otherwise."""
+    """A byte-count progress bar on stderr, or silence.
 
-    def __init__(
-        self, label: str, total: int | None, *, enabled: bool, stream: TextIO | None = None
-    ) -> None:
+    trainer.progress.ProgressBar draws steps, loss and accuracy, not bytes, so it cannot serve.
+    """
+
+    def __init__(self, label: str, total: int | None, *, enabled: bool) -> None:
         self.label = label
         self.total = total
         self.enabled = enabled
-        self.stream = stream or sys.stderr
+        self.stream = sys.stderr
         self._last = 0.0
         self._done = 0
 

@@ -45,17 +45,37 @@ def read_idx(path: Path, expected_magic: int) -> np.ndarray:
     if len(raw) < header_size:
         raise DatasetError(f"{path}: header truncated")
     shape = struct.unpack(f">{ndim}I", raw[4:header_size])
-    if ndim == 3 and shape[1:] != (28, 28):
-        raise DatasetError(f"{path}: images are {shape[1]}x{shape[2]}, expected 28x28")
+    _check_shape(str(path), shape, expected_magic)
     count = int(np.prod(shape))
-    if shape[0] > _MAX_ITEMS:
-        raise DatasetError(f"{path}: claims {shape[0]} items, more than any known dataset")
     if len(raw) - header_size != count:
         raise DatasetError(
             f"{path}: truncated or padded: header promises {count} bytes of data, "
             f"file holds {len(raw) - header_size}"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape)
+
+
+def check_array(where: str, array: np.ndarray, kind: int) -> np.ndarray:
+    """``array`` as MNIST's uint8 images or labels (``kind`` is their IDX magic), or an error
+    naming ``where``: the one definition of a valid array, whichever file format it came in."""
+    _check_shape(where, array.shape, kind)
+    if array.dtype != np.uint8:
+        if array.dtype.kind not in "ui":
+            raise DatasetError(f"{where}: dtype {array.dtype}, expected integers 0..255 (uint8)")
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise DatasetError(f"{where}: values outside 0..255")
+    return array.astype(np.uint8, copy=False)
+
+
+def _check_shape(where: str, shape: tuple[int, ...], kind: int) -> None:
+    if kind == IMAGES_MAGIC and (len(shape) != 3 or shape[1:] != (28, 28)):
+        raise DatasetError(
+            f"{where}: images have shape {shape}, expected 28x28 images: (n, 28, 28)"
+        )
+    if kind == LABELS_MAGIC and len(shape) != 1:
+        raise DatasetError(f"{where}: labels have shape {shape}, expected (n,)")
+    if shape and shape[0] > _MAX_ITEMS:
+        raise DatasetError(f"{where}: claims {shape[0]} items, more than any known dataset")
 
 
 def _read_bounded(path: Path) -> bytes:
