@@ -68,12 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import zmq
 
-    from broker.forwarder import Forwarder, default_snapshot_endpoint
+    from broker.forwarder import Forwarder
     from protocol.errors import CommandError
 
     endpoints.check_endpoint(args.in_endpoint, "--in")
     endpoints.check_endpoint(args.out_endpoint, "--out")
-    snapshot = args.snapshot_endpoint or default_snapshot_endpoint(args.out_endpoint)
+    snapshot = args.snapshot_endpoint or endpoints.snapshot_endpoint_for(args.out_endpoint)
     endpoints.check_endpoint(snapshot, "--snapshot")
     if args.max_message_bytes < 1024:
         raise CommandError(

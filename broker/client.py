@@ -14,8 +14,8 @@ pattern (chapter 5) against the broker's two endpoints:
    yet (e.g. just after a broker restart, while the trainer re-publishes) are retried until
    ``gap_timeout`` and then given up and counted, so a dead broker cannot wedge a viewer.
 
-Single-threaded by design: the owner calls :meth:`CloneClient.poll` (or iterates
-:meth:`CloneClient.messages`) from one thread; nothing runs behind its back. A consumer that
+Single-threaded by design: the owner calls :meth:`CloneClient.poll` from one thread; nothing
+runs behind its back. A consumer that
 stops polling is exactly a slow subscriber: its queue overflows and the gaps get repaired.
 """
 
@@ -26,12 +26,12 @@ import json
 import logging
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
+from broker.drain import drain
 from protocol import MAX_MESSAGE_BYTES, Envelope, ProtocolError, decode
 from protocol.endpoints import snapshot_endpoint_for
 
@@ -140,30 +140,6 @@ class CloneClient:
                 self._ready.clear()
                 return out
 
-    def messages(self, idle_timeout: float = 1.0) -> Iterator[Envelope]:
-        """Yield messages until ``idle_timeout`` seconds pass without one."""
-        while batch := self.poll(idle_timeout):
-            yield from batch
-
-    def request(self, body: dict[str, Any], timeout: float = 2.0) -> dict[str, Any] | None:
-        """Send one request and wait for its JSON reply (``stats``, ``runs``, ``control``).
-
-        Replies to other requests that arrive meanwhile are handled as usual.
-        """
-        request_id = self._request(body)
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            if not self.dealer.poll(int(remaining * 1000)):
-                break
-            frames = self.dealer.recv_multipart()
-            reply = self._handle_reply(frames)
-            if reply is not None and reply.get("id") == request_id:
-                return reply
-        return None
-
-    def stats(self) -> dict[str, Any]:
-        return {**self.counts, "runs": len(self._runs), "broker": self.broker_id}
-
     def close(self) -> None:
         self.sub.close()
         self.dealer.close()
@@ -171,41 +147,33 @@ class CloneClient:
     # -- receiving ----------------------------------------------------------------------------
 
     def _drain_live(self, budget: int = 5000) -> None:
-        for _ in range(budget):
-            try:
-                frames = self.sub.recv_multipart(flags=zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for frames in drain(self.sub, budget):
             message = self._decode(frames)
             if message is not None:
                 self.counts["live"] += 1
                 self._accept(message, "live")
 
     def _drain_replies(self, budget: int = 5000) -> None:
-        for _ in range(budget):
-            try:
-                frames = self.dealer.recv_multipart(flags=zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for frames in drain(self.dealer, budget):
             self._handle_reply(frames)
 
-    def _handle_reply(self, frames: list[bytes]) -> dict[str, Any] | None:
+    def _handle_reply(self, frames: list[bytes]) -> None:
         if frames[0] == b"msg":
             message = self._decode(frames[1:])
             if message is not None:
                 run = self._runs.get(message.run_id)
                 self._accept(message, "repair" if run and run.live else "snapshot")
-            return None
+            return
         if frames[0] != b"reply" or len(frames) != 2:
             self.counts["bad_replies"] += 1
-            return None
+            return
         try:
             reply = json.loads(frames[1])
         except (UnicodeDecodeError, json.JSONDecodeError):
             self.counts["bad_replies"] += 1
-            return None
+            return
         if not isinstance(reply, dict):
-            return None
+            return
         broker = reply.get("broker")
         if isinstance(broker, str) and broker != self.broker_id:
             if self.broker_id is not None:
@@ -223,7 +191,6 @@ class CloneClient:
         except (KeyError, TypeError, ValueError) as exc:
             self.counts["bad_replies"] += 1
             log.warning("ignored a malformed reply from the broker: %s", exc)
-        return reply
 
     def _decode(self, frames: list[bytes]) -> Envelope | None:
         try:

@@ -22,11 +22,11 @@ from typing import Any
 
 import zmq
 
+from broker.drain import drain
 from broker.history import HISTORY_BYTES, RUNS_KEPT, History
 from broker.ratelog import RateLimitedLog
 from broker.snapshot import MAX_REQUEST_BYTES, REPLY_HWM, SnapshotService
-from broker.validate import validate
-from protocol import MAX_MESSAGE_BYTES, ProtocolError
+from protocol import MAX_MESSAGE_BYTES, ProtocolError, decode
 from protocol.endpoints import snapshot_endpoint_for
 
 log = logging.getLogger("broker")
@@ -47,17 +47,15 @@ PUBLISHER_HWM = 100_000
 class Stats:
     received: int = 0
     accepted: Counter[str] = field(default_factory=Counter)
-    forwarded: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
     subscriptions: int = 0
     started: float = field(default_factory=time.time)
 
-
-def default_snapshot_endpoint(out_endpoint: str) -> str:
-    """``--out`` port + 1; a wildcard ``--out`` port gets a wildcard snapshot port."""
-    if out_endpoint.endswith(":*"):
-        return out_endpoint
-    return snapshot_endpoint_for(out_endpoint)
+    @property
+    def forwarded(self) -> Counter[str]:
+        """Every accepted message is forwarded: an XPUB send never refuses (a subscriber's
+        full queue drops for that subscriber alone, and it repairs the gap), so one count."""
+        return self.accepted
 
 
 class Forwarder:
@@ -78,7 +76,6 @@ class Forwarder:
         self.history = History(history_bytes, runs_kept)
         self.broker_id = secrets.token_hex(4)
         self._drop_log = RateLimitedLog(log, "dropped invalid message")
-        self._since_freeze = 0
         context = context or zmq.Context.instance()
         self.frontend = context.socket(zmq.XSUB)
         self.frontend.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
@@ -96,7 +93,7 @@ class Forwarder:
         try:
             self.frontend.bind(in_endpoint)
             self.backend.bind(out_endpoint)
-            self.router.bind(snapshot_endpoint or default_snapshot_endpoint(out_endpoint))
+            self.router.bind(snapshot_endpoint or snapshot_endpoint_for(out_endpoint))
         except zmq.ZMQError:
             self.close()
             raise
@@ -112,8 +109,12 @@ class Forwarder:
     def handle(self, frames: list[bytes]) -> None:
         """Validate one received multipart, remember and forward it, or count why not."""
         self.stats.received += 1
+        if self.stats.received % FREEZE_EVERY == 0:
+            # The history is millions of long-lived objects without cycles: keep the cyclic
+            # garbage collector from walking them all (tens of ms) every few seconds.
+            gc.freeze()
         try:
-            message = validate(frames, self.max_message_bytes)
+            message = decode(frames, self.max_message_bytes)
         except ProtocolError as exc:
             return self._drop(exc.reason, str(exc))
         except Exception as exc:  # e.g. RecursionError on absurdly nested JSON: still a drop
@@ -121,17 +122,10 @@ class Forwarder:
         kind = message.kind
         if not self.history.add(message.run_id, message.seq, kind, frames):
             return self._drop("duplicate", f"{kind} seq {message.seq} of run {message.run_id}")
-        self.stats.accepted[kind] += 1
         send, last = self.backend.send, len(frames) - 1
         for i, frame in enumerate(frames):  # send_multipart minus its per-call overhead
             send(frame, _MORE if i < last else _LAST)
-        self.stats.forwarded[kind] += 1
-        self._since_freeze += 1
-        if self._since_freeze >= FREEZE_EVERY:
-            # The history is millions of long-lived objects without cycles: keep the cyclic
-            # garbage collector from walking them all (tens of ms) every few seconds.
-            gc.freeze()
-            self._since_freeze = 0
+        self.stats.accepted[kind] += 1
 
     def _drop(self, reason: str, detail: str) -> None:
         self.stats.dropped[reason] += 1
@@ -167,11 +161,8 @@ class Forwarder:
 
     def _drain_subscriptions(self) -> None:
         """Count subscribers; subscriptions go no further (the broker takes everything)."""
-        for _ in range(1000):
-            try:
-                event = self.backend.recv(flags=zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for frames in drain(self.backend, 1000):
+            event = frames[0]
             if event[:1] == b"\x01":
                 self.stats.subscriptions += 1
                 log.info("subscriber joined (topic %r)", event[1:].decode(errors="replace"))
@@ -180,11 +171,7 @@ class Forwarder:
                 log.info("subscriber left (topic %r)", event[1:].decode(errors="replace"))
 
     def _drain_requests(self, budget: int = 100) -> None:
-        for _ in range(budget):
-            try:
-                frames = self.router.recv_multipart(flags=zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for frames in drain(self.router, budget):
             self.service.handle(frames)
 
     def stats_json(self) -> dict[str, Any]:
@@ -201,7 +188,7 @@ class Forwarder:
             },
             "received": s.received,
             "in_by_kind": dict(s.accepted),
-            "out_by_kind": dict(s.forwarded),
+            "out_by_kind": dict(s.accepted),
             "dropped": dict(s.dropped),
             "subscribers": s.subscriptions,
             "runs": [run.summary() for run in self.history],

@@ -8,6 +8,10 @@ kept as the frames that arrived (bytes, never re-encoded), so a replay is byte-i
 
 Memory is bounded per run by bytes; over the bound, the oldest curve points go first and are
 counted. Only the last ``runs_kept`` runs are held.
+
+The trainer's publisher keeps its own run in a :class:`RunLog` too, and re-sends it to a
+restarted broker. Sharing the class is what lets :meth:`RunLog._replayed` infer the gaps in a
+re-publish: both sides drop exactly the same superseded messages.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import json
 import time
 from typing import Any
 
-from protocol import endpoints
+from protocol import MAX_MESSAGE_BYTES, endpoints
 
 DEFAULT_TIMEOUT = 3.0
 
@@ -48,7 +48,7 @@ def ask(endpoint: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
         raise CommandError(f"--timeout must be positive, got {timeout}")
     socket: zmq.Socket = zmq.Context.instance().socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
-    socket.setsockopt(zmq.MAXMSGSIZE, 16 * 1024 * 1024)
+    socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     try:
         socket.connect(endpoint)
         socket.send(json.dumps({**body, "id": 1}).encode())

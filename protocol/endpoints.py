@@ -38,12 +38,15 @@ def check_endpoint(endpoint: str, option: str) -> str:
 def snapshot_endpoint_for(out_endpoint: str) -> str:
     """The snapshot endpoint that goes with a broker's ``--out``: same host, port + 1.
 
-    Subscribers need both, and passing one address around is easier than two; endpoints that
-    have no numeric TCP port (ipc, inproc, a wildcard) get ``-snapshot`` appended instead.
+    Subscribers need both, and passing one address around is easier than two. A wildcard port
+    stays a wildcard (the broker binds another free port and reports it); ipc and inproc
+    endpoints get ``-snapshot`` appended.
     """
     match = _ENDPOINT.match(out_endpoint)
     port = match.group(3) if match else None
-    if match and port and port.isdigit() and int(port) < 65535:
+    if port == "*":
+        return out_endpoint
+    if port and port.isdigit() and int(port) < 65535:
         return f"{out_endpoint[: -len(port)]}{int(port) + 1}"
     if out_endpoint.startswith(("ipc://", "inproc://")):
         return out_endpoint + "-snapshot"

@@ -84,6 +84,14 @@ def sample(publisher: Publisher, step: int) -> None:
     )
 
 
+def progress(publisher: Publisher, steps: range, sample_every: int = 10) -> None:
+    """Training as the viewer sees it: metrics every step, a sample every ``sample_every``."""
+    for step in steps:
+        metrics(publisher, step)
+        if step % sample_every == 0:
+            sample(publisher, step)
+
+
 def receive_all(socket: zmq.Socket, count: int, timeout: float = 5.0) -> list:
     received: list = []
     wait_until(

@@ -15,7 +15,7 @@ from broker.forwarder import Forwarder
 from protocol import Evaluation, TrainingMetrics
 from protocol.endpoints import free_tcp_port
 from tests.conftest import wait_until
-from tests.test_broker import ask, dealer, metrics, sample
+from tests.test_broker import ask, dealer, metrics, progress
 from trainer.publisher import Publisher
 from viewer.hub import Hub
 
@@ -147,10 +147,7 @@ def test_hub_renders_history_from_a_snapshot(make_broker) -> None:
     broker = make_broker()
     publisher = Publisher(broker.endpoints[0])
     assert publisher.wait_for_subscriber(5)
-    for step in range(200):
-        metrics(publisher, step)
-        if step % 50 == 0:
-            sample(publisher, step)
+    progress(publisher, range(200), sample_every=50)
     wait_until(lambda: broker.stats.accepted["metrics"] == 200, 5, message="all accepted")
     hub = Hub(broker.endpoints[1], broker.snapshot_endpoint)
     hub.start()
@@ -171,10 +168,7 @@ def test_kill_9_and_restart_of_the_broker_restores_the_history(programs) -> None
     broker = programs.start(*args)
     publisher = Publisher(in_)
     assert publisher.wait_for_subscriber(20)
-    for step in range(400):
-        metrics(publisher, step)
-        if step % 10 == 0:
-            sample(publisher, step)
+    progress(publisher, range(400))
     watcher = CloneClient(out, snap)
     watcher.start()
     collect(watcher, lambda got: len(got) >= 400, timeout=10)

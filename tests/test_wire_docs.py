@@ -10,7 +10,7 @@ import time
 
 from protocol.endpoints import free_tcp_port
 from tests.conftest import REPO
-from tests.test_broker import metrics, sample
+from tests.test_broker import progress
 from trainer.publisher import Publisher
 
 
@@ -34,10 +34,7 @@ def test_the_documented_subscriber_decodes_a_snapshot_and_the_live_stream(
     programs.start("broker", "--in", in_, "--out", out, "--snapshot", snap)
     publisher = Publisher(in_)
     assert publisher.wait_for_subscriber(20)
-    for step in range(100):
-        metrics(publisher, step)
-        if step % 10 == 0:
-            sample(publisher, step)
+    progress(publisher, range(100))
     before = publisher.seq
 
     subscriber = subprocess.Popen(
@@ -50,9 +47,7 @@ def test_the_documented_subscriber_decodes_a_snapshot_and_the_live_stream(
     try:
         step = 100
         while subscriber.poll() is None and step < 2000:
-            metrics(publisher, step)
-            if step % 10 == 0:
-                sample(publisher, step)
+            progress(publisher, range(step, step + 1))
             step += 1
             time.sleep(0.01)
         stdout, stderr = subscriber.communicate(timeout=20)

@@ -21,6 +21,7 @@ from typing import Any
 
 import zmq
 
+from broker.drain import drain
 from broker.history import HISTORY_BYTES, Held, RunLog
 from broker.ratelog import RateLimitedLog
 from protocol import ControlCommand, Envelope, ProtocolError, decode_control, encode
@@ -52,7 +53,6 @@ class Publisher:
         self.run_id = run_id or new_run_id()
         self.endpoint = endpoint
         self.seq = 0
-        self.sent_by_kind: dict[str, int] = {}
         self.history = RunLog(self.run_id, history_bytes)
         self.republished = 0
         self.subscriptions = 0
@@ -93,7 +93,6 @@ class Publisher:
             self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:
             log.debug("send queue full; dropped %s %d", message.kind, message.seq)
-        self.sent_by_kind[message.kind] = self.sent_by_kind.get(message.kind, 0) + 1
         return message
 
     def poll_commands(self) -> list[ControlCommand]:
@@ -106,16 +105,8 @@ class Publisher:
         commands, self._commands = self._commands, []
         return commands
 
-    @property
-    def republishing(self) -> bool:
-        return bool(self._replay)
-
     def _drain_upstream(self) -> None:
-        for _ in range(1000):
-            try:
-                frames = self._socket.recv_multipart(flags=zmq.NOBLOCK)
-            except zmq.Again:
-                break
+        for frames in drain(self._socket, 1000):
             self._upstream(frames)
         if self._replay:
             self._republish()

@@ -36,7 +36,6 @@ class Hub:
     ) -> None:
         self.endpoint = endpoint
         self.snapshot_endpoint = snapshot_endpoint
-        self.client: CloneClient | None = None
         self.lock = threading.Lock()
         self.runs: OrderedDict[str, RunHistory] = OrderedDict()
         self.received = 0
@@ -63,7 +62,6 @@ class Hub:
         client = CloneClient(
             self.endpoint, self.snapshot_endpoint, max_runs=RUNS_KEPT, context=self._context
         )
-        self.client = client
         client.start()
         try:
             while not self._stop.is_set():
