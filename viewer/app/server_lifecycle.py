@@ -1,23 +1,28 @@
-"""Per-process state for the Bokeh server: start the one ZeroMQ subscription all sessions share.
+"""Per-process state for the Bokeh server: settings, and the one subscription all sessions share.
 
 Works under ``mnist-live view`` and under plain ``bokeh serve viewer/app --args --connect
 tcp://127.0.0.1:5556``; the arguments arrive as ``sys.argv`` while Bokeh loads this module.
 """
 
-import argparse
 import sys
 
-from protocol import endpoints
-from viewer import hub
+from viewer import hub, settings
+from viewer.stats import stats
 
-_parser = argparse.ArgumentParser(prog="viewer/app")
-_parser.add_argument("--connect", default=endpoints.BROKER_OUT)
-_args, _ = _parser.parse_known_args(sys.argv[1:])
+_settings = settings.configure(settings.parse_app_args(sys.argv[1:]))
 
 
 def on_server_loaded(server_context) -> None:
-    hub.start(endpoints.check_endpoint(_args.connect, "--connect"))
+    hub.start(_settings.connect, _settings.snapshot)
 
 
 def on_server_unloaded(server_context) -> None:
     hub.stop()
+
+
+def on_session_created(session_context) -> None:
+    stats.session_opened()
+
+
+def on_session_destroyed(session_context) -> None:
+    stats.session_closed()

@@ -1,0 +1,90 @@
+"""What one viewer process was asked to do, shared by its lifecycle hooks and every session.
+
+``mnist-live view`` passes its options to the Bokeh app as arguments (so plain ``bokeh serve
+viewer/app --args ...`` works too); ``server_lifecycle`` parses them into one
+:class:`ViewerSettings` per process, and sessions read it with :func:`current`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+
+from protocol import endpoints
+
+Theme = Literal["light", "dark"]
+THEMES: tuple[Theme, ...] = ("light", "dark")
+FRAME_RATE = 5.0
+"""Updates per second pushed to each session; the trainer may publish much faster."""
+
+
+@dataclass(frozen=True)
+class ViewerSettings:
+    connect: str = endpoints.BROKER_OUT
+    snapshot: str | None = None
+    presenter_token: str = ""
+    theme: Theme = "light"
+    large: bool = False
+    frame_rate: float = FRAME_RATE
+
+    @property
+    def snapshot_endpoint(self) -> str:
+        """The broker's snapshot endpoint: late-joiner history and the presenter's commands."""
+        return self.snapshot or endpoints.snapshot_endpoint_for(self.connect)
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def app_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="viewer/app", add_help=False)
+    parser.add_argument("--connect", default=endpoints.BROKER_OUT)
+    parser.add_argument("--snapshot", default=None)
+    parser.add_argument("--presenter-token", default="")
+    parser.add_argument("--theme", choices=THEMES, default="light")
+    parser.add_argument("--large", action="store_true")
+    parser.add_argument("--frame-rate", type=float, default=FRAME_RATE)
+    return parser
+
+
+def parse_app_args(argv: list[str]) -> ViewerSettings:
+    """Settings from the app's arguments; a missing presenter token gets a random one."""
+    args, _ = app_parser().parse_known_args(argv)
+    return ViewerSettings(
+        connect=endpoints.check_endpoint(args.connect, "--connect"),
+        snapshot=endpoints.check_endpoint(args.snapshot, "--snapshot") if args.snapshot else None,
+        presenter_token=args.presenter_token or new_token(),
+        theme=args.theme,
+        large=args.large,
+        frame_rate=args.frame_rate,
+    )
+
+
+def app_argv(settings: ViewerSettings) -> list[str]:
+    """The inverse of :func:`parse_app_args`, for handing settings to the Bokeh app."""
+    argv = ["--connect", settings.connect, "--theme", settings.theme]
+    argv += ["--presenter-token", settings.presenter_token]
+    argv += ["--frame-rate", str(settings.frame_rate)]
+    if settings.snapshot:
+        argv += ["--snapshot", settings.snapshot]
+    if settings.large:
+        argv.append("--large")
+    return argv
+
+
+_settings: ViewerSettings | None = None
+
+
+def configure(settings: ViewerSettings) -> ViewerSettings:
+    global _settings
+    _settings = settings
+    return settings
+
+
+def current() -> ViewerSettings:
+    if _settings is None:
+        raise RuntimeError("viewer settings not configured; serve the app with 'mnist-live view'")
+    return _settings

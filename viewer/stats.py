@@ -1,0 +1,49 @@
+"""Counters one viewer process keeps about itself, for ``/metrics``, ``/healthz`` and the header.
+
+Sessions and the hub write them; the operations endpoints read them. All writers except the
+hub's ``received`` counter run on the server's event loop, so plain attributes suffice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LAG_WINDOW = 4096
+"""Recent trainer-to-session lags kept for the percentiles."""
+
+
+@dataclass
+class ViewerStats:
+    started_at: float = field(default_factory=time.time)
+    sessions_open: int = 0
+    sessions_total: int = 0
+    updates_sent: int = 0
+    lags: deque[float] = field(default_factory=lambda: deque(maxlen=LAG_WINDOW))
+
+    def session_opened(self) -> None:
+        self.sessions_open += 1
+        self.sessions_total += 1
+
+    def session_closed(self) -> None:
+        self.sessions_open = max(0, self.sessions_open - 1)
+
+    def update_sent(self, lag_seconds: float | None) -> None:
+        """One coalesced update pushed to one session; ``lag_seconds`` since the trainer sent it."""
+        self.updates_sent += 1
+        if lag_seconds is not None:
+            self.lags.append(max(0.0, lag_seconds))
+
+    def lag_percentiles(self) -> dict[str, float]:
+        """p50/p90/p99 of recent lags in seconds (empty when nothing was sent yet)."""
+        if not self.lags:
+            return {}
+        values = np.percentile(np.fromiter(self.lags, float), [50, 90, 99])
+        return {"p50": float(values[0]), "p90": float(values[1]), "p99": float(values[2])}
+
+
+stats = ViewerStats()
+"""This process's counters."""
