@@ -1,4 +1,4 @@
-"""The fused weight update gives what NumPy's two-step expression gives."""
+"""The fused BLAS updates give what NumPy's multi-step expressions give."""
 
 from __future__ import annotations
 
@@ -31,6 +31,39 @@ def test_add_product_falls_back_for_arrays_blas_cannot_take() -> None:
     c = np.zeros((15, 5), np.float32)
     blas.add_product(c, a, b, 2.0)
     np.testing.assert_allclose(c, 2 * a.T @ b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("alpha", "beta"), [(0.1, 0.9), (-0.5, 1.0), (1.0, 0.0)])
+def test_scale_add_matches_numpy(alpha: float, beta: float) -> None:
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(1000, dtype=np.float32)
+    y = rng.standard_normal(1000, dtype=np.float32)
+    expected = beta * y.astype(np.float64) + alpha * x
+    blas.scale_add(y, x, alpha, beta)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_scale_add_falls_back_for_arrays_blas_cannot_take() -> None:
+    x = np.arange(12, dtype=np.float64).reshape(3, 4)
+    y = np.ones((6, 4), np.float32)[::2, :]  # not contiguous, and float64 next to float32
+    blas.scale_add(y, x, 2.0, 0.5)
+    np.testing.assert_allclose(y, 0.5 + 2 * x)
+    z = np.ones(3)  # float64 throughout
+    blas.scale_add(z, np.arange(3.0), -1.0)
+    np.testing.assert_array_equal(z, [1.0, 0.0, -1.0])
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_add_matmul_matches_numpy(contiguous: bool) -> None:
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((16, 60 if contiguous else 120), dtype=np.float32)
+    a = a if contiguous else a[:, ::2]
+    b = rng.standard_normal((60, 7), dtype=np.float32)
+    c = np.broadcast_to(rng.standard_normal(7, dtype=np.float32), (16, 7)).copy()
+    expected = c.astype(np.float64) + a.astype(np.float64) @ b
+    blas.add_matmul(c, a, b)
+    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_numpy_wheels_get_the_fused_call() -> None:

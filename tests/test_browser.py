@@ -9,12 +9,16 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from protocol.endpoints import free_tcp_port
+from protocol.endpoints import free_tcp_port, free_tcp_port_pair
 from tests.conftest import REPO, wait_until
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOT = REPO / "docs" / "dashboard.png"
+SCREENSHOTS = {
+    "light": REPO / "docs" / "dashboard.png",
+    "dark": REPO / "docs" / "dashboard-dark.png",
+}
+TOKEN = "presenter-secret-for-tests"
 
 READ_STATE = """
 const doc = window.Bokeh && Bokeh.documents && Bokeh.documents[0];
@@ -55,10 +59,6 @@ def test_demo_shows_curves_growing_and_predictions_changing(programs, browser, t
     assert later["probabilities"] != first["probabilities"]
     assert abs(sum(later["probabilities"]) - 1) < 1e-3
     assert elapsed < 10, f"the page took {elapsed:.1f} s from launch to show learning"
-
-    time.sleep(2)  # let the curves grow a little for the picture
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    assert browser.save_screenshot(str(SCREENSHOT))
     assert _only_local_requests(browser, port)
     assert programs.stop(demo, signal.SIGINT) == 0
     assert "Traceback" not in programs.output(demo)
@@ -93,7 +93,116 @@ def _only_local_requests(browser, port: int) -> bool:
     return any(urlsplit(u).port == port for u in network)
 
 
-def test_screenshot_is_where_the_readme_says() -> None:
+def test_screenshots_are_where_the_readme_says() -> None:
     readme = (REPO / "README.md").read_text()
-    assert f"]({SCREENSHOT.relative_to(REPO).as_posix()})" in readme
-    assert SCREENSHOT.exists(), "run the browser test once to take it"
+    for picture in SCREENSHOTS.values():
+        assert f"]({picture.relative_to(REPO).as_posix()})" in readme
+        assert picture.exists(), "run the browser tests once to take it"
+
+
+FIND_BUTTON = """
+const find = (root, label) => {
+  for (const button of root.querySelectorAll('button')) {
+    if (button.textContent.trim() === label) return button;
+  }
+  for (const element of root.querySelectorAll('*')) {
+    if (element.shadowRoot) {
+      const hit = find(element.shadowRoot, label);
+      if (hit) return hit;
+    }
+  }
+  return null;
+};
+return find(document, arguments[0]);
+"""
+
+READ_HEADER = """
+const doc = window.Bokeh && Bokeh.documents && Bokeh.documents[0];
+if (!doc) return null;
+const header = doc.get_model_by_name('header');
+const loss = doc.get_model_by_name('loss');
+if (!header || !loss) return null;
+const steps = loss.data instanceof Map ? loss.data.get('step') : loss.data['step'];
+return {
+  text: header.text.replace(/<[^>]*>/g, ' ').toLowerCase(),
+  step: steps && steps.length ? Math.max(...Array.from(steps)) : -1,
+  has_pause: doc.get_model_by_name('pause') !== null,
+};
+"""
+
+
+def test_presenter_pauses_and_resumes_while_the_audience_watches(programs, browser, tmp_path):
+    broker_in = f"tcp://127.0.0.1:{free_tcp_port()}"
+    broker_out = f"tcp://127.0.0.1:{free_tcp_port_pair()}"
+    port = free_tcp_port()
+    programs.start("broker", "--in", broker_in, "--out", broker_out)
+    viewer = programs.start(
+        "view", "--connect", broker_out, "--port", str(port), "--presenter-token", TOKEN
+    )
+    wait_until(lambda: "dashboard at" in programs.output(viewer), 15, message="the viewer")
+    trainer = programs.start(
+        "train",
+        "--connect",
+        broker_in,
+        "--dataset",
+        "synthetic",
+        "--synthetic-size",
+        "2000",
+        "--epochs",
+        "50",
+        "--steps-per-second",
+        "25",
+        "--quiet",
+    )
+    url = f"http://127.0.0.1:{port}/"
+
+    browser.get(url)
+    audience = wait_until(lambda: _training(browser), 20, message="the audience page training")
+    assert not audience["has_pause"], "an audience page must not get presenter controls"
+    assert browser.execute_script(FIND_BUTTON, "Pause") is None
+    _screenshot(browser, "light")
+    browser.get(url + "?theme=dark")
+    wait_until(lambda: _training(browser), 20, message="the dark page training")
+    _screenshot(browser, "dark")
+
+    browser.get(f"{url}?token={TOKEN}")
+    wait_until(lambda: _training(browser), 20, message="the presenter page training")
+    pause = wait_until(lambda: browser.execute_script(FIND_BUTTON, "Pause"), 10, message="Pause")
+    pause.click()
+    paused = wait_until(lambda: _status(browser, "paused"), 10, message="status paused")
+    time.sleep(1.5)  # at 25 steps/s a running trainer would move ~35 steps
+    still = _header(browser)
+    assert still["step"] == paused["step"], "the step count moved while paused"
+
+    browser.execute_script(FIND_BUTTON, "Resume").click()
+    resumed = wait_until(lambda: _status(browser, "training"), 10, message="status training")
+    moving = wait_until(
+        lambda: (h := _header(browser)) and h["step"] > resumed["step"] + 10 and h,
+        10,
+        message="the step count to continue",
+    )
+    assert moving["step"] > still["step"]
+    assert _only_local_requests(browser, port)
+    for process in (trainer, viewer):
+        programs.stop(process, signal.SIGINT)
+    assert "Traceback" not in programs.output(viewer)
+
+
+def _header(browser) -> dict | None:
+    return browser.execute_script(READ_HEADER)
+
+
+def _status(browser, word: str) -> dict | None:
+    header = _header(browser)
+    return header if header and word in header["text"] and header["step"] >= 0 else None
+
+
+def _training(browser) -> dict | None:
+    return _status(browser, "training")
+
+
+def _screenshot(browser, theme: str) -> None:
+    time.sleep(2)  # let the curves grow a little for the picture
+    picture = SCREENSHOTS[theme]
+    picture.parent.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(picture)), f"could not save {picture}"

@@ -1,62 +1,166 @@
 """Serve the live dashboard to browsers.
 
-``mnist-live view`` subscribes once to the broker and serves the Bokeh app; every browser
-that opens the page gets the whole run so far, then live updates.
+``mnist-live view`` subscribes once per server process to the broker and serves the Bokeh app;
+every browser that opens the page gets the whole run so far, then live updates. The presenter
+opens the URL with the secret token (printed once at start-up) and gets Start, Pause, Resume,
+Stop, a pace slider and a full-screen QR code of the audience URL.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import re
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING
 
 from protocol import endpoints
+from protocol.errors import CommandError
+
+if TYPE_CHECKING:
+    from bokeh.server.server import Server
+
+    from viewer.settings import ViewerSettings
 
 log = logging.getLogger("viewer")
 
+MAX_PROCS = 32
+TOKEN = re.compile(r"^[A-Za-z0-9_\-]{8,128}$")
+CHILD_STOP_TIMEOUT = 5.0
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from viewer.settings import FRAME_RATE, THEMES
+
     parser.add_argument(
         "--connect",
         default=endpoints.BROKER_OUT,
         metavar="ENDPOINT",
         help="broker endpoint to subscribe to (the broker's --out)",
     )
+    parser.add_argument(
+        "--snapshot",
+        default=None,
+        metavar="ENDPOINT",
+        help="the broker's snapshot endpoint, for late-joiner history and presenter commands "
+        "(default: --connect's port + 1)",
+    )
     parser.add_argument("--port", type=int, default=5006, help="HTTP port of the page")
     parser.add_argument(
         "--address",
         default="127.0.0.1",
-        help="interface to serve on; 0.0.0.0 lets the room's laptops in",
+        help="interface to serve on; 0.0.0.0 lets the room's laptops in and prints every LAN "
+        "URL with a QR code of the first",
     )
     parser.add_argument(
         "--allow-origin",
         action="append",
         default=[],
         metavar="HOST:PORT",
-        help="also accept pages served under this host:port (repeatable); "
+        help="also accept pages served under this host:port (repeatable), e.g. behind a proxy; "
         "this machine's own names and addresses are accepted already",
+    )
+    parser.add_argument(
+        "--presenter-token",
+        default=None,
+        metavar="TOKEN",
+        help="the secret in the presenter's URL (?token=...), 8-128 letters, digits, - or _ "
+        "(default: a new random one, printed at start-up)",
+    )
+    parser.add_argument(
+        "--theme", choices=THEMES, default="light", help="colour theme (a page can add ?theme=)"
+    )
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="large type for projectors (a page can add ?large=1)",
+    )
+    parser.add_argument(
+        "--frame-rate",
+        type=float,
+        default=FRAME_RATE,
+        metavar="HZ",
+        help="updates per second pushed to each browser, however fast the trainer publishes",
+    )
+    parser.add_argument(
+        "--num-procs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="server processes sharing the port, each with its own broker subscription "
+        "(for rooms of several hundred laptops)",
+    )
+
+
+def settings_from(args: argparse.Namespace) -> ViewerSettings:
+    """Check the options and turn them into the settings every server process gets."""
+    from viewer.settings import ViewerSettings, new_token
+
+    endpoints.check_endpoint(args.connect, "--connect")
+    snapshot = args.snapshot
+    if snapshot is not None:
+        endpoints.check_endpoint(snapshot, "--snapshot")
+    else:
+        endpoints.snapshot_endpoint_for(args.connect)  # fails early if it cannot be derived
+    if not 0 < args.port < 65536:
+        raise CommandError(f"--port must be 1..65535, got {args.port}")
+    if not 0 < args.frame_rate <= 60:
+        raise CommandError(f"--frame-rate must be above 0 and at most 60, got {args.frame_rate:g}")
+    if not 1 <= args.num_procs <= MAX_PROCS:
+        raise CommandError(f"--num-procs must be 1..{MAX_PROCS}, got {args.num_procs}")
+    token = args.presenter_token
+    if token is not None and not TOKEN.match(token):
+        raise CommandError(
+            "--presenter-token must be 8-128 letters, digits, '-' or '_' (it goes in a URL)"
+        )
+    return ViewerSettings(
+        connect=args.connect,
+        snapshot=snapshot,
+        presenter_token=token or new_token(),
+        theme=args.theme,
+        large=args.large,
+        frame_rate=args.frame_rate,
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from protocol.errors import CommandError
     from viewer import hub
-    from viewer.server import make_server, page_urls
+    from viewer.server import lan_addresses, make_server, page_urls
 
-    endpoints.check_endpoint(args.connect, "--connect")
-    if not 0 < args.port < 65536:
-        raise CommandError(f"--port must be 1..65535, got {args.port}")
+    settings = settings_from(args)
+    urls = page_urls(args.address, args.port)
+    lan = lan_addresses() if args.address in ("0.0.0.0", "") else []
+    audience = f"http://{lan[0]}:{args.port}/" if lan else None
+    if args.address not in ("0.0.0.0", "", "127.0.0.1", "localhost"):
+        audience = urls[0]
+    parent = os.getpid()
     try:
         server = make_server(
-            args.connect, port=args.port, address=args.address, allow_origin=args.allow_origin
+            settings,
+            port=args.port,
+            address=args.address,
+            allow_origin=args.allow_origin,
+            num_procs=args.num_procs,
+            audience_url=audience,
         )
     except OSError as exc:
         raise CommandError(
             f"cannot serve on {args.address}:{args.port}: {exc.strerror or exc}; "
-            "pick another --port"
+            "pick another --port or --address"
         ) from None
+    except KeyboardInterrupt:  # the parent of --num-procs children, told to stop
+        log.info("viewer stopping")
+        _stop_children()
+        return 0
     server.start()
-    for url in page_urls(args.address, args.port):
-        log.info("dashboard at %s", url)
+    if _first_process():
+        _announce(urls, settings.presenter_token, audience, args)
+    if args.num_procs > 1:
+        _stop_when_orphaned(server, parent)
     try:
         server.io_loop.start()
     except KeyboardInterrupt:
@@ -65,3 +169,65 @@ def run(args: argparse.Namespace) -> int:
         server.stop()
         hub.stop()
     return 0
+
+
+def _first_process() -> bool:
+    from tornado.process import task_id
+
+    return task_id() in (None, 0)
+
+
+def _announce(urls: list[str], token: str, audience: str | None, args: argparse.Namespace) -> None:
+    """Print where to go once: the audience's URLs, the presenter's, and the room's QR code."""
+    from viewer import qr
+    from viewer.server import presenter_url
+
+    for url in urls:
+        log.info("dashboard at %s", url)
+    log.info("presenter view at %s (keep this URL to yourself)", presenter_url(urls[0], token))
+    if args.address in ("0.0.0.0", ""):
+        if audience is None:
+            log.warning("no LAN address found; the room cannot reach this machine")
+            return
+        print(f"\nScan to open {audience}\n", flush=True)
+        print(qr.terminal(audience, ansi=sys.stdout.isatty()), flush=True)
+    if args.num_procs > 1:
+        log.info("serving from %d processes", args.num_procs)
+
+
+def _stop_when_orphaned(server: Server, parent: int) -> None:
+    """A child whose parent died stops too (the parent cannot always tell it to)."""
+    from tornado.ioloop import PeriodicCallback
+
+    def check() -> None:
+        if os.getppid() != parent:
+            log.info("viewer parent process is gone; stopping")
+            server.io_loop.stop()
+
+    PeriodicCallback(check, 500).start()
+
+
+def _stop_children() -> None:
+    """SIGTERM this process's children (the forked servers) and wait for them, briefly."""
+    children: list[int] = []
+    with contextlib.suppress(OSError, ValueError):
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children") as listing:
+                children += [int(pid) for pid in listing.read().split()]
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + CHILD_STOP_TIMEOUT
+    waiting = set(children)
+    while waiting and time.monotonic() < deadline:
+        for pid in list(waiting):
+            with contextlib.suppress(ChildProcessError):
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                if not done:
+                    continue
+            waiting.discard(pid)
+        time.sleep(0.05)
+    for pid in waiting:
+        log.warning("viewer process %d did not stop in %.0f s; killing it", pid, CHILD_STOP_TIMEOUT)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

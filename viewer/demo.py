@@ -52,12 +52,14 @@ def _child(*argv: str, log_level: str) -> subprocess.Popen:
 
 
 def run(args: argparse.Namespace) -> int:
-    from viewer.server import page_urls
+    from viewer.server import page_urls, presenter_url
+    from viewer.settings import new_token
 
     _check_port_free(args.address, args.port)
     broker_in = f"tcp://127.0.0.1:{endpoints.free_tcp_port()}"
     broker_out = f"tcp://127.0.0.1:{endpoints.free_tcp_port_pair()}"  # snapshot: port + 1
     level = args.log_level
+    token = new_token()
     children = {
         "broker": _child("broker", "--in", broker_in, "--out", broker_out, log_level=level),
         "viewer": _child(
@@ -68,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
             str(args.port),
             "--address",
             args.address,
+            "--presenter-token",
+            token,
             log_level=level,
         ),
     }
@@ -90,12 +94,13 @@ def run(args: argparse.Namespace) -> int:
     if args.steps_per_second:
         train += ["--steps-per-second", str(args.steps_per_second)]
     children["trainer"] = _child(*train, log_level=level)
-    for url in page_urls(args.address, args.port):
+    urls = page_urls(args.address, args.port)
+    for url in urls:
         print(f"MNIST Live demo: open {url}  (Ctrl-C to stop)", flush=True)
+    print(f"Presenter (Start, Pause, pace, QR): {presenter_url(urls[0], token)}", flush=True)
     try:
         return _supervise(children)
     except KeyboardInterrupt:
-        log.info("stopping the demo")
         return 0
     finally:
         _stop_all(children)
@@ -140,14 +145,21 @@ def _supervise(children: dict[str, subprocess.Popen]) -> int:
         time.sleep(0.2)
 
 
+STOP_ORDER = ("trainer", "viewer", "broker")
+"""Trainer first, so its run_finished still travels through the broker to the page."""
+
+
 def _stop_all(children: dict[str, subprocess.Popen]) -> None:
-    for child in children.values():
+    if any(child.poll() is None for child in children.values()):
+        log.info("stopping")
+    for name in STOP_ORDER:
+        child = children.get(name)
+        if child is None:
+            continue
         if child.poll() is None:
             child.terminate()
-    deadline = time.monotonic() + STOP_TIMEOUT
-    for name, child in children.items():
         try:
-            child.wait(max(0.1, deadline - time.monotonic()))
+            child.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             log.warning("%s did not stop in %.0f s; killing it", name, STOP_TIMEOUT)
             child.kill()

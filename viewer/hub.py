@@ -3,7 +3,8 @@
 A background thread runs a :class:`broker.client.CloneClient` (live stream plus snapshot and
 gap repair, so a viewer started late or left behind still gets the whole run, in order) and
 folds its messages into :class:`RunHistory` objects; sessions read from them on their own
-schedule. So a hundred open laptops cost one subscription and one decode per message.
+schedule. So a hundred open laptops cost one subscription, one decode and one fold per
+message. The hub holds no per-session state: a closed session leaves nothing behind here.
 """
 
 from __future__ import annotations
@@ -46,9 +47,23 @@ class Hub:
 
     @property
     def current(self) -> RunHistory | None:
-        """The most recently started run: what the dashboard shows."""
+        """The most recently started run: what the dashboard shows unless a session pins one."""
         with self.lock:
             return next(reversed(self.runs.values()), None)
+
+    def run(self, run_id: str | None) -> RunHistory | None:
+        """The run with this id, if it is still held."""
+        with self.lock:
+            return self.runs.get(run_id) if run_id is not None else None
+
+    def previous(self, run: RunHistory) -> RunHistory | None:
+        """The run that started just before ``run``: drawn faintly under it to compare."""
+        with self.lock:
+            ids = list(self.runs)
+            if run.run_id not in ids:
+                return None
+            position = ids.index(run.run_id)
+            return self.runs[ids[position - 1]] if position > 0 else None
 
     def start(self) -> None:
         self._thread.start()
@@ -66,12 +81,13 @@ class Hub:
         try:
             while not self._stop.is_set():
                 for message in client.poll(0.2):
-                    self._apply(message)
+                    self.apply(message)
                 self.rejected = client.counts["rejected"]
         finally:
             client.close()
 
-    def _apply(self, message: Envelope) -> None:
+    def apply(self, message: Envelope) -> None:
+        """Fold one message into its run (the receive thread's job; tests call it directly)."""
         with self.lock:
             self.received += 1
             run = self.runs.get(message.run_id)

@@ -1,7 +1,10 @@
 """Serve the dashboard app from this process with Bokeh's own server.
 
 Bokeh's JavaScript is served by the same server (no CDN), so the page works on a room's
-network with no internet.
+network with no internet. The same HTTP port answers ``/healthz`` and ``/metrics``
+(:mod:`viewer.ops`). With ``num_procs`` > 1 Bokeh binds the port, then forks: the app's
+per-process state (the broker subscription) starts in each child from ``on_server_loaded``,
+so nothing may open a ZeroMQ context before :func:`make_server` returns.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from bokeh.application import Application
 from bokeh.application.handlers.directory import DirectoryHandler
 from bokeh.server.server import Server
 
+from viewer import ops
+from viewer.settings import ViewerSettings, app_argv
+
 log = logging.getLogger("viewer")
 
 APP_DIR = Path(__file__).with_name("app")
@@ -25,7 +31,10 @@ def lan_addresses() -> list[str]:
     addresses: set[str] = set()
     with contextlib.suppress(OSError):
         addresses.update(socket.gethostbyname_ex(socket.gethostname())[2])
-    return sorted(a for a in addresses if not a.startswith("127."))
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # a UDP "connect" sends nothing; it picks the route
+        addresses.add(probe.getsockname()[0])
+    return sorted(a for a in addresses if not a.startswith(("127.", "0.")))
 
 
 def allowed_origins(address: str, port: int, extra: list[str]) -> list[str]:
@@ -38,8 +47,20 @@ def allowed_origins(address: str, port: int, extra: list[str]) -> list[str]:
     return sorted({f"{h}:{port}" for h in hosts} | set(extra))
 
 
-def make_server(connect: str, *, port: int, address: str, allow_origin: list[str]) -> Server:
-    app = Application(DirectoryHandler(filename=str(APP_DIR), argv=["--connect", connect]))
+def make_server(
+    settings: ViewerSettings,
+    *,
+    port: int,
+    address: str,
+    allow_origin: list[str],
+    num_procs: int = 1,
+    audience_url: str | None = None,
+) -> Server:
+    """The Bokeh server for the app; with ``num_procs`` > 1 only the children return."""
+    argv = app_argv(settings)
+    if audience_url:
+        argv += ["--audience-url", audience_url]
+    app = Application(DirectoryHandler(filename=str(APP_DIR), argv=argv))
     return Server(
         {"/": app},
         port=port,
@@ -47,10 +68,17 @@ def make_server(connect: str, *, port: int, address: str, allow_origin: list[str
         allow_websocket_origin=allowed_origins(address, port, allow_origin),
         check_unused_sessions_milliseconds=5_000,
         unused_session_lifetime_milliseconds=15_000,
+        num_procs=num_procs,
+        extra_patterns=ops.PATTERNS,
     )
 
 
 def page_urls(address: str, port: int) -> list[str]:
+    """The audience's URLs: every LAN address when serving on all interfaces."""
     if address in ("0.0.0.0", ""):
         return [f"http://{host}:{port}/" for host in ["localhost", *lan_addresses()]]
     return [f"http://{'localhost' if address == '127.0.0.1' else address}:{port}/"]
+
+
+def presenter_url(url: str, token: str) -> str:
+    return f"{url}?token={token}"

@@ -2,18 +2,33 @@
 
 Works under ``mnist-live view`` and under plain ``bokeh serve viewer/app --args --connect
 tcp://127.0.0.1:5556``; the arguments arrive as ``sys.argv`` while Bokeh loads this module.
+This module's top level runs once, before any fork (``--num-procs``), so it only parses; the
+hub (a ZeroMQ context and a thread) starts in ``on_server_loaded``, in every server process.
 """
 
+import argparse
+import gc
+import logging
 import sys
 
-from viewer import hub, settings
+from viewer import hub, presenter, settings
 from viewer.stats import stats
 
+log = logging.getLogger("viewer")
+
 _settings = settings.configure(settings.parse_app_args(sys.argv[1:]))
+_extra = argparse.ArgumentParser(add_help=False)
+_extra.add_argument("--audience-url", default=None)
+presenter.set_audience_url(_extra.parse_known_args(sys.argv[1:])[0].audience_url)
 
 
 def on_server_loaded(server_context) -> None:
     hub.start(_settings.connect, _settings.snapshot)
+    # Everything loaded so far lives as long as the process: take it out of the collector's
+    # view, so full collections stop pausing every session (130-280 ms at 100 sessions).
+    gc.collect()
+    gc.freeze()
+    log.debug("hub started; %d objects frozen out of garbage collection", gc.get_freeze_count())
 
 
 def on_server_unloaded(server_context) -> None:
@@ -22,6 +37,9 @@ def on_server_unloaded(server_context) -> None:
 
 def on_session_created(session_context) -> None:
     stats.session_opened()
+    document = getattr(session_context, "_document", None)  # no public sync accessor here
+    if document is not None:
+        presenter.guard_audience(document, _settings)
 
 
 def on_session_destroyed(session_context) -> None:

@@ -1,0 +1,383 @@
+"""Many Bokeh dashboard sessions in one process, cheap enough to leave the CPU to the server.
+
+Bokeh 3's ``bokeh.client`` reads each message by awaiting its next state from inside the
+previous one, so a long-lived session recurses once per update and silently stops near
+Python's recursion limit (~320 updates). Its per-fragment coroutines and full document
+rebuilds would also make the load generator, not the server, the bottleneck on a 2-core
+machine. So each session here is an :class:`asyncio.Protocol` speaking the websocket and Bokeh
+wire formats directly: frames are cut out of whatever bytes arrive, a Bokeh message is
+assembled from its fragments (header, metadata, content, then buffer pairs), and only patches
+that mention the ``loss`` source are parsed as JSON. No recursion, no per-message task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import json
+import os
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+from bokeh.util.token import generate_jwt_token, generate_session_id
+
+SOURCE = "loss"
+"""The named source whose rows are counted and whose ``sent_at`` column gives the lag."""
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+MAX_HANDSHAKE_BYTES = 16 * 1024
+
+
+class SessionError(RuntimeError):
+    """A session could not be opened, or the server sent something this client cannot read."""
+
+
+@dataclass
+class Frame:
+    """One update that brought rows to the ``loss`` source."""
+
+    received_at: float
+    rows: int
+    lag: float | None
+    """``received_at`` minus the newest ``sent_at`` among the rows; None without that column."""
+
+
+@dataclass
+class BokehMessage:
+    header: dict
+    content: str
+    buffers: dict[str, bytes]
+
+    @property
+    def msgtype(self) -> str:
+        return str(self.header.get("msgtype"))
+
+
+def _mask(payload: bytes) -> bytes:
+    """A client frame's payload is XOR-masked with a random 4-byte key (RFC 6455 5.3)."""
+    key = os.urandom(4)
+    data = np.frombuffer(payload, np.uint8)
+    pad = np.frombuffer(key * (len(payload) // 4 + 1), np.uint8)[: len(payload)]
+    return key + (data ^ pad).tobytes()
+
+
+def _frame(opcode: int, payload: bytes) -> bytes:
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    return head + _mask(payload)
+
+
+class Session(asyncio.Protocol):
+    """One browser-equivalent session: handshake, pull the document, then follow patches.
+
+    ``url`` is the server's websocket URL, e.g. ``ws://127.0.0.1:5006/ws``.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.source_id: str | None = None
+        self.rows = 0
+        self.messages = 0
+        self.frames: list[Frame] = []
+        self.has_sent_at = False
+        self.opened_at = self.pulled_at = 0.0
+        self.error: str | None = None
+        self.rows_changed = asyncio.Event()
+        self.closed = asyncio.Event()
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._upgraded = asyncio.get_running_loop().create_future()
+        self._pulled = asyncio.get_running_loop().create_future()
+        self._handshake_done = False
+        self._fragments: list[bytes | str] = []
+        self._partial = bytearray()
+        self._partial_text = False
+
+    # -- opening --------------------------------------------------------------------------
+
+    async def open(self, timeout: float) -> None:
+        """Connect, upgrade, pull the document; :class:`SessionError` past ``timeout``."""
+        self.opened_at = time.time()
+        parts = urlsplit(self.url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.create_connection(lambda: self, host, port)
+                token = generate_jwt_token(generate_session_id())
+                key = base64.b64encode(os.urandom(16)).decode()
+                target = parts.path + ("?" + parts.query if parts.query else "")
+                request = (
+                    f"GET {target} HTTP/1.1\r\n"
+                    f"Host: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                    f"Sec-WebSocket-Protocol: bokeh, {token}\r\n\r\n"
+                )
+                assert self._transport is not None
+                self._transport.write(request.encode())
+                await self._upgraded
+                await self._pulled
+        except (TimeoutError, OSError) as exc:
+            self.close()
+            raise SessionError(f"could not open a session on {self.url}: {exc!r}") from None
+        except SessionError:
+            self.close()
+            raise
+        self.pulled_at = time.time()
+
+    def _send_message(self, msgtype: str) -> None:
+        header = {"msgid": generate_session_id()[:16], "msgtype": msgtype}
+        assert self._transport is not None
+        for text in (json.dumps(header), "{}", "{}"):
+            self._transport.write(_frame(0x1, text.encode()))
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.is_set() and self.error is None:
+            self.error = f"connection lost: {exc!r}" if exc else None
+        self._fail(SessionError(f"connection to {self.url} closed"))
+        self._transport = None
+        self.closed.set()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        try:
+            if not self._handshake_done:
+                self._read_handshake()
+            if self._handshake_done:
+                self._read_frames()
+        except SessionError as exc:
+            self.error = str(exc)
+            self._fail(exc)
+            self.close()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        self.closed.set()
+
+    def _fail(self, exc: Exception) -> None:
+        for future in (self._upgraded, self._pulled):
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # consumed here; open() re-raises through await
+
+    # -- wire formats -------------------------------------------------------------------
+
+    def _read_handshake(self) -> None:
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buffer) > MAX_HANDSHAKE_BYTES:
+                raise SessionError("websocket handshake response too long")
+            return
+        status = bytes(self._buffer[: self._buffer.find(b"\r\n")]).decode("latin-1")
+        del self._buffer[: end + 4]
+        if " 101 " not in status + " ":
+            raise SessionError(f"websocket upgrade refused: {status}")
+        self._handshake_done = True
+        self._upgraded.set_result(None)
+
+    def _read_frames(self) -> None:
+        buffer = self._buffer
+        start = 0
+        while len(buffer) - start >= 2:
+            b0, b1 = buffer[start], buffer[start + 1]
+            if b1 & 0x80:
+                raise SessionError("the server sent a masked frame")
+            n, offset = b1 & 0x7F, start + 2
+            if n == 126:
+                if len(buffer) - offset < 2:
+                    break
+                (n,) = struct.unpack_from("!H", buffer, offset)
+                offset += 2
+            elif n == 127:
+                if len(buffer) - offset < 8:
+                    break
+                (n,) = struct.unpack_from("!Q", buffer, offset)
+                offset += 8
+            if n > MAX_FRAME_BYTES:
+                raise SessionError(f"websocket frame of {n} bytes is over the limit")
+            if len(buffer) - offset < n:
+                break
+            payload = bytes(buffer[offset : offset + n])
+            start = offset + n
+            self._on_frame(b0 & 0x80 != 0, b0 & 0x0F, payload)
+        del buffer[:start]
+
+    def _on_frame(self, fin: bool, opcode: int, payload: bytes) -> None:
+        if opcode == 0x8:
+            self.close()
+        elif opcode == 0x9 and self._transport is not None:
+            self._transport.write(_frame(0xA, payload))
+        elif opcode in (0x0, 0x1, 0x2):
+            if opcode:
+                self._partial_text = opcode == 0x1
+            self._partial += payload
+            if fin:
+                whole = bytes(self._partial)
+                self._partial.clear()
+                self._on_fragment(whole.decode() if self._partial_text else whole)
+
+    def _on_fragment(self, fragment: bytes | str) -> None:
+        """Bokeh messages are header, metadata, content, then (buffer header, bytes) pairs."""
+        fragments = self._fragments
+        fragments.append(fragment)
+        if len(fragments) < 3:
+            return
+        header = fragments[0]
+        if not isinstance(header, str):
+            raise SessionError("a Bokeh message started with a binary fragment")
+        if '"num_buffers"' in header:
+            wanted = 3 + 2 * int(json.loads(header).get("num_buffers", 0))
+            if len(fragments) < wanted:
+                return
+        self._fragments = []
+        self.messages += 1
+        buffers = {}
+        for i in range(3, len(fragments), 2):
+            buffer_header = json.loads(fragments[i])
+            buffers[buffer_header["id"]] = bytes(fragments[i + 1])  # type: ignore[arg-type]
+        self._on_message(header, str(fragments[2]), buffers)
+
+    def _on_message(self, header_text: str, content: str, buffers: dict[str, bytes]) -> None:
+        if not self._pulled.done():
+            header = json.loads(header_text)
+            msgtype = header.get("msgtype")
+            if msgtype == "ACK":
+                self._send_message("PULL-DOC-REQ")
+            elif msgtype == "PULL-DOC-REPLY":
+                self._read_document(json.loads(content)["doc"], buffers)
+                self._pulled.set_result(None)
+            elif msgtype == "ERROR":
+                raise SessionError(f"the server refused the session: {content[:200]}")
+            # patches before the reply are already in the document it brings
+            return
+        if self.source_id and f'"{self.source_id}"' in content:
+            self._apply_patch(json.loads(content).get("events", []), buffers)
+
+    def _read_document(self, doc: dict, buffers: dict[str, bytes]) -> None:
+        source = _find_source(doc, SOURCE)
+        if source is None:
+            raise SessionError(f"the dashboard has no source named {SOURCE!r}")
+        self.source_id = source["id"]
+        data = _decode(source["attributes"].get("data", {}), buffers)
+        self.has_sent_at = "sent_at" in data
+        self.rows = _row_count(data)
+        self.rows_changed.set()
+
+    def _apply_patch(self, events: list[dict], buffers: dict[str, bytes]) -> None:
+        now = time.time()
+        for event in events:
+            model = event.get("model")
+            if not isinstance(model, dict) or model.get("id") != self.source_id:
+                continue
+            kind = event.get("kind")
+            if kind == "ColumnsStreamed":
+                data = _decode(event["data"], buffers)
+                added = _row_count(data)
+                rollover = event.get("rollover")
+                self.rows = min(self.rows + added, rollover) if rollover else self.rows + added
+                sent_at = data.get("sent_at")
+                lag = now - float(np.max(sent_at)) if sent_at is not None and added else None
+                self.frames.append(Frame(now, added, lag))
+            elif kind == "ColumnDataChanged" or (
+                kind == "ModelChanged" and event.get("attr") == "data"
+            ):
+                data = _decode(event.get("data", event.get("new", {})), buffers)
+                self.has_sent_at = self.has_sent_at or "sent_at" in data
+                self.rows = _row_count(data)
+            else:
+                continue
+            self.rows_changed.set()
+
+
+def _find_source(node: Any, name: str) -> dict | None:
+    """The serialised ``ColumnDataSource`` named ``name`` anywhere in a pulled document."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            attributes = item.get("attributes")
+            if (
+                item.get("type") == "object"
+                and isinstance(attributes, dict)
+                and attributes.get("name") == name
+                and "data" in attributes
+            ):
+                return item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def _decode(value: Any, buffers: dict[str, bytes]) -> Any:
+    """Bokeh's serialised form back to Python: maps to dicts, ndarrays to NumPy, numbers."""
+    if isinstance(value, list):
+        return [_decode(v, buffers) for v in value]
+    if not isinstance(value, dict):
+        return value
+    kind = value.get("type")
+    if kind == "map":
+        return {_decode(k, buffers): _decode(v, buffers) for k, v in value.get("entries", [])}
+    if kind == "ndarray":
+        array = value["array"]
+        if isinstance(array, dict) and array.get("type") == "bytes":
+            data = array["data"]
+            raw = buffers[data["id"]] if isinstance(data, dict) else _base64(data)
+            return np.frombuffer(raw, dtype=value["dtype"]).reshape(value["shape"])
+        return np.asarray(_decode(array, buffers))
+    if kind == "number":
+        return float(value["value"])
+    return value
+
+
+def _base64(text: str) -> bytes:
+    raw = base64.b64decode(text)
+    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+
+
+def _row_count(data: Any) -> int:
+    if not isinstance(data, dict) or not data:
+        return 0
+    column = data.get("step", next(iter(data.values())))
+    return len(column)
+
+
+async def open_sessions(url: str, count: int, *, parallel: int, timeout: float) -> list[Session]:
+    """Open ``count`` sessions, ``parallel`` at a time (the server builds each document).
+
+    Sessions start following patches as soon as each is open, so the first ones are not left
+    with a backlog while the rest connect.
+    """
+    gate = asyncio.Semaphore(parallel)
+
+    async def one() -> Session:
+        async with gate:
+            session = Session(url)
+            await session.open(timeout)
+            return session
+
+    results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+    sessions = [r for r in results if isinstance(r, Session)]
+    failed = [r for r in results if not isinstance(r, Session)]
+    if failed:
+        for session in sessions:
+            session.close()
+        raise SessionError(f"{len(failed)} of {count} sessions failed to open: {failed[0]}")
+    return sessions

@@ -1,0 +1,133 @@
+"""The fan-out benchmark: its session client against a real Bokeh server, and a smoke run.
+
+The client test streams far more updates than Bokeh 3's own ``bokeh.client`` survives (its
+recursive receive loop stops near 320), so a client that recursed or dropped messages fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bokeh.application import Application
+from bokeh.application.handlers.function import FunctionHandler
+from bokeh.document import Document
+from bokeh.models import ColumnDataSource
+from bokeh.server.server import Server
+from tornado.ioloop import IOLoop
+
+from protocol.endpoints import free_tcp_port
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+from fanout_client import Session, open_sessions  # noqa: E402
+
+UPDATES = 400
+"""More than ``bokeh.client`` delivers before its recursion stops it."""
+
+
+def streaming_app(doc: Document) -> None:
+    """A source named ``loss`` gaining one row with a fresh ``sent_at`` every 5 ms."""
+    source = ColumnDataSource({"step": [0], "sent_at": [time.time()]}, name="loss")
+    doc.add_root(source)
+    step = [0]
+
+    def tick() -> None:
+        step[0] += 1
+        source.stream({"step": [step[0]], "sent_at": [time.time()]}, rollover=1_000_000)
+
+    doc.add_periodic_callback(tick, 5)
+
+
+@pytest.fixture
+def bokeh_server() -> Iterator[int]:
+    """A real Bokeh server on its own thread and event loop; yields its port."""
+    port = free_tcp_port()
+    ready = threading.Event()
+    box: dict = {}
+
+    def serve() -> None:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        server = Server(
+            {"/": Application(FunctionHandler(streaming_app))}, port=port, io_loop=IOLoop.current()
+        )
+        server.start()
+        box["server"] = server
+        ready.set()
+        server.io_loop.start()
+        server.stop()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10), "the Bokeh server did not start"
+    yield port
+    loop = box["server"].io_loop
+    loop.add_callback(loop.stop)
+    thread.join(10)
+
+
+def test_client_follows_hundreds_of_updates(bokeh_server: int) -> None:
+    async def watch() -> tuple[list[Session], list[int]]:
+        url = f"ws://127.0.0.1:{bokeh_server}/ws"
+        sessions = await open_sessions(url, 2, parallel=2, timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and min(len(s.frames) for s in sessions) < UPDATES:
+            await asyncio.sleep(0.05)
+        rows = [s.rows for s in sessions]
+        late = (await open_sessions(url, 1, parallel=1, timeout=10))[0]
+        for session in [*sessions, late]:
+            session.close()
+        return [*sessions, late], rows
+
+    sessions, rows = asyncio.run(watch())
+    *live, late = sessions
+    for session, held in zip(live, rows, strict=True):
+        assert session.error is None
+        assert session.has_sent_at
+        assert len(session.frames) >= UPDATES
+        assert held >= UPDATES
+        lags = [f.lag for f in session.frames]
+        assert all(lag is not None and 0 <= lag < 5 for lag in lags)
+    assert late.source_id is not None and late.rows >= 1
+
+
+@pytest.mark.slow
+def test_bench_fanout_smoke(tmp_path: Path) -> None:
+    command = [sys.executable, str(SCRIPTS / "bench_fanout.py"), "--sessions", "3"]
+    command += ["--seconds", "4", "--warmup", "2", "--settle", "1", "--log-level", "WARNING"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in (
+        "frames_expected",
+        "frames_received_mean",
+        "frame_fraction_min",
+        "lag_p50_ms",
+        "lag_p99_ms",
+        "lag_first_third_p50_ms",
+        "lag_last_third_p50_ms",
+        "lag_grows",
+        "server_cpu_percent",
+        "memory_per_session_mb",
+        "late_session_seconds",
+        "target_lag_p99_ms",
+        "pass",
+    ):
+        assert key in summary, key
+    assert summary["sessions"] == 3
+    assert summary["frames_received_mean"] > 0
+    assert summary["sessions_failed"] == 0
+    assert math.isfinite(summary["lag_p50_ms"]) and math.isfinite(summary["lag_p99_ms"])
+    assert 0 <= summary["lag_p50_ms"] <= summary["lag_p99_ms"]
+    assert summary["server_cpu_percent"] > 0
+    assert summary["late_session_seconds"] is not None
+    assert summary["late_session_rows"] >= summary["live_session_rows"] > 0

@@ -1,0 +1,277 @@
+"""RunHistory: what the hub folds once so every session's frame is a slice or an assignment."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from protocol import (
+    Evaluation,
+    FirstLayerWeights,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+    SamplePrediction,
+    TrainingMetrics,
+)
+from protocol.messages import Architecture, DatasetInfo, Hyperparameters
+from viewer.history import SMOOTHING, Columns, Cursor, RunHistory, format_duration
+from viewer.hub import Hub
+
+NAMES = [str(i) for i in range(10)]
+
+
+class Feed:
+    """Builds a run's messages with consecutive sequence numbers."""
+
+    def __init__(self, run_id: str = "run-a", synthetic: bool = True) -> None:
+        self.run_id = run_id
+        self.seq = 0
+        self.synthetic = synthetic
+
+    def _next(self) -> dict:
+        fields = {"run_id": self.run_id, "seq": self.seq}
+        self.seq += 1
+        return fields
+
+    def started(self, total_steps: int = 100, steps_per_epoch: int = 25) -> RunStarted:
+        dataset = DatasetInfo(
+            name="synthetic" if self.synthetic else "mnist",
+            synthetic=self.synthetic,
+            train_size=800,
+            test_size=200,
+            class_names=NAMES,
+        )
+        return RunStarted(
+            **self._next(),
+            dataset=dataset,
+            architecture=Architecture(layer_sizes=[784, 32, 10], activation="relu"),
+            hyperparameters=Hyperparameters(
+                optimizer="sgd", learning_rate=0.1, batch_size=32, epochs=4, seed=0
+            ),
+            total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch,
+        )
+
+    def metrics(self, step: int, loss: float = 1.0, accuracy: float = 0.5, speed: float = 320.0):
+        return TrainingMetrics(
+            **self._next(),
+            step=step,
+            epoch=0,
+            samples_seen=step * 32,
+            loss=loss,
+            batch_accuracy=accuracy,
+            learning_rate=0.1,
+            samples_per_second=speed,
+        )
+
+    def sample(self, step: int, label: int = 3, predicted: int = 5) -> SamplePrediction:
+        probabilities = np.full(10, 0.02)
+        probabilities[predicted] = 0.82
+        image = np.arange(28 * 28, dtype=np.int64).reshape(28, 28) % 256
+        return SamplePrediction(
+            **self._next(),
+            step=step,
+            index=7,
+            image=image.astype(np.uint8),
+            label=label,
+            probabilities=probabilities.tolist(),
+        )
+
+    def evaluation(self, step: int, split: str = "subset", mistakes: int = 3) -> Evaluation:
+        confusion = np.eye(10, dtype=int) * 8
+        confusion[1, 7] = 2  # class 1: 8 right, 2 taken for a 7
+        return Evaluation(
+            **self._next(),
+            step=step,
+            epoch=0,
+            split=split,
+            accuracy=0.975,
+            loss=0.3,
+            examples=int(confusion.sum()),
+            per_class_accuracy=[0.8 if i == 1 else 1.0 for i in range(10)],
+            confusion=confusion.tolist(),
+            misclassified_images=np.zeros((mistakes, 28, 28), np.uint8),
+            misclassified_index=list(range(mistakes)),
+            misclassified_label=[1] * mistakes,
+            misclassified_predicted=[7] * mistakes,
+        )
+
+    def weights(self, step: int, tiles: int = 10) -> FirstLayerWeights:
+        return FirstLayerWeights(
+            **self._next(),
+            step=step,
+            epoch=0,
+            units=list(range(tiles)),
+            tiles=np.zeros((tiles, 28, 28), np.uint8),
+            scale=0.5,
+        )
+
+    def status(self, step: int, state: str) -> RunStatus:
+        return RunStatus(**self._next(), step=step, state=state)  # type: ignore[arg-type]
+
+    def finished(self, step: int, status: str = "completed") -> RunFinished:
+        return RunFinished(**self._next(), status=status, step=step, epoch=4, test_accuracy=0.9)  # type: ignore[arg-type]
+
+
+def test_smoothing_is_a_debiased_ema_of_loss_and_batch_accuracy() -> None:
+    feed, run = Feed(), RunHistory("run-a")
+    losses = [2.0, 1.0, 4.0, 0.5]
+    for step, loss in enumerate(losses, 1):
+        run.apply(feed.metrics(step, loss=loss, accuracy=loss / 10))
+    average, expected = 0.0, []
+    for t, loss in enumerate(losses, 1):
+        average = SMOOTHING * average + (1 - SMOOTHING) * loss
+        expected.append(average / (1 - SMOOTHING**t))
+    curve = run.curves["loss"].data
+    assert curve["loss"] == losses
+    assert curve["loss_smooth"] == pytest.approx(expected)
+    assert curve["accuracy_smooth"] == pytest.approx([e / 10 for e in expected])
+    assert curve["loss_smooth"][0] == losses[0], "debiased: the first point is not pulled to 0"
+    assert len(curve["sent_at"]) == len(losses) and all(t > 0 for t in curve["sent_at"])
+
+
+def test_status_follows_the_trainer_and_the_end_of_the_run() -> None:
+    feed, run = Feed(), RunHistory("run-a")
+    assert run.status == "waiting"
+    run.apply(feed.started())
+    run.apply(feed.status(0, "waiting"))
+    assert run.status == "waiting"
+    run.apply(feed.status(0, "training"))
+    run.apply(feed.metrics(10))
+    assert (run.status, run.step) == ("training", 10)
+    run.apply(feed.status(12, "paused"))
+    assert (run.status, run.step) == ("paused", 12)
+    run.apply(feed.status(12, "training"))
+    assert run.status == "training"
+    for ending, word in (
+        ("completed", "finished"),
+        ("stopped", "stopped"),
+        ("diverged", "diverged"),
+    ):
+        ended = RunHistory("run-a")
+        ended.apply(Feed().finished(40, ending))
+        assert ended.status == word
+        assert word in ended.pieces["header"].data["html"]
+
+
+def test_replayed_messages_mark_the_run_as_a_replay() -> None:
+    run = RunHistory("run-a")
+    run.apply(Feed().metrics(3).model_copy(update={"replayed": True}))
+    assert run.status == "replay"
+
+
+def test_each_piece_has_a_version_and_a_cursor_gets_only_what_changed() -> None:
+    feed, run = Feed(), RunHistory("run-a")
+    run.apply(feed.started())
+    run.apply(feed.metrics(1))
+    run.apply(feed.metrics(2))
+    cursor = Cursor()
+    first = run.changes(cursor)
+    assert first.rows["loss"]["step"] == [1, 2]
+    assert set(first.pieces) == {"header"}
+    assert not run.changes(cursor), "nothing new, nothing to send"
+
+    run.apply(feed.sample(2))
+    run.apply(feed.metrics(3))
+    second = run.changes(cursor)
+    assert second.rows == {"loss": {c: v[-1:] for c, v in run.curves["loss"].data.items()}}
+    assert set(second.pieces) == {"header", "sample"}
+    sample = second.pieces["sample"]
+    assert sample["probabilities"]["kind"][3] == "true"
+    assert sample["probabilities"]["kind"][5] == "predicted"
+    assert np.array_equal(sample["sample"]["image"][0], np.flipud(feed.sample(2).image))
+
+    run.apply(feed.evaluation(3))
+    run.apply(feed.evaluation(3, split="test"))
+    run.apply(feed.weights(3))
+    third = run.changes(cursor)
+    assert set(third.rows) == {"accuracy", "test_accuracy"}
+    assert set(third.pieces) == {"header", "evaluation", "weights"}
+    assert run.pieces["evaluation"].version == 2
+    assert cursor.versions["weights"] == run.pieces["weights"].version == 1
+
+
+def test_evaluation_piece_normalises_confusion_rows_and_keeps_counts() -> None:
+    feed, run = Feed(), RunHistory("run-a")
+    run.apply(feed.started())
+    run.apply(feed.evaluation(5, mistakes=3))
+    piece = run.pieces["evaluation"].data
+    rates = np.array(piece["confusion"]["rate"]).reshape(10, 10)
+    counts = np.array(piece["confusion"]["count"]).reshape(10, 10)
+    assert np.allclose(rates.sum(axis=1), 1.0)
+    assert rates[1, 7] == pytest.approx(0.2) and counts[1, 7] == 2
+    assert piece["confusion"]["true"][17] == "1" and piece["confusion"]["predicted"][17] == "7"
+    assert piece["per_class"]["accuracy"][1] == pytest.approx(0.8)
+    assert piece["misclassified"]["label"] == ["1 \N{RIGHTWARDS ARROW} 7"] * 3
+    assert len(piece["misclassified"]["image"]) == 3
+
+
+def test_weights_become_one_mosaic_with_transparent_gaps() -> None:
+    feed, run = Feed(), RunHistory("run-a")
+    run.apply(feed.weights(1, tiles=10))  # 4 columns x 3 rows
+    mosaic = run.pieces["weights"].data["weights"]["image"][0]
+    assert mosaic.shape == (3 * 29 - 1, 4 * 29 - 1) and mosaic.dtype == np.uint8
+    top = np.flipud(mosaic)
+    assert (top[:28, :28] >= 1).all(), "weight pixels are never the gap value"
+    assert (top[28, :] == 0).all() and (top[:, 28] == 0).all(), "1px gaps between tiles"
+    assert (top[2 * 29 :, 2 * 29 :] == 0).all(), "the missing 11th and 12th tiles stay empty"
+
+
+def test_eta_comes_from_speed_and_steps_left() -> None:
+    feed, run = Feed(), RunHistory("run-a")
+    run.apply(feed.started(total_steps=100))
+    assert run.eta_seconds() is None
+    run.apply(feed.metrics(20, speed=320.0))  # 10 steps/s of batch 32
+    assert run.eta_seconds() == pytest.approx(8.0)
+    assert "ETA 8s" in run.pieces["header"].data["html"]
+    run.apply(feed.status(20, "paused"))
+    assert run.eta_seconds() is None
+    run.apply(feed.finished(100))
+    assert run.eta_seconds() == 0.0
+    assert [format_duration(s) for s in (5, 75, 3725)] == ["5s", "1m 15s", "1h 02m"]
+
+
+def test_header_says_synthetic_and_shows_the_run() -> None:
+    for synthetic in (True, False):
+        run = RunHistory("run-a")
+        run.apply(Feed(synthetic=synthetic).started())
+        header = run.pieces["header"].data["html"]
+        assert ("SYNTHETIC" in header) == synthetic
+        assert "784-32-10 relu" in header and "sgd lr 0.1" in header and "run-a" in header
+        assert "epoch 1 / 4" in header
+
+
+def test_columns_forget_old_rows_but_count_every_row() -> None:
+    columns = Columns(("step",), limit=5)
+    for step in range(12):
+        columns.append({"step": step})
+    assert columns.total == 12
+    assert len(columns) <= 10
+    assert columns.since(0)["step"] == [7, 8, 9, 10, 11], "at most limit rows, the newest"
+    assert columns.since(10)["step"] == [10, 11]
+    assert columns.since(12)["step"] == []
+
+
+def test_a_nan_loss_does_not_poison_the_smoothed_curve() -> None:
+    feed, run = Feed(), RunHistory("run-a")
+    run.apply(feed.metrics(1, loss=1.0))
+    run.apply(feed.metrics(2, loss=math.inf))
+    assert run.curves["loss"].data["loss_smooth"] == [1.0, 1.0]
+
+
+def test_hub_keeps_runs_in_order_and_knows_the_previous_one() -> None:
+    hub = Hub("tcp://127.0.0.1:1")  # never started: messages are applied directly
+    first, second = Feed("run-a"), Feed("run-b")
+    hub.apply(first.started())
+    hub.apply(first.metrics(1))
+    hub.apply(second.started())
+    current = hub.current
+    assert current is not None and current.run_id == "run-b"
+    previous = hub.previous(current)
+    assert previous is not None and previous.run_id == "run-a"
+    assert hub.previous(previous) is None
+    assert hub.run("run-a") is previous and hub.run("missing") is None
+    assert previous.overlay()["step"] == [1]

@@ -1,0 +1,180 @@
+"""Presenter controls end to end: a real broker, a real viewer, a trainer-side publisher socket.
+
+The presenter's Pause press must reach the trainer's socket through the broker; an audience
+session (no token, or a wrong one) has no controls, and events it sends at the presenter's
+widgets trigger no command and are logged as refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bokeh.client import ClientSession, pull_session
+from bokeh.events import ButtonClick
+from bokeh.models import Button
+
+from protocol import Architecture, DatasetInfo, Hyperparameters, RunStarted
+from protocol.endpoints import free_tcp_port, free_tcp_port_pair
+from tests.conftest import Programs, wait_until
+from trainer.publisher import Publisher
+
+TOKEN = "room-secret-42"
+CONTROLS = {"start", "pause", "resume", "stop", "pace", "show_qr"}
+pytestmark = pytest.mark.slow  # real broker and viewer processes, ~20 s in all
+
+QUIET = 1.5
+"""Seconds an audience attempt is given to (wrongly) reach the trainer."""
+
+
+class Room:
+    def __init__(self, programs: Programs, publisher: Publisher, port: int, viewer) -> None:
+        self.programs = programs
+        self.publisher = publisher
+        self.url = f"http://127.0.0.1:{port}/"
+        self.viewer = viewer
+
+    def session(self, token: str | None = None) -> ClientSession:
+        return pull_session(url=self.url, arguments={"token": token} if token else None)
+
+    def log(self) -> str:
+        return self.programs.output(self.viewer)
+
+    def commands(self, count: int, timeout: float) -> list:
+        found: list = []
+        deadline = time.monotonic() + timeout
+        while len(found) < count and time.monotonic() < deadline:
+            found += self.publisher.poll_commands()
+            time.sleep(0.02)
+        return found
+
+
+@pytest.fixture(scope="module")
+def room(tmp_path_factory) -> Iterator[Room]:
+    programs = Programs(tmp_path_factory.mktemp("room"))
+    broker_in = f"tcp://127.0.0.1:{free_tcp_port()}"
+    broker_out = f"tcp://127.0.0.1:{free_tcp_port_pair()}"
+    port = free_tcp_port()
+    publisher = None
+    try:
+        programs.start("broker", "--in", broker_in, "--out", broker_out)
+        viewer = programs.start(
+            "view", "--connect", broker_out, "--port", str(port), "--presenter-token", TOKEN
+        )
+        publisher = Publisher(broker_in)
+        assert publisher.wait_for_subscriber(15), "the broker did not subscribe"
+        publisher.send(RunStarted, **run_started_fields())
+        wait_until(lambda: "new run" in programs.output(viewer), 20, message="viewer has the run")
+        yield Room(programs, publisher, port, viewer)
+    finally:
+        if publisher is not None:
+            publisher.close()
+        programs.stop_all()
+
+
+def run_started_fields() -> dict:
+    return {
+        "dataset": DatasetInfo(
+            name="synthetic",
+            synthetic=True,
+            train_size=100,
+            test_size=10,
+            class_names=[str(i) for i in range(10)],
+        ),
+        "architecture": Architecture(layer_sizes=[784, 16, 10], activation="relu"),
+        "hyperparameters": Hyperparameters(
+            optimizer="sgd", learning_rate=0.1, batch_size=16, epochs=1, seed=0
+        ),
+        "total_steps": 100,
+    }
+
+
+def names(session: ClientSession) -> set[str]:
+    return {model.name for model in session.document.models if model.name}
+
+
+def click(session: ClientSession, button_id: str) -> None:
+    """Send a ButtonClick for ``button_id`` from this connection, as a browser would.
+
+    bokeh.client delivers only the first such event of a session here, so tests click once
+    per session.
+    """
+    button = session.document.get_model_by_id(button_id)
+    if button is None:  # a doctored client: a stand-in carrying another session's id
+        button = Button()
+        button._id = button_id  # type: ignore[attr-defined]
+    session.document.callbacks.send_event(ButtonClick(button))
+    flush(session)
+
+
+def flush(session: ClientSession) -> None:
+    """Run the client's loop until what it queued has gone out (two server round trips)."""
+    session.request_server_info()
+    session.request_server_info()
+
+
+def test_presenter_gets_controls_and_pause_reaches_the_trainer(room: Room) -> None:
+    presenter = room.session(TOKEN)
+    try:
+        assert names(presenter) >= CONTROLS
+        pause = presenter.document.select_one({"name": "pause"})
+        click(presenter, pause.id)
+        commands = room.commands(1, timeout=5)
+        assert [c.command for c in commands] == ["pause"]
+        assert commands[0].run_id in (room.publisher.run_id, "*")
+        wait_until(lambda: "presenter sent pause" in room.log(), 5, message="the log line")
+    finally:
+        presenter.close()
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token-00", TOKEN + "x"])
+def test_audience_sessions_have_no_controls(room: Room, token: str | None) -> None:
+    audience = room.session(token)
+    try:
+        assert not CONTROLS & names(audience)
+        assert {"loss", "header"} <= names(audience)
+    finally:
+        audience.close()
+
+
+def test_audience_clicks_on_presenter_widgets_do_nothing_and_are_refused(room: Room) -> None:
+    presenter = room.session(TOKEN)
+    try:
+        room.commands(10, timeout=0.3)  # nothing left over from other tests
+        before = room.log().count("from an audience session")
+        for name in ("pause", "stop", "show_qr"):
+            audience = room.session()
+            try:
+                click(audience, presenter.document.select_one({"name": name}).id)
+            finally:
+                audience.close()
+        assert room.commands(1, timeout=QUIET) == []
+        wait_until(
+            lambda: room.log().count("from an audience session") >= before + 3,
+            5,
+            message="three refusals in the viewer's log",
+        )
+    finally:
+        presenter.close()
+
+
+def test_a_missing_broker_is_reported_not_fatal(tmp_path: Path, programs: Programs) -> None:
+    """The viewer stays up and says so when no broker answers the command."""
+    port = free_tcp_port()
+    out = f"tcp://127.0.0.1:{free_tcp_port_pair()}"
+    viewer = programs.start(
+        "view", "--connect", out, "--port", str(port), "--presenter-token", TOKEN
+    )
+    wait_until(lambda: "presenter view at" in programs.output(viewer), 20, message="viewer up")
+    session = pull_session(url=f"http://127.0.0.1:{port}/", arguments={"token": TOKEN})
+    try:
+        click(session, session.document.select_one({"name": "start"}).id)
+        wait_until(
+            lambda: "no broker answered" in programs.output(viewer), 10, message="the warning"
+        )
+        assert viewer.poll() is None
+        assert session.request_server_info()  # the server still answers
+    finally:
+        session.close()

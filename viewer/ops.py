@@ -1,0 +1,131 @@
+"""``/healthz`` and ``/metrics`` on the viewer's own HTTP port, for whoever runs the room.
+
+``/healthz`` answers JSON a person or a load balancer can read: is this process serving, how
+many sessions it holds, and whether its broker subscription is alive and receiving.
+``/metrics`` is the Prometheus text exposition format (version 0.0.4). Each server process
+keeps its own figures, so with ``--num-procs`` a request shows the process that answered it
+(the ``pid`` label of ``mnist_live_viewer_info`` says which).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any
+
+from tornado.web import RequestHandler
+
+from viewer import hub
+from viewer.stats import ViewerStats, stats
+
+RECEIVING_WITHIN = 10.0
+"""Seconds since the last broker message for the hub to count as receiving."""
+
+
+def hub_state() -> dict[str, Any]:
+    """The subscription's figures; a process whose hub has not started reports zeros."""
+    try:
+        current = hub.current()
+    except RuntimeError:
+        return {"running": False, "received": 0, "rejected": 0, "last_message_age": None}
+    with current.lock:
+        last = max((run.last_received_at for run in current.runs.values()), default=0.0)
+    thread = getattr(current, "_thread", None)
+    return {
+        "running": bool(thread is not None and thread.is_alive()),
+        "received": current.received,
+        "rejected": current.rejected,
+        "last_message_age": round(time.time() - last, 3) if last else None,
+    }
+
+
+def resident_memory_bytes() -> int:
+    """This process's resident set size now (Linux), else its peak (other Unixes)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+def health(viewer: ViewerStats = stats) -> dict[str, Any]:
+    state = hub_state()
+    age = state["last_message_age"]
+    return {
+        "ok": state["running"],
+        "pid": os.getpid(),
+        "uptime_seconds": round(time.time() - viewer.started_at, 3),
+        "sessions": viewer.sessions_open,
+        "hub": {
+            "connected": state["running"],
+            "receiving": age is not None and age < RECEIVING_WITHIN,
+            "messages_received": state["received"],
+            "messages_rejected": state["rejected"],
+            "last_message_age_seconds": age,
+        },
+    }
+
+
+def _number(value: float) -> str:
+    return (
+        "NaN" if value != value else repr(float(value)) if isinstance(value, float) else str(value)
+    )
+
+
+def metrics(viewer: ViewerStats = stats) -> str:
+    """The exposition text: HELP, TYPE and the samples of each metric."""
+    state = hub_state()
+    lags = list(viewer.lags)
+    quantiles = viewer.lag_percentiles()
+    p = "mnist_live_viewer"
+    lag = [
+        (f'{p}_lag_seconds{{quantile="{q}"}}', quantiles.get(key, float("nan")))
+        for q, key in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"))
+    ]
+    lag += [(f"{p}_lag_seconds_sum", sum(lags)), (f"{p}_lag_seconds_count", len(lags))]
+    families: list[tuple[str, str, str, list[tuple[str, float]]]] = [
+        (f"{p}_info", "gauge", "This server process.", [(f'{p}_info{{pid="{os.getpid()}"}}', 1)]),
+        (f"{p}_sessions_open", "gauge", "Browser sessions open now.", [("", viewer.sessions_open)]),
+        (f"{p}_sessions_total", "counter", "Browser sessions opened.",
+         [("", viewer.sessions_total)]),
+        (f"{p}_messages_received_total", "counter", "Messages received from the broker.",
+         [("", state["received"])]),
+        (f"{p}_messages_rejected_total", "counter", "Broker messages that did not validate.",
+         [("", state["rejected"])]),
+        (f"{p}_updates_sent_total", "counter", "Coalesced updates pushed to sessions.",
+         [("", viewer.updates_sent)]),
+        (f"{p}_lag_seconds", "summary", "Trainer-to-session lag of recent updates.", lag),
+        ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+         [("", resident_memory_bytes())]),
+        ("process_start_time_seconds", "gauge", "Start time of the process since the epoch.",
+         [("", viewer.started_at)]),
+    ]  # fmt: skip
+    lines: list[str] = []
+    for name, kind, help_text, samples in families:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        lines += [f"{sample or name} {_number(value)}" for sample, value in samples]
+    return "\n".join(lines) + "\n"
+
+
+class HealthHandler(RequestHandler):
+    def get(self) -> None:
+        body = health()
+        self.set_status(200 if body["ok"] else 503)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.write(json.dumps(body))
+
+
+class MetricsHandler(RequestHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.write(metrics())
+
+
+PATTERNS: list[Any] = [(r"/healthz", HealthHandler), (r"/metrics", MetricsHandler)]
+"""For Bokeh Server's ``extra_patterns``."""

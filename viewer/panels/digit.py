@@ -1,0 +1,94 @@
+"""The test digit the network is looking at, and its predicted probabilities.
+
+Sources ``sample`` (one 28x28 image with its true and predicted label) and ``probabilities``
+(one bar per class, coloured by ``kind``: the true class, the predicted one if it is wrong,
+or neither; ``mark`` names them above the bars).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bokeh.models import ColumnDataSource, FactorRange, Image, LinearColorMapper, Range1d
+from bokeh.models.annotations import Title
+from bokeh.palettes import Greys256
+from bokeh.plotting import figure
+from bokeh.transform import factor_cmap
+
+from viewer.panels.looks import Look
+
+SAMPLE_COLUMNS = ("image", "label", "predicted", "index", "step")
+PROBABILITY_COLUMNS = ("class_name", "probability", "kind", "mark")
+
+
+class Digit:
+    def __init__(self, look: Look) -> None:
+        self.sample = ColumnDataSource({c: [] for c in SAMPLE_COLUMNS}, name="sample")
+        self.probabilities = ColumnDataSource(
+            {c: [] for c in PROBABILITY_COLUMNS}, name="probabilities"
+        )
+        size = look.plot_height
+        self.title = Title(text="What the network sees")
+        self.image_figure = figure(
+            title=self.title,
+            width=size,
+            height=size,
+            tools="",
+            toolbar_location=None,
+            x_axis_location=None,
+            y_axis_location=None,
+            x_range=Range1d(start=0, end=28),
+            y_range=Range1d(start=0, end=28),
+            match_aspect=True,
+        )
+        dark_ink = Greys256 if look.name == "dark" else Greys256[::-1]
+        mapper = LinearColorMapper(palette=dark_ink, low=0, high=255)
+        glyph = Image(image="image", x=0, y=0, dw=28, dh=28, color_mapper=mapper)
+        self.image_figure.add_glyph(self.sample, glyph)
+        self.bars = figure(
+            title="Predicted probabilities",
+            height=size,
+            sizing_mode="stretch_width",
+            min_width=280,
+            x_range=FactorRange(factors=[str(d) for d in range(10)]),
+            y_range=Range1d(start=0, end=1.15),
+            toolbar_location=None,
+            tools="hover",
+            tooltips=[("class", "@class_name"), ("p", "@probability{0.000}"), ("", "@mark")],
+        )
+        self.bars.vbar(
+            x="class_name",
+            top="probability",
+            width=0.8,
+            source=self.probabilities,
+            color=factor_cmap(
+                "kind",
+                palette=[look.true_class, look.wrong, look.bar],
+                factors=["true", "predicted", "other"],
+            ),
+        )
+        self.bars.text(
+            x="class_name",
+            y="probability",
+            text="mark",
+            source=self.probabilities,
+            text_align="center",
+            text_baseline="bottom",
+            y_offset=-4,
+            text_color=look.text,
+            text_font_size=look.px(12),
+        )
+        self.bars.xgrid.visible = False
+
+    def reset(self) -> None:
+        self.sample.data = {c: [] for c in SAMPLE_COLUMNS}
+        self.probabilities.data = {c: [] for c in PROBABILITY_COLUMNS}
+
+    def apply(self, piece: dict[str, Any]) -> None:
+        names = piece["probabilities"]["class_name"]
+        factors: Any = self.bars.x_range
+        if list(factors.factors) != names:
+            factors.factors = names
+        self.title.text = piece["title"]
+        self.sample.data = piece["sample"]
+        self.probabilities.data = piece["probabilities"]

@@ -1,0 +1,135 @@
+"""Where the network still goes wrong, from the latest evaluation.
+
+Sources ``confusion`` (one cell per true/predicted pair: row-normalised ``rate`` for the
+colour, ``count`` for the hover), ``per_class`` (accuracy per true class) and
+``misclassified`` (the current mistakes, one 28x28 image each, captioned true -> predicted).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bokeh.models import (
+    ColumnDataSource,
+    FactorRange,
+    Image,
+    LinearColorMapper,
+    Range1d,
+)
+from bokeh.models.annotations import Title
+from bokeh.palettes import Blues256, Greys256
+from bokeh.plotting import figure
+
+from viewer.history import GALLERY_COLUMNS, TILE
+from viewer.panels.looks import Look
+
+CONFUSION_COLUMNS = ("true", "predicted", "rate", "count")
+PER_CLASS_COLUMNS = ("class_name", "accuracy")
+GALLERY_SOURCE_COLUMNS = ("image", "x", "y", "label", "index")
+GALLERY_ROWS = 4
+
+
+class EvaluationPanels:
+    def __init__(self, look: Look) -> None:
+        self.look = look
+        self.confusion = ColumnDataSource({c: [] for c in CONFUSION_COLUMNS}, name="confusion")
+        self.per_class = ColumnDataSource({c: [] for c in PER_CLASS_COLUMNS}, name="per_class")
+        self.misclassified = ColumnDataSource(
+            {c: [] for c in GALLERY_SOURCE_COLUMNS}, name="misclassified"
+        )
+        names = [str(d) for d in range(10)]
+        height = look.plot_height
+        self.confusion_title = Title(text="Confusion (rows: true class, normalised)")
+        self.confusion_figure = figure(
+            title=self.confusion_title,
+            height=height,
+            sizing_mode="stretch_width",
+            min_width=260,
+            x_range=FactorRange(factors=list(names)),
+            y_range=FactorRange(factors=list(reversed(names))),
+            x_axis_label="predicted",
+            y_axis_label="true",
+            toolbar_location=None,
+            tools="hover",
+            tooltips=[
+                ("true", "@true"),
+                ("predicted", "@predicted"),
+                ("count", "@count"),
+                ("of the row", "@rate{0.0%}"),
+            ],
+        )
+        palette = Blues256 if look.name == "dark" else Blues256[::-1]
+        rates = LinearColorMapper(palette=palette, low=0, high=1)
+        self.confusion_figure.rect(
+            x="predicted",
+            y="true",
+            width=0.95,
+            height=0.95,
+            source=self.confusion,
+            fill_color={"field": "rate", "transform": rates},
+            line_color=None,
+        )
+        self.confusion_figure.grid.visible = False
+        self.confusion_figure.axis.major_tick_line_color = None
+
+        self.per_class_figure = figure(
+            title="Accuracy per class",
+            height=height,
+            sizing_mode="stretch_width",
+            min_width=260,
+            x_range=FactorRange(factors=list(names)),
+            y_range=Range1d(start=0, end=1.0),
+            toolbar_location=None,
+            tools="hover",
+            tooltips=[("class", "@class_name"), ("accuracy", "@accuracy{0.0%}")],
+        )
+        self.per_class_figure.vbar(
+            x="class_name", top="accuracy", width=0.8, source=self.per_class, color=look.evaluation
+        )
+        self.per_class_figure.xgrid.visible = False
+
+        width = GALLERY_COLUMNS * (TILE + 4)
+        self.gallery_figure = figure(
+            title="Current mistakes (true \N{RIGHTWARDS ARROW} predicted)",
+            height=height,
+            sizing_mode="stretch_width",
+            min_width=300,
+            x_range=Range1d(start=-2, end=width),
+            y_range=Range1d(start=-(GALLERY_ROWS - 1) * (TILE + 12) - 12, end=TILE + 2),
+            toolbar_location=None,
+            x_axis_location=None,
+            y_axis_location=None,
+            tools="hover",
+            tooltips=[("", "@label"), ("test image", "#@index")],
+        )
+        ink = Greys256 if look.name == "dark" else Greys256[::-1]
+        mapper = LinearColorMapper(palette=ink, low=0, high=255)
+        glyph = Image(image="image", x="x", y="y", dw=TILE, dh=TILE, color_mapper=mapper)
+        self.gallery_figure.add_glyph(self.misclassified, glyph)
+        self.gallery_figure.text(
+            x="x",
+            y="y",
+            text="label",
+            source=self.misclassified,
+            x_offset=2,
+            text_baseline="top",
+            text_color=look.wrong,
+            text_font_size=look.px(11),
+        )
+
+    def reset(self) -> None:
+        self.confusion.data = {c: [] for c in CONFUSION_COLUMNS}
+        self.per_class.data = {c: [] for c in PER_CLASS_COLUMNS}
+        self.misclassified.data = {c: [] for c in GALLERY_SOURCE_COLUMNS}
+
+    def apply(self, piece: dict[str, Any]) -> None:
+        names = piece["per_class"]["class_name"]
+        confusion_x: Any = self.confusion_figure.x_range
+        if list(confusion_x.factors) != names:
+            confusion_x.factors = names
+            self.confusion_figure.y_range.factors = list(reversed(names))  # type: ignore[attr-defined]
+            self.per_class_figure.x_range.factors = names  # type: ignore[attr-defined]
+        self.confusion_title.text = f"Confusion, {piece['title']}"
+        self.confusion.data = piece["confusion"]
+        self.per_class.data = piece["per_class"]
+        self.misclassified.data = piece["misclassified"]

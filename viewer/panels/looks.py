@@ -1,0 +1,168 @@
+"""Light and dark looks, and large type for projectors: colours, Bokeh themes, page CSS.
+
+A look is chosen per session (``?theme=dark``, ``?large=1``; defaults from the viewer's
+settings) and applied three ways: a Bokeh :class:`Theme` for plots, CSS variables for the page
+template, and a stylesheet for the header (Bokeh 3 draws widgets in shadow DOM, so page CSS
+cannot reach inside them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bokeh.document import Document
+from bokeh.themes import Theme
+
+from viewer.settings import THEMES, ViewerSettings
+
+
+@dataclass(frozen=True)
+class Look:
+    name: str
+    large: bool
+    page: str
+    panel: str
+    text: str
+    muted: str
+    grid: str
+    ink: str
+    evaluation: str
+    test: str
+    previous: str
+    true_class: str
+    wrong: str
+    bar: str
+    synthetic: str
+
+    @property
+    def scale(self) -> float:
+        return 1.5 if self.large else 1.0
+
+    @property
+    def plot_height(self) -> int:
+        return round(260 * self.scale)
+
+    def px(self, size: float) -> str:
+        return f"{round(size * self.scale)}px"
+
+    def theme(self) -> Theme:
+        return Theme(
+            json={
+                "attrs": {
+                    "Plot": {
+                        "background_fill_color": self.panel,
+                        "border_fill_color": self.page,
+                        "outline_line_color": None,
+                    },
+                    "Title": {"text_font_size": self.px(15), "text_color": self.text},
+                    "Axis": {
+                        "axis_line_color": self.muted,
+                        "major_tick_line_color": self.muted,
+                        "minor_tick_line_color": None,
+                        "major_label_text_color": self.muted,
+                        "major_label_text_font_size": self.px(12),
+                        "axis_label_text_font_style": "normal",
+                        "axis_label_text_color": self.muted,
+                        "axis_label_text_font_size": self.px(13),
+                    },
+                    "Grid": {"grid_line_color": self.grid},
+                    "Legend": {
+                        "background_fill_color": self.panel,
+                        "background_fill_alpha": 0.7,
+                        "border_line_color": None,
+                        "label_text_color": self.text,
+                        "label_text_font_size": self.px(12),
+                    },
+                    "ColorBar": {
+                        "background_fill_color": self.page,
+                        "major_label_text_color": self.muted,
+                    },
+                }
+            }
+        )
+
+    def template_variables(self) -> dict[str, str]:
+        return {
+            "page_background": self.page,
+            "page_text": self.text,
+            "page_font_size": self.px(15),
+            "look": f"{self.name}{' large' if self.large else ''}",
+        }
+
+    def header_css(self) -> str:
+        return f"""
+:host {{ color: {self.text}; font-size: {self.px(15)}; }}
+h1 {{ font-size: {self.px(26)}; margin: 0.4em 0 0.2em; font-weight: 600; }}
+.status {{ font-weight: 700; text-transform: uppercase; letter-spacing: 0.05em; }}
+.status.training {{ color: {self.evaluation}; }}
+.status.paused, .status.waiting, .status.replay {{ color: {self.synthetic}; }}
+.status.stopped, .status.diverged {{ color: {self.wrong}; }}
+.synthetic {{ color: {self.synthetic}; font-weight: 700; }}
+.progress {{ margin-top: 0.2em; }}
+.bar {{ display: inline-block; width: 12em; height: 0.7em; margin-left: 0.5em;
+        background: {self.grid}; border-radius: 0.35em; overflow: hidden; vertical-align: middle; }}
+.bar span {{ display: block; height: 100%; background: {self.ink}; }}
+.session, .run-id {{ color: {self.muted}; }}
+.note {{ color: {self.muted}; margin-top: 0.2em; }}
+"""
+
+
+LOOKS = {
+    "light": dict(
+        page="#fafafa",
+        panel="#ffffff",
+        text="#222222",
+        muted="#666666",
+        grid="#e8e8e8",
+        ink="#1f77b4",
+        evaluation="#2ca02c",
+        test="#9467bd",
+        previous="#999999",
+        true_class="#2ca02c",
+        wrong="#d62728",
+        bar="#9ecae1",
+        synthetic="#d9822b",
+    ),
+    "dark": dict(
+        page="#15171c",
+        panel="#1d2027",
+        text="#e6e6e6",
+        muted="#a0a4ad",
+        grid="#2c313a",
+        ink="#5aa9e6",
+        evaluation="#6cd47a",
+        test="#c59cf5",
+        previous="#6b707a",
+        true_class="#6cd47a",
+        wrong="#ff6b6b",
+        bar="#3d5a80",
+        synthetic="#ffb347",
+    ),
+}
+
+
+def look(theme: str, large: bool) -> Look:
+    return Look(name=theme, large=large, **LOOKS[theme])
+
+
+def session_look(doc: Document, settings: ViewerSettings) -> Look:
+    """The look this session asked for in its URL, else the viewer's defaults."""
+    arguments = _arguments(doc)
+    theme = arguments.get("theme", settings.theme)
+    large = arguments.get("large")
+    return look(
+        theme if theme in THEMES else settings.theme,
+        settings.large if large is None else large.lower() in ("1", "true", "yes", "on"),
+    )
+
+
+def _arguments(doc: Document) -> dict[str, str]:
+    context = doc.session_context
+    request = getattr(context, "request", None)
+    if request is None:
+        return {}
+    return {
+        name: bytes(values[0]).decode(errors="replace")
+        for name, values in request.arguments.items()
+        if values
+    }

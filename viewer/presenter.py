@@ -1,0 +1,281 @@
+"""The presenter's controls: Start, Pause, Resume, Stop, a pace slider and a full-screen QR code.
+
+Only a session whose URL carried ``?token=<presenter token>`` gets them, and every callback
+checks that again on the server before it acts, so hiding widgets is never the protection.
+Commands travel as the broker's ``control`` request on its snapshot endpoint (the same channel
+as ``mnist-live control``); the broker relays them upstream to the trainers. The request runs
+on a worker thread, so a missing broker never stalls the server's event loop: its answer comes
+back as a line under the buttons.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl, urlencode
+
+from bokeh.document import Document
+from bokeh.layouts import column, row
+from bokeh.models.widgets import Button, Div, Slider
+
+from viewer import qr
+from viewer.settings import ViewerSettings
+
+if TYPE_CHECKING:
+    from viewer.history import RunHistory
+    from viewer.hub import Hub
+
+log = logging.getLogger("viewer")
+
+ButtonType = Literal["success", "warning", "primary", "danger"]
+
+COMMAND_TIMEOUT = 2.0
+"""Seconds to wait for the broker's acknowledgement of a command."""
+PACE_MAX = 200
+"""The pace slider's top, in steps per second; 0 on the slider lifts the limit."""
+ACTIVE = ("waiting", "training", "paused")
+"""Run statuses a trainer can still be commanded in."""
+
+BUTTONS: tuple[tuple[str, ButtonType], ...] = (
+    ("start", "success"),
+    ("pause", "warning"),
+    ("resume", "primary"),
+    ("stop", "danger"),
+)
+
+CONTROL_NAMES = frozenset({*(name for name, _ in BUTTONS), "pace", "show_qr", "close_qr"})
+
+_audience_url: str | None = None
+
+
+def set_audience_url(url: str | None) -> None:
+    """The URL the room should open (set by ``mnist-live view`` from its LAN address)."""
+    global _audience_url
+    _audience_url = url
+
+
+def _request(doc: Document) -> Any:
+    """The HTTP request that opened this session (None outside a server)."""
+    return getattr(doc.session_context, "request", None)
+
+
+def _request_arguments(doc: Document) -> dict[str, list[bytes]]:
+    request = _request(doc)
+    return dict(request.arguments) if request is not None else {}
+
+
+def is_presenter(doc: Document, settings: ViewerSettings) -> bool:
+    """True only when this session's URL carried the presenter token (constant-time compare)."""
+    if not settings.presenter_token:
+        return False
+    values = _request_arguments(doc).get("token") or []
+    expected = settings.presenter_token.encode()
+    return len(values) == 1 and hmac.compare_digest(_as_bytes(values[0]), expected)
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    """Arguments arrive as bytes from tornado, as text from a browser session's token."""
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def guard_audience(doc: Document, settings: ViewerSettings) -> None:
+    """Log what an audience session sends at presenter controls it does not have.
+
+    Nothing there could act (its document holds no control callbacks); this makes an attempt
+    visible. Called from ``on_session_created``, before the session's document is built.
+    """
+    if is_presenter(doc, settings):
+        return
+
+    def refuse_event(event: Any) -> None:
+        model = getattr(event, "model", None)
+        if model is None:
+            return
+        if model.name in CONTROL_NAMES or doc.get_model_by_id(model.id) is None:
+            target = model.name or model.id
+            log.warning("refused %s on %s from an audience session", event.event_name, target)
+
+    def refuse_change(event: Any) -> None:
+        if getattr(event, "setter", None) is None:  # the server's own change: most of them
+            return
+        name = getattr(getattr(event, "model", None), "name", None)
+        if name in CONTROL_NAMES:
+            log.warning("refused a change to %s from an audience session", name)
+
+    doc.callbacks.on_message("bokeh_event", refuse_event)
+    doc.on_change(refuse_change)
+
+
+def audience_url(doc: Document) -> str:
+    """The page's URL without the token: what the QR code shows the room."""
+    if _audience_url:
+        return _audience_url
+    request = _request(doc)
+    headers: dict[str, Any] = dict(request.headers) if request is not None else {}
+    host = headers.get("Host") or headers.get("host") or "localhost:5006"
+    if isinstance(host, list):
+        host = host[0]
+    arguments = {
+        name: _as_bytes(values[0]).decode(errors="replace")
+        for name, values in _request_arguments(doc).items()
+        if name in ("theme", "large") and values
+    }
+    query = f"?{urlencode(arguments)}" if arguments else ""
+    return f"http://{host}/{query}"
+
+
+def without_token(url: str) -> str:
+    """``url`` with any ``token`` query argument removed."""
+    base, _, query = url.partition("?")
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "token"]
+    return f"{base}?{urlencode(kept)}" if kept else base
+
+
+class PresenterControls:
+    """The presenter's widgets for one session; build it only when :func:`is_presenter` holds."""
+
+    def __init__(self, doc: Document, settings: ViewerSettings, hub: Hub | None) -> None:
+        self.doc = doc
+        self.settings = settings
+        self.hub = hub
+        self.run_id = "*"
+        self.status: str | None = "unknown"  # so the first refresh sets every button
+        self.buttons = {
+            name: Button(label=name.capitalize(), name=name, button_type=kind, width=90)
+            for name, kind in BUTTONS
+        }
+        for name, button in self.buttons.items():
+            button.on_click(lambda _event, name=name: self.command(name))
+        self.pace = Slider(
+            start=0,
+            end=PACE_MAX,
+            step=1,
+            value=0,
+            title="Pace (steps/s, 0 = full speed)",
+            name="pace",
+            width=220,
+        )
+        self.pace.on_change("value_throttled", self._pace_changed)
+        self.show_qr = Button(label="Show QR", name="show_qr", width=90)
+        self.show_qr.on_click(lambda _event: self.toggle_qr(True))
+        self.feedback = Div(text="", name="control_feedback")
+        self.qr_image = Div(text="", name="qr_image")
+        self.close_qr = Button(label="Close", name="close_qr", width=120)
+        self.close_qr.on_click(lambda _event: self.toggle_qr(False))
+        self.overlay = column(
+            self.qr_image,
+            self.close_qr,
+            name="qr_overlay",
+            visible=False,
+            styles={
+                "position": "fixed",
+                "inset": "0",
+                "z-index": "1000",
+                "background": "white",
+                "align-items": "center",
+                "justify-content": "center",
+                "padding": "2vh",
+            },
+        )
+        self.layout = column(
+            row(*self.buttons.values(), self.pace, self.show_qr),
+            self.feedback,
+            self.overlay,
+            name="presenter_controls",
+        )
+        self.refresh(None)
+
+    def _authorised(self, action: str) -> bool:
+        """The server-side check behind every callback: hidden widgets are not protection."""
+        if is_presenter(self.doc, self.settings):
+            return True
+        log.warning("refused %s from a session without the presenter token", action)
+        return False
+
+    def refresh(self, run: RunHistory | None) -> None:
+        """Enable the buttons that make sense for the shown run (called every frame)."""
+        status = run.status if run is not None else None
+        run_id = run.run_id if run is not None and status in ACTIVE else "*"
+        if status == self.status and run_id == self.run_id:
+            return
+        self.status, self.run_id = status, run_id
+        live = status in ACTIVE
+        enabled = {
+            "start": status not in ("training", "paused"),
+            "pause": status == "training",
+            "resume": status == "paused",
+            "stop": live,
+        }
+        for name, button in self.buttons.items():
+            if button.disabled == enabled[name]:
+                button.disabled = not enabled[name]
+
+    def _pace_changed(self, _attr: str, _old: Any, new: Any) -> None:
+        try:
+            value = float(new)
+        except (TypeError, ValueError):
+            return
+        self.command("pace", value if value > 0 else None)
+
+    def command(self, action: str, steps_per_second: float | None = None) -> None:
+        """Send ``action`` for the shown run through the broker, off the event loop."""
+        if not self._authorised(action):
+            return
+        from protocol import ControlCommand
+
+        try:
+            command = ControlCommand(
+                command=action,  # type: ignore[arg-type]
+                run_id=self.run_id,
+                steps_per_second=steps_per_second,
+            )
+        except ValueError as exc:
+            self._show(f"{action} not sent: {str(exc).splitlines()[-1].strip()}")
+            return
+        self._show(f"sending {action}...")
+        threading.Thread(
+            target=self._send, args=(command,), name=f"presenter-{action}", daemon=True
+        ).start()
+
+    def _send(self, command: Any) -> None:
+        from broker.status_cli import ask
+        from protocol.errors import CommandError
+
+        endpoint = self.settings.snapshot_endpoint
+        body = {"type": "control", "command": command.model_dump()}
+        try:
+            ask(endpoint, body, COMMAND_TIMEOUT)
+        except CommandError:
+            log.warning("presenter %s: no broker answered at %s", command.command, endpoint)
+            outcome = f"{command.command} not sent: no broker answered at {endpoint}"
+        else:
+            target = "every run" if command.run_id == "*" else f"run {command.run_id}"
+            log.info("presenter sent %s to %s via %s", command.command, target, endpoint)
+            outcome = f"{command.command} sent"
+        self.doc.add_next_tick_callback(lambda: self._show(outcome))
+
+    def _show(self, text: str) -> None:
+        self.feedback.text = html.escape(text)
+
+    def toggle_qr(self, visible: bool) -> None:
+        if not self._authorised("show_qr"):
+            return
+        if visible and not self.qr_image.text:
+            self.qr_image.text = self._qr_html()
+        self.overlay.visible = visible
+
+    def _qr_html(self) -> str:
+        url = audience_url(self.doc)
+        try:
+            image = qr.svg(url)
+        except qr.QRError as exc:  # the URL is still useful without the picture
+            log.warning("no QR code for %s: %s", url, exc)
+            image = ""
+        return (
+            f'<div style="width:min(80vh,90vw);margin:auto">{image}</div>'
+            f'<p style="font-size:4vh;text-align:center;font-family:monospace">'
+            f"{html.escape(url)}</p>"
+        )
