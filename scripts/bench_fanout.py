@@ -275,6 +275,7 @@ async def attach(
         delay.start()
         await asyncio.sleep(args.settle)
         window = Window(time.time(), 0.0)
+        traffic0 = sum(s.messages for s in sessions), sum(s.bytes for s in sessions)
         cpu0, client0 = cpu_seconds(server), time.process_time()
         feed0 = {name: cpu_seconds(pids) for name, pids in feed.items()}
         busy0 = machine_busy_seconds()
@@ -282,6 +283,7 @@ async def attach(
         log.info("measuring for %.0f s", args.seconds)
         await asyncio.sleep(args.seconds)
         window.end = time.time()
+        traffic1 = sum(s.messages for s in sessions), sum(s.bytes for s in sessions)
         cpu1, client1 = cpu_seconds(server), time.process_time()
         feed1 = {name: cpu_seconds(pids) for name, pids in feed.items()}
         busy1 = machine_busy_seconds()
@@ -299,6 +301,9 @@ async def attach(
         "window": window,
         "open_seconds": open_seconds,
         "server_cpu_percent": 100 * (cpu1 - cpu0) / seconds,
+        "server_cpu_seconds": cpu1 - cpu0,
+        "messages": traffic1[0] - traffic0[0],
+        "bytes": traffic1[1] - traffic0[1],
         "client_cpu_percent": 100 * (client1 - client0) / seconds,
         **{f"{name}_cpu_percent": 100 * (feed1[name] - feed0[name]) / seconds for name in feed},
         "machine_busy_percent": 100 * (busy1 - busy0) / seconds,
@@ -336,6 +341,7 @@ def summarise(result: dict, args: argparse.Namespace, rss_before: float) -> dict
         else None
     )
     budget = 500.0 if args.procs >= 2 else 200.0
+    frames_total = sum(fractions) * expected
     summary = {
         "sessions": args.sessions,
         "procs": args.procs,
@@ -357,6 +363,11 @@ def summarise(result: dict, args: argparse.Namespace, rss_before: float) -> dict
         "lag_growth_ms": growth,
         "lag_grows": None if growth is None else growth > GROWTH_MS,
         "server_cpu_percent": round(result["server_cpu_percent"], 1),
+        "server_cpu_ms_per_frame": round(1000 * result["server_cpu_seconds"] / frames_total, 2)
+        if frames_total
+        else None,
+        "messages_per_frame": round(result["messages"] / frames_total, 1) if frames_total else None,
+        "kb_per_session_second": round(result["bytes"] / 1000 / args.sessions / seconds, 1),
         "server_rss_mb_before": round(rss_before, 1),
         "server_rss_mb_open": round(result["rss_open"], 1),
         "server_rss_mb_end": round(result["rss_end"], 1),
@@ -407,6 +418,9 @@ def print_table(s: dict) -> None:
         ("lag p50 first / last third", pair("lag_first_third_p50_ms", "lag_last_third_p50_ms")),
         ("lag p99 first / last third", pair("lag_first_third_p99_ms", "lag_last_third_p99_ms")),
         ("server CPU", f"{s['server_cpu_percent']} % of one core"),
+        ("server CPU per session frame", f"{s['server_cpu_ms_per_frame']} ms"),
+        ("Bokeh messages per frame", f"{s['messages_per_frame']}"),
+        ("traffic per session", f"{s['kb_per_session_second']} kB/s"),
         ("server RSS at open / end", pair("server_rss_mb_open", "server_rss_mb_end", " MB")),
         ("memory per session", f"{s['memory_per_session_mb']} MB"),
         ("client CPU / loop delay p99", pair("client_cpu_percent", "client_loop_delay_p99_ms")),

@@ -87,6 +87,7 @@ class Session(asyncio.Protocol):
         self.source_id: str | None = None
         self.rows = 0
         self.messages = 0
+        self.bytes = 0
         self.frames: list[Frame] = []
         self.has_sent_at = False
         self.opened_at = self.pulled_at = 0.0
@@ -154,6 +155,7 @@ class Session(asyncio.Protocol):
         self.closed.set()
 
     def data_received(self, data: bytes) -> None:
+        self.bytes += len(data)
         self._buffer += data
         try:
             if not self._handshake_done:

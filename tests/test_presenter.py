@@ -176,5 +176,8 @@ def test_a_missing_broker_is_reported_not_fatal(tmp_path: Path, programs: Progra
         )
         assert viewer.poll() is None
         assert session.request_server_info()  # the server still answers
+        output = programs.output(viewer)
+        assert output.count(TOKEN) == 1, "the token is printed once, never logged"
+        assert "token=***" in output  # Tornado's access log line, redacted
     finally:
         session.close()

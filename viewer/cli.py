@@ -184,7 +184,9 @@ def _announce(urls: list[str], token: str, audience: str | None, args: argparse.
 
     for url in urls:
         log.info("dashboard at %s", url)
-    log.info("presenter view at %s (keep this URL to yourself)", presenter_url(urls[0], token))
+    # printed, not logged: the logs redact tokens, and this is the one place it must appear
+    presenter = presenter_url(urls[0], token)
+    print(f"presenter view at {presenter} (keep this URL to yourself)", flush=True)
     if args.address in ("0.0.0.0", ""):
         if audience is None:
             log.warning("no LAN address found; the room cannot reach this machine")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
 from pathlib import Path
 
@@ -37,6 +38,24 @@ def lan_addresses() -> list[str]:
     return sorted(a for a in addresses if not a.startswith(("127.", "0.")))
 
 
+class RedactToken(logging.Filter):
+    """Keeps the presenter token out of the logs (Tornado logs every request's URL)."""
+
+    _TOKEN = re.compile(r"(token=)[^&\s]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = self._TOKEN.sub(r"\1***", message), ()
+        return True
+
+
+def redact_tokens_in_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactToken) for f in handler.filters):
+            handler.addFilter(RedactToken())
+
+
 def allowed_origins(address: str, port: int, extra: list[str]) -> list[str]:
     """Origins whose pages may open a websocket: this machine's names, plus ``extra``."""
     hosts = ["localhost", "127.0.0.1"]
@@ -57,6 +76,7 @@ def make_server(
     audience_url: str | None = None,
 ) -> Server:
     """The Bokeh server for the app; with ``num_procs`` > 1 only the children return."""
+    redact_tokens_in_logs()
     argv = app_argv(settings)
     if audience_url:
         argv += ["--audience-url", audience_url]
