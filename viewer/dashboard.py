@@ -4,9 +4,10 @@ A session renders the whole run when it opens, then on each frame (``frame_rate`
 asks the run for what it has not sent yet (:meth:`RunHistory.changes`): new curve rows, which
 it streams with a bounded rollover, and changed pieces, which it assigns. The hub did the
 work of folding and precomputing once for every session, so a frame costs a slice and an
-assignment, and a frame where nothing happened costs an integer compare. A frame's changes go
-out held together (``doc.hold("combine")``). The session keeps no state in the hub: when it
-closes, Bokeh drops its callback and with it everything here.
+assignment, and a frame where nothing happened costs an integer compare. Each property a frame
+changes is one websocket message (``doc.hold`` would merge repeated changes of one property,
+not messages, so it is not used), hence the header at most once a second. The session keeps
+no state in the hub: when it closes, Bokeh drops its callback and with it everything here.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from viewer.stats import stats
 log = logging.getLogger("viewer")
 
 SESSION_REFRESH = 1.0
-"""Seconds between refreshes of the session's own header figures (viewers, lag)."""
+"""Seconds between header refreshes (unless the status changes): speed, ETA, viewers, lag."""
 
 
 class Controls:
@@ -60,7 +61,9 @@ class Dashboard:
         self.run: RunHistory | None = None
         self.cursor = Cursor()
         self.lag_ms: float | None = None
-        self.session_due = 0.0
+        self.header_due = 0.0
+        self.header_status = ""
+        self.pending_header: dict[str, str] | None = None
         self.frames = self.updates = 0
 
         self.curves = Curves(self.look)
@@ -117,31 +120,21 @@ class Dashboard:
         now = time.time()
         if self.controls is not None:
             self.controls.refresh(run)
-        refresh_session = now >= self.session_due
+        header_due = now >= self.header_due
         unchanged = run is self.run and (run is None or run.version == self.cursor.version)
-        if unchanged and not refresh_session:
+        if unchanged and not header_due:
             return
-        held = not initial
-        if held:
-            self.doc.hold("combine")
-        try:
-            fresh = run is not self.run
-            changes = None
-            if fresh:
-                changes = self._switch(run)
-            elif run is not None:
-                with self.hub.lock:
-                    changes = run.changes(self.cursor)
-                if changes:
-                    self._apply(changes)
-                    if not initial:
-                        self.lag_ms = max(0.0, now - changes.sent_at) * 1000
-            if refresh_session:
-                self.session_due = now + SESSION_REFRESH
-                self.header.show(session_html=self._session_html())
-        finally:
-            if held:
-                self.doc.unhold()
+        fresh = run is not self.run
+        changes = None
+        if fresh:
+            changes = self._switch(run)
+        elif run is not None:
+            with self.hub.lock:
+                changes = run.changes(self.cursor)
+            if changes:
+                self._apply(changes)
+                self.lag_ms = max(0.0, now - changes.sent_at) * 1000
+        self._show_header(now, force=fresh)
         if changes and not initial:
             self.updates += 1
             stats.update_sent(None if fresh else max(0.0, now - changes.sent_at))
@@ -174,13 +167,32 @@ class Dashboard:
             self.curves.apply(changes.rows)
         pieces = changes.pieces
         if "header" in pieces:
-            self.header.show(run_html=pieces["header"]["html"])
+            self.pending_header = pieces["header"]
         if "sample" in pieces:
             self.digit.apply(pieces["sample"])
         if "evaluation" in pieces:
             self.evaluation.apply(pieces["evaluation"])
         if "weights" in pieces:
             self.weights.apply(pieces["weights"])
+
+    def _show_header(self, now: float, force: bool) -> None:
+        """Refresh the header once a second, or at once when the run's status word changes.
+
+        Every metrics message changes the step in it, and each change is a message to the
+        browser; the curves show the step live, so the header need not repeat it every frame.
+        """
+        pending = self.pending_header
+        status_changed = pending is not None and pending["status"] != self.header_status
+        if not (force or status_changed or now >= self.header_due):
+            return
+        self.header_due = now + SESSION_REFRESH
+        if pending is not None:
+            self.header_status = pending["status"]
+            self.pending_header = None
+        self.header.show(
+            run_html=pending["html"] if pending is not None else None,
+            session_html=self._session_html(),
+        )
 
     def _session_html(self) -> str:
         pinned = self.header.pin.active

@@ -5,7 +5,9 @@ needs, so that a session's work per frame is a slice (new curve rows) or an assi
 changed picture). Curves are kept as columns (a list per field) because that is the shape a
 Bokeh ``ColumnDataSource`` streams. Everything else is a *piece*: an immutable dict of source
 columns with a version number that goes up when it changes, so a session sends a piece only
-when its version differs from the one it sent last.
+when its version differs from the one it sent last. Every Bokeh property a session changes
+costs one websocket message to that browser (``doc.hold`` merges repeated changes of one
+property, not messages), so pieces carry their text in source columns, not in plot titles.
 """
 
 from __future__ import annotations
@@ -161,7 +163,7 @@ class RunHistory:
                 self.run_status = message
             case RunFinished():
                 self.finished = message
-        self._put("header", {"html": self.header_html()})
+        self._put("header", {"html": self.header_html(), "status": self.status})
 
     def _put(self, name: str, data: dict[str, Any]) -> None:
         piece = self.pieces[name]
@@ -280,9 +282,10 @@ class RunHistory:
         marks[predicted] = "predicted"
         marks[s.label] = "true" if predicted != s.label else "true \N{CHECK MARK}"
         verdict = "\N{CHECK MARK}" if predicted == s.label else "\N{BALLOT X}"
+        caption = f"#{s.index}: true {names[s.label]}, predicted {names[predicted]} {verdict}"
         return {
-            "title": f"#{s.index}: true {names[s.label]}, predicted {names[predicted]} {verdict}",
             "sample": {
+                "caption": [caption],
                 "image": [np.flipud(s.image)],
                 "label": [names[s.label]],
                 "predicted": [names[predicted]],
@@ -373,9 +376,7 @@ def evaluation_piece(e: Evaluation, names: list[str]) -> dict[str, Any]:
     per_class = [math.nan if a is None else a for a in e.per_class_accuracy] or [math.nan] * k
     n = len(e.misclassified_images)
     row, col = np.divmod(np.arange(n), GALLERY_COLUMNS)
-    split = "full test set" if e.split == "test" else f"{e.examples:,} test images"
     return {
-        "title": f"step {e.step:,}, {split}, accuracy {e.accuracy:.1%}",
         "confusion": {
             "true": [names[i] for i in true_index],
             "predicted": [names[j] for j in predicted_index],
@@ -412,7 +413,6 @@ def weights_piece(w: FirstLayerWeights) -> dict[str, Any]:
         mosaic[r * side : r * side + TILE, c * side : c * side + TILE] = np.maximum(tile, 1)
     height, width = mosaic.shape
     return {
-        "title": f"First-layer weights ({n} units), step {w.step:,}",
         "weights": {
             "image": [np.flipud(mosaic)],
             "dw": [width],

@@ -10,14 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from bokeh.models import ColumnDataSource, FactorRange, Image, LinearColorMapper, Range1d
-from bokeh.models.annotations import Title
 from bokeh.palettes import Greys256
 from bokeh.plotting import figure
 from bokeh.transform import factor_cmap
 
 from viewer.panels.looks import Look
 
-SAMPLE_COLUMNS = ("image", "label", "predicted", "index", "step")
+SAMPLE_COLUMNS = ("caption", "image", "label", "predicted", "index", "step")
 PROBABILITY_COLUMNS = ("class_name", "probability", "kind", "mark")
 
 
@@ -28,9 +27,8 @@ class Digit:
             {c: [] for c in PROBABILITY_COLUMNS}, name="probabilities"
         )
         size = look.plot_height
-        self.title = Title(text="What the network sees")
         self.image_figure = figure(
-            title=self.title,
+            title="What the network sees",
             width=size,
             height=size,
             tools="",
@@ -38,13 +36,23 @@ class Digit:
             x_axis_location=None,
             y_axis_location=None,
             x_range=Range1d(start=0, end=28),
-            y_range=Range1d(start=0, end=28),
+            y_range=Range1d(start=-4, end=28),
             match_aspect=True,
         )
         dark_ink = Greys256 if look.name == "dark" else Greys256[::-1]
         mapper = LinearColorMapper(palette=dark_ink, low=0, high=255)
         glyph = Image(image="image", x=0, y=0, dw=28, dh=28, color_mapper=mapper)
         self.image_figure.add_glyph(self.sample, glyph)
+        self.image_figure.text(
+            x=14,
+            y=-0.5,
+            text="caption",
+            source=self.sample,
+            text_align="center",
+            text_baseline="top",
+            text_color=look.text,
+            text_font_size=look.px(13),
+        )
         self.bars = figure(
             title="Predicted probabilities",
             height=size,
@@ -89,6 +97,5 @@ class Digit:
         factors: Any = self.bars.x_range
         if list(factors.factors) != names:
             factors.factors = names
-        self.title.text = piece["title"]
         self.sample.data = piece["sample"]
         self.probabilities.data = piece["probabilities"]

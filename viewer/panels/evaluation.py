@@ -16,7 +16,6 @@ from bokeh.models import (
     LinearColorMapper,
     Range1d,
 )
-from bokeh.models.annotations import Title
 from bokeh.palettes import Blues256, Greys256
 from bokeh.plotting import figure
 
@@ -39,9 +38,8 @@ class EvaluationPanels:
         )
         names = [str(d) for d in range(10)]
         height = look.plot_height
-        self.confusion_title = Title(text="Confusion (rows: true class, normalised)")
         self.confusion_figure = figure(
-            title=self.confusion_title,
+            title="Confusion, latest evaluation (rows normalised)",
             height=height,
             sizing_mode="stretch_width",
             min_width=260,
@@ -129,7 +127,6 @@ class EvaluationPanels:
             confusion_x.factors = names
             self.confusion_figure.y_range.factors = list(reversed(names))  # type: ignore[attr-defined]
             self.per_class_figure.x_range.factors = names  # type: ignore[attr-defined]
-        self.confusion_title.text = f"Confusion, {piece['title']}"
         self.confusion.data = piece["confusion"]
         self.per_class.data = piece["per_class"]
         self.misclassified.data = piece["misclassified"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from bokeh.models import ColumnDataSource, Image, LinearColorMapper
-from bokeh.models.annotations import Title
 from bokeh.palettes import RdBu11, interp_palette
 from bokeh.plotting import figure
 
@@ -24,9 +23,8 @@ class Weights:
     def __init__(self, look: Look) -> None:
         self.source = ColumnDataSource({c: [] for c in WEIGHT_COLUMNS}, name="weights")
         size = look.plot_height
-        self.title = Title(text="First-layer weights")
         self.figure = figure(
-            title=self.title,
+            title="First-layer weights",
             width=size,
             height=size,
             tools="",
@@ -45,5 +43,4 @@ class Weights:
         self.source.data = {c: [] for c in WEIGHT_COLUMNS}
 
     def apply(self, piece: dict[str, Any]) -> None:
-        self.title.text = piece["title"]
         self.source.data = piece["weights"]
