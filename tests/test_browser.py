@@ -202,6 +202,7 @@ def _training(browser) -> dict | None:
 
 
 def _screenshot(browser, theme: str) -> None:
+    browser.set_window_size(1400, 1300)  # the whole dashboard, not just the first screen
     time.sleep(2)  # let the curves grow a little for the picture
     picture = SCREENSHOTS[theme]
     picture.parent.mkdir(exist_ok=True)
