@@ -4,10 +4,10 @@ A session renders the whole run when it opens, then on each frame (``frame_rate`
 asks the run for what it has not sent yet (:meth:`RunHistory.changes`): new curve rows, which
 it streams with a bounded rollover, and changed pieces, which it assigns. The hub did the
 work of folding and precomputing once for every session, so a frame costs a slice and an
-assignment, and a frame where nothing happened costs an integer compare. Each property a frame
-changes is one websocket message (``doc.hold`` would merge repeated changes of one property,
-not messages, so it is not used), hence the header at most once a second. The session keeps
-no state in the hub: when it closes, Bokeh drops its callback and with it everything here.
+assignment, and a frame where nothing happened costs an integer compare. Whatever a frame
+changes goes to the browser as one websocket message (:mod:`viewer.batching`); the header,
+whose step changes with every metrics message, is refreshed at most once a second. The session
+keeps no state in the hub: when it closes, Bokeh drops its callback and with it everything here.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models import LayoutDOM
 
+from viewer.batching import one_message
 from viewer.history import Changes, Cursor, RunHistory
 from viewer.hub import Hub
 from viewer.panels.curves import Curves
@@ -114,8 +115,12 @@ class Dashboard:
         return self.hub.current
 
     def tick(self, initial: bool = False) -> None:
-        """Bring this session up to date; nearly free when nothing changed."""
+        """Bring this session up to date, in one message; nearly free when nothing changed."""
         self.frames += 1
+        with one_message(self.doc):
+            self._frame(initial)
+
+    def _frame(self, initial: bool) -> None:
         run = self.shown_run()
         now = time.time()
         if self.controls is not None:

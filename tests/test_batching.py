@@ -1,0 +1,168 @@
+"""A frame's changes reach the browser as one message, and arrive whole and in order.
+
+A real Bokeh server on its own thread runs an app that changes three properties a frame inside
+``one_message``, and every fifth frame also adds a new model (which needs Bokeh's own encoding
+of the browser's model set). One client counts the PATCH-DOC messages on the wire; Bokeh's own
+client applies them and must end with the same document the server has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bokeh.application import Application
+from bokeh.application.handlers.function import FunctionHandler
+from bokeh.client import pull_session
+from bokeh.document import Document
+from bokeh.layouts import column
+from bokeh.models import ColumnDataSource, Div
+from bokeh.server.server import Server
+from tornado.ioloop import IOLoop
+
+from protocol.endpoints import free_tcp_port
+from tests.test_dashboard import receive
+from viewer.batching import one_message
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+from fanout_client import Session, open_sessions
+
+FRAMES = 40
+NEW_MODEL_EVERY = 5
+
+
+def batched_app(doc: Document) -> None:
+    loss = ColumnDataSource({"step": [0], "sent_at": [time.time()]}, name="loss")
+    other = ColumnDataSource({"x": [0]}, name="other")
+    text = Div(text="0", name="text")
+    box = column(Div(text="first"), name="box")
+    doc.add_root(column(text, box, name="root"))
+    doc.add_root(loss)
+    doc.add_root(other)
+    frame = [0]
+
+    def tick() -> None:
+        if frame[0] >= FRAMES:
+            return
+        frame[0] += 1
+        n = frame[0]
+        with one_message(doc):
+            loss.stream({"step": [n], "sent_at": [time.time()]}, rollover=1000)
+            other.data = {"x": list(range(n + 1))}
+            text.text = str(n)
+            if n % NEW_MODEL_EVERY == 0:
+                box.children = [*box.children, Div(text=f"new {n}")]
+
+    doc.add_periodic_callback(tick, 40)
+
+
+@pytest.fixture
+def server_port() -> Iterator[int]:
+    port = free_tcp_port()
+    ready = threading.Event()
+    box: dict = {}
+
+    def serve() -> None:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        server = Server(
+            {"/": Application(FunctionHandler(batched_app))}, port=port, io_loop=IOLoop.current()
+        )
+        server.start()
+        box["server"] = server
+        ready.set()
+        server.io_loop.start()
+        server.stop()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10), "the Bokeh server did not start"
+    yield port
+    loop = box["server"].io_loop
+    loop.add_callback(loop.stop)
+    thread.join(10)
+
+
+class Counting(Session):
+    """Records the events of every PATCH-DOC message after the document was pulled."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.patches: list[list[dict]] = []
+
+    def _on_message(self, header_text: str, content: str, buffers: dict[str, bytes]) -> None:
+        if self._pulled.done() and json.loads(header_text).get("msgtype") == "PATCH-DOC":
+            self.patches.append(json.loads(content)["events"])
+        super()._on_message(header_text, content, buffers)
+
+
+def test_each_frame_is_one_message_holding_all_its_changes(server_port: int) -> None:
+    async def watch() -> Counting:
+        url = f"ws://127.0.0.1:{server_port}/ws"
+        [session] = await open_sessions(url, 1, parallel=1, timeout=10)
+        assert isinstance(session, Session)
+        counting = Counting(url)
+        await counting.open(timeout=10)
+        session.close()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and len(counting.patches) < FRAMES // 2:
+            await asyncio.sleep(0.05)
+        counting.close()
+        return counting
+
+    session = asyncio.run(watch())
+    assert session.error is None
+    assert len(session.patches) >= FRAMES // 2
+    kinds = [[e["kind"] for e in events] for events in session.patches]
+    with_model = [k for k in kinds if len(k) == 4]
+    assert with_model, "no frame added a model"
+    for frame_kinds in kinds:
+        assert frame_kinds[:3] == ["ColumnsStreamed", "ColumnDataChanged", "ModelChanged"]
+        assert len(frame_kinds) in (3, 4)
+    new_children = [events[3] for events in session.patches if len(events) == 4]
+    # The added Div goes whole (its definition), the ones the browser has as references.
+    for event in new_children:
+        children = event["new"]
+        assert "attributes" in children[-1] and children[-1]["attributes"]["text"].startswith(
+            "new "
+        )
+        assert all(set(child) == {"id"} for child in children[:-1])
+
+
+def test_bokehs_own_client_ends_with_the_servers_document(server_port: int) -> None:
+    session = pull_session(url=f"http://127.0.0.1:{server_port}/")
+    try:
+        deadline = time.monotonic() + 20
+        doc = session.document
+        while time.monotonic() < deadline and doc.get_model_by_name("text").text != str(FRAMES):  # type: ignore[union-attr]
+            receive([session], 0.3)
+        assert doc.get_model_by_name("text").text == str(FRAMES)  # type: ignore[union-attr]
+        loss = doc.get_model_by_name("loss").data  # type: ignore[union-attr]
+        other = doc.get_model_by_name("other").data  # type: ignore[union-attr]
+        box = doc.get_model_by_name("box").children  # type: ignore[union-attr]
+        assert list(loss["step"])[-1] == FRAMES
+        assert list(loss["step"]) == sorted(loss["step"])
+        assert list(other["x"]) == list(range(FRAMES + 1))
+        texts = [child.text for child in box]
+        assert texts == ["first", *(f"new {n}" for n in range(5, FRAMES + 1, NEW_MODEL_EVERY))]
+    finally:
+        session.close()
+
+
+def test_outside_a_server_session_changes_go_as_usual() -> None:
+    doc = Document()
+    source = ColumnDataSource({"x": [1]})
+    doc.add_root(source)
+    seen: list[object] = []
+    doc.on_change(seen.append)
+    with one_message(doc):
+        source.data = {"x": [2]}
+        source.stream({"x": [3]})
+    assert len(seen) == 2
+    assert list(source.data["x"]) == [2, 3]

@@ -1,0 +1,139 @@
+"""One websocket message per frame, however many properties the frame changes.
+
+Bokeh's server session sends every document change as a PATCH-DOC message of its own, and a
+message has a fixed price whatever it carries: a serializer that first takes a reference to
+every model in the session's document (~370 here), a message id, header and content JSON, and
+a websocket write. A dashboard frame changes three to five properties (new curve rows, the
+sample, the evaluation, the weights, the header), so that price, paid per property and per
+session, was most of what a frame cost. Inside :func:`one_message` a session's changes are
+collected and go out together as one PATCH-DOC message, which BokehJS applies event by event
+in order, exactly as it would have applied the separate messages.
+
+The message is also built more cheaply than Bokeh builds one. Bokeh's serializer starts from
+the set of models the browser already has, so that a model met in a change goes as a reference
+rather than whole; collecting that set is a pass over every model of the document, for every
+message, and it was the largest single cost left. A dashboard frame carries data (numbers,
+strings, images), never a model, so the message is first encoded without the set; should a
+model turn up after all, that attempt is dropped and Bokeh builds the message its own way.
+
+Bokeh has no public hook for this, so it reaches into ``ServerSession`` (its
+``_document_patched`` handler, ``_pending_writes`` and ``_subscribed_connections``). Where
+those are not as expected (another Bokeh version, or no server session, as under
+``bokeh.client`` or in a plain ``Document``), the block changes nothing: Bokeh sends each change
+on its own, as before, and the reason is logged once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from bokeh.core.serialization import Serializer
+from bokeh.document import Document
+from bokeh.document.json import PatchJson
+from bokeh.protocol.messages.patch_doc import patch_doc
+
+log = logging.getLogger("viewer")
+
+_warned = False
+
+
+class _ModelFound(Exception):
+    pass
+
+
+class _DataOnly(Serializer):
+    """A serializer for changes that carry no model: it needs no set of the browser's models."""
+
+    def add_ref(self, obj: Any, ref: Any) -> None:
+        raise _ModelFound
+
+
+def patch_message(events: list[Any], protocol: Any) -> Any:
+    """One PATCH-DOC message holding ``events``, encoded without the model set where it can be."""
+    serializer = _DataOnly()
+    try:
+        content = serializer.encode(events)
+    except _ModelFound:
+        return protocol.create("PATCH-DOC", events)
+    message = patch_doc(patch_doc.create_header(), {}, PatchJson(events=content))
+    message.add_buffers(*serializer.buffers)
+    return message
+
+
+class _Collector:
+    """Stands in for a session's ``_document_patched``: holds changes while a frame runs."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.send_each = session._document_patched  # Bokeh's own handler, one message a change
+        self.events: list[Any] | None = None
+
+    def __call__(self, event: Any) -> None:
+        if self.events is None:
+            self.send_each(event)
+        elif event.setter is not None:
+            # A change the browser made (Bokeh must not echo it to its sender): keep the order
+            # by sending what was collected first, then let Bokeh handle this one.
+            self.flush()
+            self.events = []
+            self.send_each(event)
+        else:
+            self.events.append(event)
+
+    def flush(self) -> None:
+        events, self.events = self.events, None
+        if not events:
+            return
+        pending = self.session._pending_writes
+        if pending is None:  # not under the document lock: Bokeh's own path raises the error
+            for event in events:
+                self.send_each(event)
+            return
+        for connection in list(self.session._subscribed_connections):
+            message = patch_message(events, connection.protocol)
+            pending.append(connection._socket.send_message(message))
+
+
+def _collector(doc: Document) -> _Collector | None:
+    """The collector installed on ``doc``'s server session, installed on first use."""
+    global _warned
+    context = doc.session_context
+    session = getattr(context, "_session", None) if context is not None else None
+    if session is None:  # still being built, or not served by a Bokeh server
+        return None
+    collector = session.__dict__.get("_document_patched")
+    if isinstance(collector, _Collector):
+        return collector
+    needed = ("_document_patched", "_pending_writes", "_subscribed_connections")
+    if not all(hasattr(session, name) for name in needed):
+        if not _warned:
+            _warned = True
+            log.warning(
+                "this Bokeh's server session lacks %s; each change is sent on its own",
+                ", ".join(needed),
+            )
+        return None
+    collector = _Collector(session)
+    session._document_patched = collector  # Bokeh's dispatch looks the handler up by name
+    return collector
+
+
+@contextlib.contextmanager
+def one_message(doc: Document) -> Iterator[None]:
+    """Send every change ``doc`` makes inside the block as one message, when the block ends.
+
+    Must run under the session's document lock (a periodic or next-tick callback), as every
+    change to a served document must.
+    """
+    collector = _collector(doc)
+    if collector is None or collector.events is not None:  # nothing to do, or already inside
+        yield
+        return
+    collector.events = []
+    try:
+        yield
+    finally:
+        collector.flush()
