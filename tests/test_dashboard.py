@@ -32,6 +32,7 @@ SOURCES = (
     "per_class",
     "weights",
     "misclassified",
+    "misclassified_images",
 )
 OVERLAYS = ("loss_previous", "accuracy_previous")
 CURVE_NAMES = ("loss", "accuracy", "test_accuracy")

@@ -34,6 +34,7 @@ from bokeh.core.serialization import Serializer
 from bokeh.document import Document
 from bokeh.document.json import PatchJson
 from bokeh.protocol.messages.patch_doc import patch_doc
+from bokeh.settings import settings as bokeh_settings
 
 log = logging.getLogger("viewer")
 
@@ -137,3 +138,13 @@ def one_message(doc: Document) -> Iterator[None]:
         yield
     finally:
         collector.flush()
+
+
+def settle_id_setting() -> None:
+    """Fix Bokeh's ``simple_ids`` setting at the value it has now, for this process.
+
+    Bokeh looks the setting up (configuration, then the environment) for every id it makes, and
+    it makes one for every binary buffer of every message: a tenth of the server's CPU in a busy
+    room. Once set explicitly, the lookup stops at the set value; the value is unchanged.
+    """
+    bokeh_settings.simple_ids.set_value(bokeh_settings.simple_ids())

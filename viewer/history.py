@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,10 @@ ROWS_KEPT = 50_000
 OVERLAY_POINTS = 2_000
 """Points of the previous run's curves drawn as the faint overlay."""
 GALLERY_COLUMNS = 8
+GALLERY_GAP = 4
+"""Pixels between two mistakes side by side."""
+GALLERY_CAPTION = 12
+"""Pixels below each mistake, for its caption."""
 TILE = 28
 GAP = 1
 FINISHED_WORDS = {"completed": "finished", "stopped": "stopped", "diverged": "diverged"}
@@ -385,15 +390,40 @@ def evaluation_piece(e: Evaluation, names: list[str]) -> dict[str, Any]:
         },
         "per_class": {"class_name": names, "accuracy": per_class},
         "misclassified": {
-            "image": [np.flipud(image) for image in e.misclassified_images],
-            "x": (col * (TILE + 4)).tolist(),
-            "y": (-row * (TILE + 12)).tolist(),
+            "x": (col * (TILE + GALLERY_GAP)).tolist(),
+            "y": (-row * (TILE + GALLERY_CAPTION)).tolist(),
             "label": [
                 f"{names[t]} \N{RIGHTWARDS ARROW} {names[p]}"
                 for t, p in zip(e.misclassified_label, e.misclassified_predicted, strict=True)
             ],
             "index": list(e.misclassified_index),
         },
+        "misclassified_images": gallery_mosaic(e.misclassified_images),
+    }
+
+
+def gallery_mosaic(images: Sequence[np.ndarray] | np.ndarray) -> dict[str, list[Any]]:
+    """The mistakes' images as one picture: one binary buffer a message instead of one each.
+
+    Tile ``i`` sits where the ``misclassified`` row ``i`` says (its caption in the gap below
+    it). Pixels are 1..255 (a black pixel is 1, not 0); 0 marks a gap, drawn transparent.
+    """
+    if len(images) == 0:
+        return {"image": [], "x": [], "y": [], "dw": [], "dh": []}
+    rows = math.ceil(len(images) / GALLERY_COLUMNS)
+    columns = min(len(images), GALLERY_COLUMNS)
+    across, down = TILE + GALLERY_GAP, TILE + GALLERY_CAPTION
+    mosaic = np.zeros((rows * down - GALLERY_CAPTION, columns * across - GALLERY_GAP), np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, GALLERY_COLUMNS)
+        mosaic[r * down : r * down + TILE, c * across : c * across + TILE] = np.maximum(image, 1)
+    height, width = mosaic.shape
+    return {
+        "image": [np.flipud(mosaic)],
+        "x": [0],
+        "y": [-(rows - 1) * down],
+        "dw": [width],
+        "dh": [height],
     }
 
 

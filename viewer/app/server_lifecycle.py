@@ -11,7 +11,7 @@ import gc
 import logging
 import sys
 
-from viewer import hub, presenter, settings
+from viewer import batching, hub, presenter, settings
 from viewer.stats import stats
 
 log = logging.getLogger("viewer")
@@ -24,6 +24,7 @@ presenter.set_audience_url(_extra.parse_known_args(sys.argv[1:])[0].audience_url
 
 def on_server_loaded(server_context) -> None:
     hub.start(_settings.connect, _settings.snapshot)
+    batching.settle_id_setting()
     # Everything loaded so far lives as long as the process: take it out of the collector's
     # view, so full collections stop pausing every session (130-280 ms at 100 sessions).
     gc.collect()

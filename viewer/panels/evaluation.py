@@ -2,7 +2,9 @@
 
 Sources ``confusion`` (one cell per true/predicted pair: row-normalised ``rate`` for the
 colour, ``count`` for the hover), ``per_class`` (accuracy per true class) and
-``misclassified`` (the current mistakes, one 28x28 image each, captioned true -> predicted).
+``misclassified`` (the current mistakes, one row each: where its tile sits, its caption true ->
+predicted, its test-set index) with ``misclassified_images`` (all their 28x28 images as one
+mosaic, so a frame carries one image rather than a dozen).
 """
 
 from __future__ import annotations
@@ -12,19 +14,22 @@ from typing import Any
 from bokeh.models import (
     ColumnDataSource,
     FactorRange,
+    HoverTool,
     Image,
     LinearColorMapper,
     Range1d,
 )
 from bokeh.palettes import Blues256, Greys256
 from bokeh.plotting import figure
+from bokeh.transform import dodge
 
-from viewer.history import GALLERY_COLUMNS, TILE
+from viewer.history import GALLERY_CAPTION, GALLERY_COLUMNS, GALLERY_GAP, TILE
 from viewer.panels.looks import Look
 
 CONFUSION_COLUMNS = ("true", "predicted", "rate", "count")
 PER_CLASS_COLUMNS = ("class_name", "accuracy")
-GALLERY_SOURCE_COLUMNS = ("image", "x", "y", "label", "index")
+GALLERY_SOURCE_COLUMNS = ("x", "y", "label", "index")
+GALLERY_IMAGE_COLUMNS = ("image", "x", "y", "dw", "dh")
 GALLERY_ROWS = 4
 
 
@@ -35,6 +40,9 @@ class EvaluationPanels:
         self.per_class = ColumnDataSource({c: [] for c in PER_CLASS_COLUMNS}, name="per_class")
         self.misclassified = ColumnDataSource(
             {c: [] for c in GALLERY_SOURCE_COLUMNS}, name="misclassified"
+        )
+        self.misclassified_images = ColumnDataSource(
+            {c: [] for c in GALLERY_IMAGE_COLUMNS}, name="misclassified_images"
         )
         names = [str(d) for d in range(10)]
         height = look.plot_height
@@ -86,24 +94,38 @@ class EvaluationPanels:
         )
         self.per_class_figure.xgrid.visible = False
 
-        width = GALLERY_COLUMNS * (TILE + 4)
+        width = GALLERY_COLUMNS * (TILE + GALLERY_GAP)
         self.gallery_figure = figure(
             title="Current mistakes (true \N{RIGHTWARDS ARROW} predicted)",
             height=height,
             sizing_mode="stretch_width",
             min_width=300,
             x_range=Range1d(start=-2, end=width),
-            y_range=Range1d(start=-(GALLERY_ROWS - 1) * (TILE + 12) - 12, end=TILE + 2),
+            y_range=Range1d(
+                start=-(GALLERY_ROWS - 1) * (TILE + GALLERY_CAPTION) - GALLERY_CAPTION,
+                end=TILE + 2,
+            ),
             toolbar_location=None,
             x_axis_location=None,
             y_axis_location=None,
-            tools="hover",
-            tooltips=[("", "@label"), ("test image", "#@index")],
+            tools="",
         )
         ink = Greys256 if look.name == "dark" else Greys256[::-1]
-        mapper = LinearColorMapper(palette=ink, low=0, high=255)
-        glyph = Image(image="image", x="x", y="y", dw=TILE, dh=TILE, color_mapper=mapper)
-        self.gallery_figure.add_glyph(self.misclassified, glyph)
+        mapper = LinearColorMapper(palette=ink, low=0.5, high=255, low_color="rgba(0, 0, 0, 0)")
+        glyph = Image(image="image", x="x", y="y", dw="dw", dh="dh", color_mapper=mapper)
+        self.gallery_figure.add_glyph(self.misclassified_images, glyph)
+        tiles = self.gallery_figure.rect(
+            x=dodge("x", TILE / 2),
+            y=dodge("y", TILE / 2),
+            width=TILE,
+            height=TILE,
+            source=self.misclassified,
+            fill_alpha=0,
+            line_alpha=0,
+        )
+        self.gallery_figure.add_tools(
+            HoverTool(renderers=[tiles], tooltips=[("", "@label"), ("test image", "#@index")])
+        )
         self.gallery_figure.text(
             x="x",
             y="y",
@@ -119,6 +141,7 @@ class EvaluationPanels:
         self.confusion.data = {c: [] for c in CONFUSION_COLUMNS}
         self.per_class.data = {c: [] for c in PER_CLASS_COLUMNS}
         self.misclassified.data = {c: [] for c in GALLERY_SOURCE_COLUMNS}
+        self.misclassified_images.data = {c: [] for c in GALLERY_IMAGE_COLUMNS}
 
     def apply(self, piece: dict[str, Any]) -> None:
         names = piece["per_class"]["class_name"]
@@ -130,3 +153,4 @@ class EvaluationPanels:
         self.confusion.data = piece["confusion"]
         self.per_class.data = piece["per_class"]
         self.misclassified.data = piece["misclassified"]
+        self.misclassified_images.data = piece["misclassified_images"]
