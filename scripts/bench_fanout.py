@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,6 +217,25 @@ def ms(values: list[float] | np.ndarray, q: float) -> float | None:
     return round(1000 * float(np.percentile(values, q)), 1) if len(values) else None
 
 
+def viewer_gc(port: int) -> dict[str, float]:
+    """Garbage-collection figures from the viewer's /metrics (one process's, under --procs 2)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return {}
+    figures: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == 'mnist_live_viewer_gc_seconds_total{generation="2"}':
+            figures["full_seconds"] = float(value)
+        elif name == 'mnist_live_viewer_gc_collections_total{generation="2"}':
+            figures["full_count"] = float(value)
+        elif name == "mnist_live_viewer_gc_longest_pause_seconds":
+            figures["longest"] = float(value)
+    return figures
+
+
 async def wait_for_training(url: str, timeout: float) -> None:
     """Hold the sessions back until the viewer shows the run, so every one has curves."""
     probe = (await open_sessions(url, 1, parallel=1, timeout=timeout))[0]
@@ -255,7 +275,7 @@ async def time_late_session(url: str, live: list[Session], timeout: float) -> di
 
 
 async def attach(
-    url: str, args: argparse.Namespace, server: list[int], feed: dict[str, list[int]]
+    url: str, args: argparse.Namespace, server: list[int], feed: dict[str, list[int]], port: int
 ) -> dict:
     """Open the sessions, measure the window, time a late session; close everything."""
     await wait_for_training(url, timeout=args.open_timeout)
@@ -280,6 +300,7 @@ async def attach(
         feed0 = {name: cpu_seconds(pids) for name, pids in feed.items()}
         busy0 = machine_busy_seconds()
         rss_open = rss_mb(server)
+        gc0 = viewer_gc(port)
         log.info("measuring for %.0f s", args.seconds)
         await asyncio.sleep(args.seconds)
         window.end = time.time()
@@ -288,6 +309,7 @@ async def attach(
         feed1 = {name: cpu_seconds(pids) for name, pids in feed.items()}
         busy1 = machine_busy_seconds()
         rss_end = rss_mb(server)
+        gc1 = viewer_gc(port)
         delay.stop()
         fed = sum(feed1[name] - feed0[name] for name in feed)
         late = await time_late_session(url, sessions, args.open_timeout)
@@ -313,6 +335,11 @@ async def attach(
         "client_loop_delay_p99_ms": ms(delay.delays, 99),
         "rss_open": rss_open,
         "rss_end": rss_end,
+        "full_gc_count": gc1.get("full_count", 0) - gc0.get("full_count", 0) if gc1 else None,
+        "full_gc_ms": 1000 * (gc1.get("full_seconds", 0) - gc0.get("full_seconds", 0))
+        if gc1
+        else None,
+        "gc_longest_pause_ms": 1000 * gc1["longest"] if "longest" in gc1 else None,
         **late,
     }
 
@@ -373,6 +400,13 @@ def summarise(result: dict, args: argparse.Namespace, rss_before: float) -> dict
         "server_rss_mb_end": round(result["rss_end"], 1),
         "memory_per_session_mb": round((result["rss_open"] - rss_before) / args.sessions, 3),
         "server_rss_growth_mb_during_run": round(result["rss_end"] - result["rss_open"], 1),
+        "viewer_full_gcs": result["full_gc_count"],
+        "viewer_full_gc_ms": round(result["full_gc_ms"], 1)
+        if result["full_gc_ms"] is not None
+        else None,
+        "viewer_gc_longest_pause_ms": round(result["gc_longest_pause_ms"], 1)
+        if result["gc_longest_pause_ms"] is not None
+        else None,
         "client_cpu_percent": round(result["client_cpu_percent"], 1),
         "client_loop_delay_p99_ms": result["client_loop_delay_p99_ms"],
         "trainer_cpu_percent": round(result["trainer_cpu_percent"], 1),
@@ -423,6 +457,8 @@ def print_table(s: dict) -> None:
         ("traffic per session", f"{s['kb_per_session_second']} kB/s"),
         ("server RSS at open / end", pair("server_rss_mb_open", "server_rss_mb_end", " MB")),
         ("memory per session", f"{s['memory_per_session_mb']} MB"),
+        ("viewer full GCs / their ms", pair("viewer_full_gcs", "viewer_full_gc_ms")),
+        ("viewer longest GC pause", f"{s['viewer_gc_longest_pause_ms']} ms"),
         ("client CPU / loop delay p99", pair("client_cpu_percent", "client_loop_delay_p99_ms")),
         ("trainer / broker CPU", pair("trainer_cpu_percent", "broker_cpu_percent", " %")),
         ("machine busy / not ours", pair("machine_busy_percent", "others_cpu_percent", " %")),
@@ -513,7 +549,7 @@ def run(args: argparse.Namespace) -> dict:
         rss_before = rss_mb(server)
         url = f"ws://127.0.0.1:{port}/ws"
         feed = {name: family(children.processes[name].pid) for name in ("broker", "trainer")}
-        result = asyncio.run(attach(url, args, server, feed))
+        result = asyncio.run(attach(url, args, server, feed, port))
         children.check()
         summary = summarise(result, args, rss_before)
     finally:

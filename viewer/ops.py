@@ -9,6 +9,7 @@ keeps its own figures, so with ``--num-procs`` a request shows the process that 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -99,6 +100,15 @@ def metrics(viewer: ViewerStats = stats) -> str:
         (f"{p}_updates_sent_total", "counter", "Coalesced updates pushed to sessions.",
          [("", viewer.updates_sent)]),
         (f"{p}_lag_seconds", "summary", "Trainer-to-session lag of recent updates.", lag),
+        (f"{p}_gc_seconds_total", "counter", "Time spent in garbage collections (pauses).",
+         [(f'{p}_gc_seconds_total{{generation="{g}"}}', viewer.gc_seconds[g]) for g in range(3)]),
+        (f"{p}_gc_collections_total", "counter", "Garbage collections.",
+         [(f'{p}_gc_collections_total{{generation="{g}"}}', viewer.gc_collections[g])
+          for g in range(3)]),
+        (f"{p}_gc_frozen_objects", "gauge", "Objects frozen out of garbage collection.",
+         [("", gc.get_freeze_count())]),
+        (f"{p}_gc_longest_pause_seconds", "gauge", "The longest garbage collection so far.",
+         [("", viewer.gc_longest)]),
         ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
          [("", resident_memory_bytes())]),
         ("process_start_time_seconds", "gauge", "Start time of the process since the epoch.",

@@ -6,6 +6,7 @@ hub's ``received`` counter run on the server's event loop, so plain attributes s
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ class ViewerStats:
     sessions_total: int = 0
     updates_sent: int = 0
     lags: deque[float] = field(default_factory=lambda: deque(maxlen=LAG_WINDOW))
+    gc_collections: list[int] = field(default_factory=lambda: [0, 0, 0])
+    gc_seconds: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    gc_longest: float = 0.0
+    _gc_started: float = 0.0
 
     def session_opened(self) -> None:
         self.sessions_open += 1
@@ -36,6 +41,21 @@ class ViewerStats:
         self.updates_sent += 1
         if lag_seconds is not None:
             self.lags.append(max(0.0, lag_seconds))
+
+    def watch_gc(self) -> None:
+        """Time Python's garbage collections: a full one stops every session at once."""
+        if self._gc_pause not in gc.callbacks:
+            gc.callbacks.append(self._gc_pause)
+
+    def _gc_pause(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._gc_started
+        generation = info.get("generation", 2)
+        self.gc_collections[generation] += 1
+        self.gc_seconds[generation] += took
+        self.gc_longest = max(self.gc_longest, took)
 
     def lag_percentiles(self) -> dict[str, float]:
         """p50/p90/p99 of recent lags in seconds (empty when nothing was sent yet)."""
