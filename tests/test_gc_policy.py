@@ -31,7 +31,7 @@ def test_opened_sessions_are_frozen_and_closed_ones_freed_once_enough_close() ->
     assert policy.check(sessions_open=0) is None  # nothing happened, nothing done
     frozen_before = gc.get_freeze_count()
     sessions = [Model() for _ in range(12)]
-    for _ in sessions:
+    for _ in range(len(sessions)):
         policy.opened()
     assert "12 new sessions frozen" in (policy.check(sessions_open=12) or "")
     assert gc.get_freeze_count() >= frozen_before + 12
