@@ -8,6 +8,7 @@ assignment, and a frame where nothing happened costs an integer compare. Whateve
 changes goes to the browser as one websocket message (:mod:`viewer.batching`); the header,
 whose step changes with every metrics message, is refreshed at most once a second. The session
 keeps no state in the hub: when it closes, Bokeh drops its callback and with it everything here.
+While the server is behind, sessions leave frames out (:mod:`viewer.pacing`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models import LayoutDOM
 
+from viewer import pacing
 from viewer.batching import one_message
 from viewer.history import Changes, Cursor, RunHistory
 from viewer.hub import Hub
@@ -66,6 +68,7 @@ class Dashboard:
         self.header_status = ""
         self.pending_header: dict[str, str] | None = None
         self.frames = self.updates = 0
+        self.pacing = pacing.current(settings.frame_rate)
 
         self.curves = Curves(self.look)
         presenter = controls.layout if controls is not None else None
@@ -117,6 +120,8 @@ class Dashboard:
     def tick(self, initial: bool = False) -> None:
         """Bring this session up to date, in one message; nearly free when nothing changed."""
         self.frames += 1
+        if not initial and self.pacing.skip(self.frames):
+            return
         with one_message(self.doc):
             self._frame(initial)
 
@@ -201,4 +206,5 @@ class Dashboard:
 
     def _session_html(self) -> str:
         pinned = self.header.pin.active
-        return Header.session_part(stats.sessions_open, self.lag_ms, pinned)
+        slowed = self.pacing.updates_per_second() if self.pacing.stride > 1 else None
+        return Header.session_part(stats.sessions_open, self.lag_ms, pinned, slowed)
