@@ -12,6 +12,7 @@ import pytest
 from protocol.cli import main
 from protocol.endpoints import free_tcp_port, free_tcp_port_pair
 from tests.conftest import wait_until
+from viewer.settings import ViewerSettings, app_argv, parse_app_args
 
 
 def view(*args: str) -> subprocess.CompletedProcess:
@@ -91,3 +92,11 @@ def test_two_processes_serve_and_both_subscribe(programs) -> None:
     output = programs.output(viewer)
     assert output.count("presenter view at") == 1  # printed once, not per process
     assert programs.stop(viewer) == 0
+
+
+def test_settings_reach_the_app_whatever_the_token_starts_with() -> None:
+    for token in ("-starts-with-a-dash", "--two", "plain_token"):
+        sent = ViewerSettings(
+            connect="tcp://127.0.0.1:1", presenter_token=token, snapshot="tcp://127.0.0.1:2"
+        )
+        assert parse_app_args(app_argv(sent)) == sent

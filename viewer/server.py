@@ -79,7 +79,7 @@ def make_server(
     redact_tokens_in_logs()
     argv = app_argv(settings)
     if audience_url:
-        argv += ["--audience-url", audience_url]
+        argv += [f"--audience-url={audience_url}"]
     app = Application(DirectoryHandler(filename=str(APP_DIR), argv=argv))
     return Server(
         {"/": app},

@@ -64,12 +64,16 @@ def parse_app_args(argv: list[str]) -> ViewerSettings:
 
 
 def app_argv(settings: ViewerSettings) -> list[str]:
-    """The inverse of :func:`parse_app_args`, for handing settings to the Bokeh app."""
-    argv = ["--connect", settings.connect, "--theme", settings.theme]
-    argv += ["--presenter-token", settings.presenter_token]
-    argv += ["--frame-rate", str(settings.frame_rate)]
+    """The inverse of :func:`parse_app_args`, for handing settings to the Bokeh app.
+
+    Values go as ``--name=value``: a random token may begin with "-", which argparse would
+    otherwise take for an option.
+    """
+    argv = [f"--connect={settings.connect}", f"--theme={settings.theme}"]
+    argv += [f"--presenter-token={settings.presenter_token}"]
+    argv += [f"--frame-rate={settings.frame_rate}"]
     if settings.snapshot:
-        argv += ["--snapshot", settings.snapshot]
+        argv += [f"--snapshot={settings.snapshot}"]
     if settings.large:
         argv.append("--large")
     return argv
