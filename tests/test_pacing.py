@@ -20,7 +20,6 @@ def test_an_on_time_loop_sends_every_frame() -> None:
     pacing = FramePacing(frame_rate=5)
     run(pacing, 0.004, 10, 0)
     assert pacing.stride == 1
-    assert not any(pacing.skip(frame) for frame in range(1, 20))
     assert pacing.updates_per_second() == 5
 
 
@@ -30,8 +29,6 @@ def test_a_late_loop_thins_frames_step_by_step_and_recovers_slowly() -> None:
     assert pacing.stride == 2  # behind: one step at once
     now = run(pacing, 0.2, THIN_EVERY, now)
     assert pacing.stride == 3  # still behind half a second later: another
-    sent = [frame for frame in range(1, 13) if not pacing.skip(frame)]
-    assert sent == [3, 6, 9, 12]
     assert abs(pacing.updates_per_second() - 5 / 3) < 1e-9
     now = run(pacing, 0.2, 10, now)
     assert pacing.stride == MAX_STRIDE

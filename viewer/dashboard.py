@@ -105,7 +105,8 @@ class Dashboard:
             )
         )
         self.tick(initial=True)
-        doc.add_periodic_callback(self.tick, round(1000 / settings.frame_rate))
+        self.stride = self.pacing.stride
+        self.callback = doc.add_periodic_callback(self.tick, self._period())
 
     # -- the frame --------------------------------------------------------------------------------
 
@@ -120,10 +121,20 @@ class Dashboard:
     def tick(self, initial: bool = False) -> None:
         """Bring this session up to date, in one message; nearly free when nothing changed."""
         self.frames += 1
-        if not initial and self.pacing.skip(self.frames):
-            return
         with one_message(self.doc):
             self._frame(initial)
+        if not initial and self.stride != self.pacing.stride:
+            self._repace()
+
+    def _period(self) -> int:
+        return round(1000 * self.pacing.frame_seconds * self.pacing.stride)
+
+    def _repace(self) -> None:
+        """Tick at the pace the server can keep: a skipped tick would still cost Bokeh's
+        per-callback machinery (the lock, the task, the writes), so the period itself changes."""
+        self.stride = self.pacing.stride
+        self.doc.remove_periodic_callback(self.callback)
+        self.callback = self.doc.add_periodic_callback(self.tick, self._period())
 
     def _frame(self, initial: bool) -> None:
         run = self.shown_run()

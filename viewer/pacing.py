@@ -3,10 +3,10 @@
 Each session asks for a frame ``frame_rate`` times a second. A process with more sessions than
 its core can serve at that rate falls behind: Bokeh's callbacks have no backpressure, so they
 queue, and every page's lag grows with the queue. A probe measures how late the event loop
-runs a timer; while it runs late, each session sends only every n-th frame, n stepping up
-until the loop keeps time again (up to :data:`MAX_STRIDE`). Nothing is lost by a skipped
-frame: the next one brings everything since the session's cursor, so pages stay complete and
-only update less often.
+runs a timer; while it runs late, each session ticks n times less often, n stepping up until
+the loop keeps time again (up to :data:`MAX_STRIDE`). Nothing is lost by a longer frame: the
+next one brings everything since the session's cursor, so pages stay complete and only update
+less often.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ SMOOTHING = 0.3
 
 
 class FramePacing:
-    """The loop's smoothed delay and, from it, how many frames a session makes of each one.
+    """The loop's smoothed delay and, from it, the stride: a session's frame lasts that many.
 
     The stride steps up while the loop is more than :data:`BEHIND` late and down once it is
     less than :data:`CAUGHT_UP` late, so a busy server settles where its sessions' frames
@@ -55,10 +55,6 @@ class FramePacing:
         elif self.delay < CAUGHT_UP and self.stride > 1 and since >= THICKEN_EVERY:
             self.stride -= 1
             self._changed_at = now
-
-    def skip(self, frame: int) -> bool:
-        """Whether a session leaves out its ``frame``-th frame."""
-        return self.stride > 1 and frame % self.stride != 0
 
     def updates_per_second(self) -> float:
         return 1.0 / (self.frame_seconds * self.stride)
