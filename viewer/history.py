@@ -12,6 +12,7 @@ property, not messages), so pieces carry their text in source columns, not in pl
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 import time
@@ -298,7 +299,7 @@ class RunHistory:
                 "step": [s.step],
             },
             "probabilities": {
-                "class_name": names,
+                "class_name": same_list(tuple(names)),
                 "probability": list(s.probabilities),
                 "kind": [
                     "true" if i == s.label else "predicted" if i == predicted else "other"
@@ -370,6 +371,15 @@ def format_duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
+@functools.lru_cache(maxsize=64)
+def same_list(values: tuple[Any, ...]) -> list[Any]:
+    """One list for equal contents, so sessions can tell an unchanged column by identity.
+
+    Shared by every piece that has these contents: never mutate what this returns.
+    """
+    return list(values)
+
+
 def evaluation_piece(e: Evaluation, names: list[str]) -> dict[str, Any]:
     """Confusion (row-normalised rate + counts), per-class bars and the mistakes gallery."""
     counts = np.asarray(e.confusion, dtype=np.int64)
@@ -383,12 +393,12 @@ def evaluation_piece(e: Evaluation, names: list[str]) -> dict[str, Any]:
     row, col = np.divmod(np.arange(n), GALLERY_COLUMNS)
     return {
         "confusion": {
-            "true": [names[i] for i in true_index],
-            "predicted": [names[j] for j in predicted_index],
-            "rate": rates.ravel().tolist(),
-            "count": counts.ravel().tolist(),
+            "true": same_list(tuple(names[i] for i in true_index)),
+            "predicted": same_list(tuple(names[j] for j in predicted_index)),
+            "rate": rates.ravel().astype(np.float32),
+            "count": counts.ravel().astype(np.int32),
         },
-        "per_class": {"class_name": names, "accuracy": per_class},
+        "per_class": {"class_name": same_list(tuple(names)), "accuracy": per_class},
         "misclassified": {
             "x": (col * (TILE + GALLERY_GAP)).tolist(),
             "y": (-row * (TILE + GALLERY_CAPTION)).tolist(),

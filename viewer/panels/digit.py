@@ -15,6 +15,7 @@ from bokeh.plotting import figure
 from bokeh.transform import factor_cmap
 
 from viewer.panels.looks import Look
+from viewer.panels.sources import refresh
 
 SAMPLE_COLUMNS = ("caption", "image", "label", "predicted", "index", "step")
 PROBABILITY_COLUMNS = ("class_name", "probability", "kind", "mark")
@@ -98,4 +99,4 @@ class Digit:
         if list(factors.factors) != names:
             factors.factors = names
         self.sample.data = piece["sample"]
-        self.probabilities.data = piece["probabilities"]
+        refresh(self.probabilities, piece["probabilities"])

@@ -25,6 +25,7 @@ from bokeh.transform import dodge
 
 from viewer.history import GALLERY_CAPTION, GALLERY_COLUMNS, GALLERY_GAP, TILE
 from viewer.panels.looks import Look
+from viewer.panels.sources import refresh
 
 CONFUSION_COLUMNS = ("true", "predicted", "rate", "count")
 PER_CLASS_COLUMNS = ("class_name", "accuracy")
@@ -150,7 +151,7 @@ class EvaluationPanels:
             confusion_x.factors = names
             self.confusion_figure.y_range.factors = list(reversed(names))  # type: ignore[attr-defined]
             self.per_class_figure.x_range.factors = names  # type: ignore[attr-defined]
-        self.confusion.data = piece["confusion"]
-        self.per_class.data = piece["per_class"]
+        refresh(self.confusion, piece["confusion"])
+        refresh(self.per_class, piece["per_class"])
         self.misclassified.data = piece["misclassified"]
         self.misclassified_images.data = piece["misclassified_images"]

@@ -1,0 +1,25 @@
+"""Assigning a piece to a source: only the columns that changed go to the browser."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bokeh.models import ColumnDataSource
+
+
+def refresh(source: ColumnDataSource, new: dict[str, Any]) -> None:
+    """Give ``source`` the columns of ``new``, sending only those that changed.
+
+    Columns the hub reuses from one piece to the next (class names, the confusion matrix's
+    factors: :func:`viewer.history.same_list`) are the same objects, so ``is`` tells an
+    unchanged column for free, and an update of the others skips Bokeh's validation and
+    comparison of the whole value. A change of columns or of length replaces the data whole,
+    since a partial update must leave every column the same length.
+    """
+    old = source.data
+    if old.keys() != new.keys() or any(len(old[k]) != len(v) for k, v in new.items()):
+        source.data = new
+        return
+    changed = {k: v for k, v in new.items() if old[k] is not v}
+    if changed:
+        source.data.update(changed)
