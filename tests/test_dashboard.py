@@ -347,3 +347,14 @@ def test_a_new_run_takes_over_and_a_pinned_session_keeps_the_old_one(stack) -> N
     finally:
         follower.close()
         pinned.close()
+
+
+def test_the_dark_look_styles_the_widgets_and_the_light_one_leaves_bokehs() -> None:
+    hub = Hub("tcp://127.0.0.1:1")
+    for theme, styled in (("dark", True), ("light", False)):
+        doc = Document()
+        Dashboard(doc, hub, ViewerSettings(theme=theme))
+        pin = doc.get_model_by_name("pin")
+        assert pin is not None
+        css = " ".join(str(sheet) for sheet in pin.stylesheets)  # type: ignore[attr-defined]
+        assert ("bk-btn-default" in css) is styled, theme

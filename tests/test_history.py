@@ -210,19 +210,19 @@ def test_evaluation_piece_normalises_confusion_rows_and_keeps_counts() -> None:
 
 
 def test_the_mistakes_become_one_mosaic_each_tile_where_its_row_says() -> None:
-    images = [np.full((28, 28), 10 * (i + 1), np.uint8) for i in range(10)]  # 8 + 2: two rows
+    images = [np.full((28, 28), 10 * (i + 1), np.uint8) for i in range(10)]  # 4 + 4 + 2
     images[0][0, 0] = 0  # a black pixel stays visible (1), unlike a gap (0)
     piece = gallery_mosaic(images)
     [mosaic], [x0], [y0] = piece["image"], piece["x"], piece["y"]
-    assert mosaic.shape == (piece["dh"][0], piece["dw"][0]) == (28 + 40, 8 * 32 - 4)
-    rows, columns = np.divmod(np.arange(10), 8)
+    assert mosaic.shape == (piece["dh"][0], piece["dw"][0]) == (3 * 40, 4 * 32 - 4)
+    rows, columns = np.divmod(np.arange(10), 4)
     for i, (r, c) in enumerate(zip(rows, columns, strict=True)):
         x, y = c * 32, -r * 40  # the misclassified row's position: the tile's lower left
         bottom = y - y0  # mosaic rows count from the bottom (the image is flipped for Bokeh)
         tile = mosaic[bottom : bottom + 28, x - x0 : x - x0 + 28]
         expected = np.flipud(np.maximum(images[i], 1))
         np.testing.assert_array_equal(tile, expected)
-    assert mosaic[28:40].max() == 0  # the caption gap is transparent
+    assert mosaic[:12].max() == 0  # the last row's caption gap is transparent
     assert gallery_mosaic([])["image"] == []
 
 

@@ -39,7 +39,8 @@ ROWS_KEPT = 50_000
 """Curve rows a run keeps (and a session shows): ~40 minutes of metrics at 20 a second."""
 OVERLAY_POINTS = 2_000
 """Points of the previous run's curves drawn as the faint overlay."""
-GALLERY_COLUMNS = 8
+GALLERY_COLUMNS = 4
+"""Mistakes side by side: the trainer sends up to eight, so two rows."""
 GALLERY_GAP = 4
 """Pixels between two mistakes side by side."""
 GALLERY_CAPTION = 12
@@ -415,15 +416,16 @@ def evaluation_piece(e: Evaluation, names: list[str]) -> dict[str, Any]:
 def gallery_mosaic(images: Sequence[np.ndarray] | np.ndarray) -> dict[str, list[Any]]:
     """The mistakes' images as one picture: one binary buffer a message instead of one each.
 
-    Tile ``i`` sits where the ``misclassified`` row ``i`` says (its caption in the gap below
-    it). Pixels are 1..255 (a black pixel is 1, not 0); 0 marks a gap, drawn transparent.
+    Tile ``i`` sits where the ``misclassified`` row ``i`` says, its caption in the gap below
+    it (the last row's gap too, so the picture's bounds hold the captions). Pixels are 1..255
+    (a black pixel is 1, not 0); 0 marks a gap, drawn transparent.
     """
     if len(images) == 0:
         return {"image": [], "x": [], "y": [], "dw": [], "dh": []}
     rows = math.ceil(len(images) / GALLERY_COLUMNS)
     columns = min(len(images), GALLERY_COLUMNS)
     across, down = TILE + GALLERY_GAP, TILE + GALLERY_CAPTION
-    mosaic = np.zeros((rows * down - GALLERY_CAPTION, columns * across - GALLERY_GAP), np.uint8)
+    mosaic = np.zeros((rows * down, columns * across - GALLERY_GAP), np.uint8)
     for i, image in enumerate(images):
         r, c = divmod(i, GALLERY_COLUMNS)
         mosaic[r * down : r * down + TILE, c * across : c * across + TILE] = np.maximum(image, 1)
@@ -431,7 +433,7 @@ def gallery_mosaic(images: Sequence[np.ndarray] | np.ndarray) -> dict[str, list[
     return {
         "image": [np.flipud(mosaic)],
         "x": [0],
-        "y": [-(rows - 1) * down],
+        "y": [-(rows - 1) * down - GALLERY_CAPTION],
         "dw": [width],
         "dh": [height],
     }

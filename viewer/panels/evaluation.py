@@ -13,6 +13,7 @@ from typing import Any
 
 from bokeh.models import (
     ColumnDataSource,
+    DataRange1d,
     FactorRange,
     HoverTool,
     Image,
@@ -23,7 +24,7 @@ from bokeh.palettes import Blues256, Greys256
 from bokeh.plotting import figure
 from bokeh.transform import dodge
 
-from viewer.history import GALLERY_CAPTION, GALLERY_COLUMNS, GALLERY_GAP, TILE
+from viewer.history import TILE
 from viewer.panels.looks import Look
 from viewer.panels.sources import refresh
 
@@ -31,7 +32,6 @@ CONFUSION_COLUMNS = ("true", "predicted", "rate", "count")
 PER_CLASS_COLUMNS = ("class_name", "accuracy")
 GALLERY_SOURCE_COLUMNS = ("x", "y", "label", "index")
 GALLERY_IMAGE_COLUMNS = ("image", "x", "y", "dw", "dh")
-GALLERY_ROWS = 4
 
 
 class EvaluationPanels:
@@ -95,17 +95,14 @@ class EvaluationPanels:
         )
         self.per_class_figure.xgrid.visible = False
 
-        width = GALLERY_COLUMNS * (TILE + GALLERY_GAP)
         self.gallery_figure = figure(
             title="Current mistakes (true \N{RIGHTWARDS ARROW} predicted)",
             height=height,
             sizing_mode="stretch_width",
             min_width=300,
-            x_range=Range1d(start=-2, end=width),
-            y_range=Range1d(
-                start=-(GALLERY_ROWS - 1) * (TILE + GALLERY_CAPTION) - GALLERY_CAPTION,
-                end=TILE + 2,
-            ),
+            x_range=DataRange1d(range_padding=0.02),
+            y_range=DataRange1d(range_padding=0.02),
+            match_aspect=True,  # digits keep their shape, whatever the panel's width
             toolbar_location=None,
             x_axis_location=None,
             y_axis_location=None,
@@ -124,6 +121,7 @@ class EvaluationPanels:
             fill_alpha=0,
             line_alpha=0,
         )
+        self.gallery_figure.grid.visible = False
         self.gallery_figure.add_tools(
             HoverTool(renderers=[tiles], tooltips=[("", "@label"), ("test image", "#@index")])
         )

@@ -45,10 +45,24 @@ class Look:
     def px(self, size: float) -> str:
         return f"{round(size * self.scale)}px"
 
+    def widget_css(self) -> list[str]:
+        """Buttons and sliders in this look's colours (Bokeh's own are light on any page)."""
+        if self.name != "dark":
+            return []
+        return [
+            f""":host {{ color: {self.text}; }}
+.bk-btn-default {{ background-color: {self.panel}; color: {self.text}; border-color: {self.grid}; }}
+.bk-btn-default:hover {{ background-color: {self.grid}; }}
+.bk-btn-default.bk-active {{ background-color: {self.bar}; border-color: {self.ink}; }}"""
+        ]
+
     def theme(self) -> Theme:
+        widgets = {"stylesheets": self.widget_css()}
         return Theme(
             json={
                 "attrs": {
+                    "AbstractButton": widgets,
+                    "AbstractSlider": widgets,
                     "Plot": {
                         "background_fill_color": self.panel,
                         "border_fill_color": self.page,
