@@ -8,7 +8,6 @@ assignment, and a frame where nothing happened costs an integer compare. Whateve
 changes goes to the browser as one websocket message (:mod:`viewer.batching`); the header,
 whose step changes with every metrics message, is refreshed at most once a second. The session
 keeps no state in the hub: when it closes, Bokeh drops its callback and with it everything here.
-While the server is behind, sessions leave frames out (:mod:`viewer.pacing`).
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models import LayoutDOM
 
-from viewer import pacing
 from viewer.batching import one_message
 from viewer.history import Changes, Cursor, RunHistory
 from viewer.hub import Hub
@@ -68,7 +66,6 @@ class Dashboard:
         self.header_status = ""
         self.pending_header: dict[str, str] | None = None
         self.frames = self.updates = 0
-        self.pacing = pacing.current(settings.frame_rate)
 
         self.curves = Curves(self.look)
         presenter = controls.layout if controls is not None else None
@@ -105,8 +102,7 @@ class Dashboard:
             )
         )
         self.tick(initial=True)
-        self.stride = self.pacing.stride
-        self.callback = doc.add_periodic_callback(self.tick, self._period())
+        doc.add_periodic_callback(self.tick, round(1000 / settings.frame_rate))
 
     # -- the frame --------------------------------------------------------------------------------
 
@@ -123,18 +119,6 @@ class Dashboard:
         self.frames += 1
         with one_message(self.doc):
             self._frame(initial)
-        if not initial and self.stride != self.pacing.stride:
-            self._repace()
-
-    def _period(self) -> int:
-        return round(1000 * self.pacing.frame_seconds * self.pacing.stride)
-
-    def _repace(self) -> None:
-        """Tick at the pace the server can keep: a skipped tick would still cost Bokeh's
-        per-callback machinery (the lock, the task, the writes), so the period itself changes."""
-        self.stride = self.pacing.stride
-        self.doc.remove_periodic_callback(self.callback)
-        self.callback = self.doc.add_periodic_callback(self.tick, self._period())
 
     def _frame(self, initial: bool) -> None:
         run = self.shown_run()
@@ -217,5 +201,4 @@ class Dashboard:
 
     def _session_html(self) -> str:
         pinned = self.header.pin.active
-        slowed = self.pacing.updates_per_second() if self.pacing.stride > 1 else None
-        return Header.session_part(stats.sessions_open, self.lag_ms, pinned, slowed)
+        return Header.session_part(stats.sessions_open, self.lag_ms, pinned)

@@ -19,7 +19,7 @@ from typing import Any
 
 from tornado.web import RequestHandler
 
-from viewer import hub, pacing
+from viewer import hub
 from viewer.stats import ViewerStats, stats
 
 RECEIVING_WITHIN = 10.0
@@ -83,7 +83,6 @@ def metrics(viewer: ViewerStats = stats) -> str:
     lags = list(viewer.lags)
     quantiles = viewer.lag_percentiles()
     p = "mnist_live_viewer"
-    delay, stride = pacing.figures()
     lag = [
         (f'{p}_lag_seconds{{quantile="{q}"}}', quantiles.get(key, float("nan")))
         for q, key in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"))
@@ -101,10 +100,6 @@ def metrics(viewer: ViewerStats = stats) -> str:
         (f"{p}_updates_sent_total", "counter", "Coalesced updates pushed to sessions.",
          [("", viewer.updates_sent)]),
         (f"{p}_lag_seconds", "summary", "Trainer-to-session lag of recent updates.", lag),
-        (f"{p}_loop_delay_seconds", "gauge", "How late the event loop runs (smoothed).",
-         [("", delay)]),
-        (f"{p}_frame_stride", "gauge", "Sessions send one frame in this many (1: all).",
-         [("", stride)]),
         (f"{p}_gc_seconds_total", "counter", "Time spent in garbage collections (pauses).",
          [(f'{p}_gc_seconds_total{{generation="{g}"}}', viewer.gc_seconds[g]) for g in range(3)]),
         (f"{p}_gc_collections_total", "counter", "Garbage collections.",

@@ -13,7 +13,7 @@ import sys
 
 from tornado.ioloop import PeriodicCallback
 
-from viewer import batching, hub, pacing, presenter, settings
+from viewer import batching, hub, presenter, settings
 from viewer.gc_policy import FrozenSessions
 from viewer.stats import stats
 
@@ -37,8 +37,6 @@ def on_server_loaded(server_context) -> None:
     gc.freeze()
     log.debug("hub started; %d objects frozen out of garbage collection", gc.get_freeze_count())
     PeriodicCallback(_keep_sessions_frozen, GC_CHECK_MS).start()  # on this process's loop
-    probe = pacing.current(_settings.frame_rate).probe
-    PeriodicCallback(probe, pacing.PROBE_SECONDS * 1000).start()
 
 
 def _keep_sessions_frozen() -> None:

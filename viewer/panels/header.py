@@ -52,14 +52,10 @@ class Header:
             self.div.text = text
 
     @staticmethod
-    def session_part(
-        viewers: int, lag_ms: float | None, pinned: bool, slowed_to: float | None = None
-    ) -> str:
+    def session_part(viewers: int, lag_ms: float | None, pinned: bool) -> str:
         parts = [f"{viewers} viewer{'s' if viewers != 1 else ''} connected"]
         if lag_ms is not None:
             parts.append(f"lag {lag_ms:,.0f} ms")
-        if slowed_to is not None:
-            parts.append(f"server busy: {slowed_to:.3g} updates/s")
         if pinned:
             parts.append("pinned")
         return f'<div class="session">{" &middot; ".join(parts)}</div>'
