@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from trainer.evaluation import assess
-from trainer.mlp import ACTIVATIONS, MLP, cross_entropy, log_softmax, softmax
+from trainer.mlp import ACTIVATIONS, MLP, PixelBatches, cross_entropy, log_softmax, pixels, softmax
 from trainer.optim import SGD, Adam, Momentum, joined, make_optimizer, make_schedule
 
 
@@ -180,3 +180,13 @@ def test_schedules() -> None:
     assert [step(0), step(49), step(50), step(75)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
     with pytest.raises(ValueError, match="unknown schedule"):
         make_schedule("warm", 0.1, 10)
+
+
+def test_pixel_batches_equal_the_float_rows_to_the_bit() -> None:
+    images = np.random.default_rng(4).integers(0, 256, (50, 28, 28), dtype=np.uint8)
+    batches = PixelBatches(images, batch_size=8)
+    whole = pixels(images)
+    for batch in (np.array([3, 1, 49, 0, 7, 7, 12, 30]), np.array([5, 2])):  # full, and short
+        rows = batches.take(batch)
+        assert rows.dtype == np.float32 and rows.shape == (len(batch), 784)
+        np.testing.assert_array_equal(rows, whole[batch])

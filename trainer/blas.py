@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,13 +65,6 @@ _SGEMM = _function(
 )  # fmt: skip
 # saxpby(n, alpha, x, incx, beta, y, incy): y = alpha * x + beta * y
 _SAXPBY = _function("saxpby", int, _real, _pointer, int, _real, _pointer, int)
-
-_GET_NUM_THREADS = None
-for _symbol in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads"):
-    _GET_NUM_THREADS = getattr(_OPENBLAS, _symbol, None) if _OPENBLAS is not None else None
-    if _GET_NUM_THREADS is not None:
-        _GET_NUM_THREADS.argtypes, _GET_NUM_THREADS.restype = [], ctypes.c_int
-        break
 
 
 @dataclass(frozen=True)
@@ -148,10 +140,3 @@ def add_matmul(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
         _ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, 1.0, a.ctypes.data, k, b.ctypes.data, n,
         1.0, c.ctypes.data, n,
     )  # fmt: skip
-
-
-def threads() -> int:
-    """How many threads BLAS may use (its ``OPENBLAS_NUM_THREADS``, else the cores we may use)."""
-    if _GET_NUM_THREADS is not None:
-        return int(_GET_NUM_THREADS())
-    return len(os.sched_getaffinity(0))

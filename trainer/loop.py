@@ -23,7 +23,7 @@ from trainer import checkpoint
 from trainer.control import Controls
 from trainer.datasets import Dataset
 from trainer.evaluation import assess
-from trainer.mlp import MLP, pixels
+from trainer.mlp import MLP, PixelBatches, pixels
 from trainer.optim import make_optimizer, make_schedule
 from trainer.progress import ProgressBar, format_duration
 from trainer.reporter import Reporter
@@ -171,10 +171,10 @@ def train(
         weight_decay=config.weight_decay,
     )
     start_step = resume.restore(model, optimizer, config.to_dict()) if resume else 0
-    x, y = pixels(dataset.train_images), dataset.train_labels.astype(np.int64)
+    x = PixelBatches(dataset.train_images, config.batch_size)
+    y = dataset.train_labels.astype(np.int64)
     steps_per_epoch, total_steps = config.steps_per_epoch(len(y)), config.total_steps(len(y))
     learning_rate = make_schedule(config.schedule, config.learning_rate, total_steps)
-    batch_x = np.empty((config.batch_size, x.shape[1]), dtype=np.float32)
 
     def save_checkpoint(step: int, epoch: int) -> None:
         if save:
@@ -197,7 +197,7 @@ def train(
         if stop.is_set():
             status, message = "stopped", "stopped by request"
             break
-        xb = np.take(x, batch, axis=0, out=batch_x[: len(batch)])
+        xb = x.take(batch)
         optimizer.lr = learning_rate(step)
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked just below
             loss, accuracy, grads = model.loss_and_gradients(

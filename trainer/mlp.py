@@ -206,6 +206,24 @@ def pixels(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1 if len(images) else 28 * 28) / np.float32(255)
 
 
+class PixelBatches:
+    """Training images kept as uint8 and turned into :func:`pixels` rows a batch at a time.
+
+    A float32 copy of the training set is four times the memory (188 MB for Fashion-MNIST's
+    60,000) and, gathered a batch at a time, four times the bytes read; the conversion of one
+    batch costs less than reading those bytes. The rows equal ``pixels(images)[batch]``.
+    """
+
+    def __init__(self, images: np.ndarray, batch_size: int) -> None:
+        self.rows = images.reshape(len(images), -1)
+        self._raw = np.empty((batch_size, self.rows.shape[1]), np.uint8)
+        self._rows = np.empty((batch_size, self.rows.shape[1]), np.float32)
+
+    def take(self, batch: np.ndarray) -> np.ndarray:
+        raw = np.take(self.rows, batch, axis=0, out=self._raw[: len(batch)])
+        return np.divide(raw, np.float32(255), out=self._rows[: len(batch)], dtype=np.float32)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, shifted by the row maximum so large logits cannot overflow."""
     shifted = logits - logits.max(axis=1, keepdims=True)

@@ -8,13 +8,11 @@ for bit. Python floats times float32 arrays stay float32, so nothing here promot
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 
 import numpy as np
 
-from trainer import halves
 from trainer.blas import Product, add_product, scale_add
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -28,8 +26,7 @@ class Optimizer:
     makes them), the update runs once over that vector rather than once per array: for a
     784-128-10 model the three small arrays would otherwise cost more in NumPy call overhead
     than the big one costs in arithmetic. Every update rule here is elementwise, so the result
-    is the same either way. A long vector is updated in two halves on two cores at once
-    (:mod:`trainer.halves`), which, again, changes nothing in the result.
+    is the same either way.
     """
 
     takes_products = False
@@ -48,18 +45,11 @@ class Optimizer:
         """Apply one update; ``grads`` (matching ``params``) are used as scratch space."""
         self.steps += 1
         for i, (p, g) in enumerate(zip(self.groups, self._grouped(grads), strict=True)):
-            arrays = (p, g, *self._group_state(i))
-            if p.ndim == 1:
-                halves.run(functools.partial(self._update_slice, arrays), p.size)
-            else:
-                self.update(*arrays)
+            self.update(p, g, *self._group_state(i))
 
     def update(self, p: np.ndarray, g: np.ndarray, *state: np.ndarray) -> None:
         """The update rule, elementwise over ``p``, its gradient and its state arrays."""
         raise NotImplementedError
-
-    def _update_slice(self, arrays: tuple[np.ndarray, ...], lo: int, hi: int) -> None:
-        self.update(*(a[lo:hi] for a in arrays))
 
     def _group_state(self, i: int) -> tuple[np.ndarray, ...]:
         """Group ``i``'s state arrays (each shaped like its parameters) in ``update``'s order."""
