@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
+from bokeh.application import Application
+from bokeh.application.handlers.function import FunctionHandler
+from bokeh.server.server import Server
+from tornado.ioloop import IOLoop
 
 from protocol import ControlCommand, decode, encode_control
 from protocol.endpoints import free_tcp_port
@@ -24,6 +30,35 @@ from trainer.publisher import Publisher
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@contextlib.contextmanager
+def bokeh_app_server(app) -> Iterator[int]:
+    """A real Bokeh server for the function app ``app`` on its own thread and loop; its port."""
+    port = free_tcp_port()
+    ready = threading.Event()
+    box: dict = {}
+
+    def serve() -> None:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        server = Server(
+            {"/": Application(FunctionHandler(app))}, port=port, io_loop=IOLoop.current()
+        )
+        server.start()
+        box["server"] = server
+        ready.set()
+        server.io_loop.start()
+        server.stop()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10), "the Bokeh server did not start"
+    try:
+        yield port
+    finally:
+        loop = box["server"].io_loop
+        loop.add_callback(loop.stop)
+        thread.join(10)
 
 
 @pytest.fixture

@@ -11,22 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bokeh.application import Application
-from bokeh.application.handlers.function import FunctionHandler
 from bokeh.client import pull_session
 from bokeh.document import Document
 from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, Div
-from bokeh.server.server import Server
-from tornado.ioloop import IOLoop
 
-from protocol.endpoints import free_tcp_port
+from tests.conftest import bokeh_app_server
 from tests.test_dashboard import receive
 from viewer.batching import one_message
 
@@ -65,28 +60,8 @@ def batched_app(doc: Document) -> None:
 
 @pytest.fixture
 def server_port() -> Iterator[int]:
-    port = free_tcp_port()
-    ready = threading.Event()
-    box: dict = {}
-
-    def serve() -> None:
-        asyncio.set_event_loop(asyncio.new_event_loop())
-        server = Server(
-            {"/": Application(FunctionHandler(batched_app))}, port=port, io_loop=IOLoop.current()
-        )
-        server.start()
-        box["server"] = server
-        ready.set()
-        server.io_loop.start()
-        server.stop()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(10), "the Bokeh server did not start"
-    yield port
-    loop = box["server"].io_loop
-    loop.add_callback(loop.stop)
-    thread.join(10)
+    with bokeh_app_server(batched_app) as port:
+        yield port
 
 
 class Counting(Session):

@@ -11,20 +11,15 @@ import json
 import math
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bokeh.application import Application
-from bokeh.application.handlers.function import FunctionHandler
 from bokeh.document import Document
 from bokeh.models import ColumnDataSource
-from bokeh.server.server import Server
-from tornado.ioloop import IOLoop
 
-from protocol.endpoints import free_tcp_port
+from tests.conftest import bokeh_app_server
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -50,29 +45,8 @@ def streaming_app(doc: Document) -> None:
 
 @pytest.fixture
 def bokeh_server() -> Iterator[int]:
-    """A real Bokeh server on its own thread and event loop; yields its port."""
-    port = free_tcp_port()
-    ready = threading.Event()
-    box: dict = {}
-
-    def serve() -> None:
-        asyncio.set_event_loop(asyncio.new_event_loop())
-        server = Server(
-            {"/": Application(FunctionHandler(streaming_app))}, port=port, io_loop=IOLoop.current()
-        )
-        server.start()
-        box["server"] = server
-        ready.set()
-        server.io_loop.start()
-        server.stop()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(10), "the Bokeh server did not start"
-    yield port
-    loop = box["server"].io_loop
-    loop.add_callback(loop.stop)
-    thread.join(10)
+    with bokeh_app_server(streaming_app) as port:
+        yield port
 
 
 def test_client_follows_hundreds_of_updates(bokeh_server: int) -> None:
