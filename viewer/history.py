@@ -413,46 +413,50 @@ def evaluation_piece(e: Evaluation, names: list[str]) -> dict[str, Any]:
     }
 
 
+def tile_mosaic(
+    tiles: Sequence[np.ndarray] | np.ndarray, columns: int, across: int, down: int, below: int = 0
+) -> np.ndarray:
+    """28x28 tiles in rows of ``columns``, top row first, as one picture (not yet flipped).
+
+    ``across`` and ``down`` pixels separate neighbouring tiles, ``below`` pixels follow the
+    last row. Tile pixels are 1..255 (a 0 in a tile becomes 1); 0 marks a gap, which the
+    panels' colour mappers draw transparent, so the page shows between tiles.
+    """
+    rows = max(1, math.ceil(len(tiles) / columns))
+    columns = max(1, min(len(tiles), columns))
+    step_x, step_y = TILE + across, TILE + down
+    mosaic = np.zeros((rows * step_y - down + below, columns * step_x - across), np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        mosaic[r * step_y : r * step_y + TILE, c * step_x : c * step_x + TILE] = np.maximum(tile, 1)
+    return mosaic
+
+
 def gallery_mosaic(images: Sequence[np.ndarray] | np.ndarray) -> dict[str, list[Any]]:
     """The mistakes' images as one picture: one binary buffer a message instead of one each.
 
     Tile ``i`` sits where the ``misclassified`` row ``i`` says, its caption in the gap below
-    it (the last row's gap too, so the picture's bounds hold the captions). Pixels are 1..255
-    (a black pixel is 1, not 0); 0 marks a gap, drawn transparent.
+    it (the last row's gap too, so the picture's bounds hold the captions).
     """
     if len(images) == 0:
         return {"image": [], "x": [], "y": [], "dw": [], "dh": []}
-    rows = math.ceil(len(images) / GALLERY_COLUMNS)
-    columns = min(len(images), GALLERY_COLUMNS)
-    across, down = TILE + GALLERY_GAP, TILE + GALLERY_CAPTION
-    mosaic = np.zeros((rows * down, columns * across - GALLERY_GAP), np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, GALLERY_COLUMNS)
-        mosaic[r * down : r * down + TILE, c * across : c * across + TILE] = np.maximum(image, 1)
+    mosaic = tile_mosaic(
+        images, GALLERY_COLUMNS, GALLERY_GAP, GALLERY_CAPTION, below=GALLERY_CAPTION
+    )
     height, width = mosaic.shape
     return {
         "image": [np.flipud(mosaic)],
         "x": [0],
-        "y": [-(rows - 1) * down - GALLERY_CAPTION],
+        "y": [TILE - height],  # the top row's tile starts at y = 0, as its misclassified row says
         "dw": [width],
         "dh": [height],
     }
 
 
 def weights_piece(w: FirstLayerWeights) -> dict[str, Any]:
-    """The weight tiles as one mosaic with 1px gaps.
-
-    Pixels 1..255 carry the weight (128 is zero); 0 marks a gap, which the colour mapper draws
-    transparent, so the page background shows between tiles.
-    """
-    n = len(w.tiles)
-    columns = max(1, math.ceil(math.sqrt(n)))
-    rows = max(1, math.ceil(n / columns))
-    side = TILE + GAP
-    mosaic = np.zeros((rows * side - GAP, columns * side - GAP), np.uint8)
-    for i, tile in enumerate(w.tiles):
-        r, c = divmod(i, columns)
-        mosaic[r * side : r * side + TILE, c * side : c * side + TILE] = np.maximum(tile, 1)
+    """The weight tiles as one near-square mosaic with 1px gaps (128 is a zero weight)."""
+    columns = max(1, math.ceil(math.sqrt(len(w.tiles))))
+    mosaic = tile_mosaic(w.tiles, columns, GAP, GAP)
     height, width = mosaic.shape
     return {
         "weights": {
