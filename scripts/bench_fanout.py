@@ -224,16 +224,34 @@ def viewer_gc(port: int) -> dict[str, float]:
             text = reply.read().decode()
     except OSError:
         return {}
+    wanted = {
+        'mnist_live_viewer_gc_seconds_total{generation="2"}': "full_seconds",
+        'mnist_live_viewer_gc_collections_total{generation="2"}': "full_count",
+        "mnist_live_viewer_gc_longest_pause_seconds": "longest",
+    }
     figures: dict[str, float] = {}
     for line in text.splitlines():
         name, _, value = line.partition(" ")
-        if name == 'mnist_live_viewer_gc_seconds_total{generation="2"}':
-            figures["full_seconds"] = float(value)
-        elif name == 'mnist_live_viewer_gc_collections_total{generation="2"}':
-            figures["full_count"] = float(value)
-        elif name == "mnist_live_viewer_gc_longest_pause_seconds":
-            figures["longest"] = float(value)
+        if name in wanted:
+            figures[wanted[name]] = float(value)
     return figures
+
+
+def gc_during(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    """The viewer's full collections within the window, and its longest pause so far."""
+    if not {"full_count", "full_seconds", "longest"} <= after.keys():  # no /metrics, or older
+        return {
+            "viewer_full_gcs": None,
+            "viewer_full_gc_ms": None,
+            "viewer_gc_longest_pause_ms": None,
+        }
+    return {
+        "viewer_full_gcs": after["full_count"] - before.get("full_count", 0),
+        "viewer_full_gc_ms": round(
+            1000 * (after["full_seconds"] - before.get("full_seconds", 0)), 1
+        ),
+        "viewer_gc_longest_pause_ms": round(1000 * after["longest"], 1),
+    }
 
 
 async def wait_for_training(url: str, timeout: float) -> None:
@@ -335,11 +353,7 @@ async def attach(
         "client_loop_delay_p99_ms": ms(delay.delays, 99),
         "rss_open": rss_open,
         "rss_end": rss_end,
-        "full_gc_count": gc1.get("full_count", 0) - gc0.get("full_count", 0) if gc1 else None,
-        "full_gc_ms": 1000 * (gc1.get("full_seconds", 0) - gc0.get("full_seconds", 0))
-        if gc1
-        else None,
-        "gc_longest_pause_ms": 1000 * gc1["longest"] if "longest" in gc1 else None,
+        "gc": gc_during(gc0, gc1),
         **late,
     }
 
@@ -400,13 +414,7 @@ def summarise(result: dict, args: argparse.Namespace, rss_before: float) -> dict
         "server_rss_mb_end": round(result["rss_end"], 1),
         "memory_per_session_mb": round((result["rss_open"] - rss_before) / args.sessions, 3),
         "server_rss_growth_mb_during_run": round(result["rss_end"] - result["rss_open"], 1),
-        "viewer_full_gcs": result["full_gc_count"],
-        "viewer_full_gc_ms": round(result["full_gc_ms"], 1)
-        if result["full_gc_ms"] is not None
-        else None,
-        "viewer_gc_longest_pause_ms": round(result["gc_longest_pause_ms"], 1)
-        if result["gc_longest_pause_ms"] is not None
-        else None,
+        **result["gc"],
         "client_cpu_percent": round(result["client_cpu_percent"], 1),
         "client_loop_delay_p99_ms": result["client_loop_delay_p99_ms"],
         "trainer_cpu_percent": round(result["trainer_cpu_percent"], 1),

@@ -65,7 +65,6 @@ class Dashboard:
         self.header_due = 0.0
         self.header_status = ""
         self.pending_header: dict[str, str] | None = None
-        self.frames = self.updates = 0
 
         self.curves = Curves(self.look)
         presenter = controls.layout if controls is not None else None
@@ -116,7 +115,6 @@ class Dashboard:
 
     def tick(self, initial: bool = False) -> None:
         """Bring this session up to date, in one message; nearly free when nothing changed."""
-        self.frames += 1
         with one_message(self.doc):
             self._frame(initial)
 
@@ -141,7 +139,6 @@ class Dashboard:
                 self.lag_ms = max(0.0, now - changes.sent_at) * 1000
         self._show_header(now, force=fresh)
         if changes and not initial:
-            self.updates += 1
             stats.update_sent(None if fresh else max(0.0, now - changes.sent_at))
 
     def _switch(self, run: RunHistory | None) -> Changes | None:
