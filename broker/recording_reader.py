@@ -1,0 +1,133 @@
+"""Read a recording back, trusting nothing, and keep every whole message before any damage.
+
+A recording may come from anywhere, and one whose recorder was killed ends mid-chunk, so the
+reader walks the file record by record (mcap's :class:`StreamReader`) instead of trusting its
+index: chunk sizes are bounded before decompression, chunk CRCs are checked, and every message
+goes through :func:`protocol.decode` like one off the network. A message that fails is skipped
+and counted; the first damaged record ends the walk, and :attr:`RecordingReader.damage` says
+what was wrong. Everything read up to there has been yielded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcap.exceptions import EndOfFile, InvalidMagic, McapError
+from mcap.records import Channel, Chunk, Footer, Message, Metadata
+from mcap.stream_reader import StreamReader, breakup_chunk
+
+from broker.recording import to_frames
+from protocol import Envelope, ProtocolError, decode
+from protocol.errors import CommandError
+
+MAX_CHUNK_BYTES = 256 * 1024 * 1024
+"""Largest chunk (compressed or not) a reader will unpack; ours are about 1 MB."""
+
+
+class RecordingError(CommandError):
+    """The file is not a recording at all (a damaged one is read up to the damage instead)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """One message of a recording, validated, with the time it was logged (Unix seconds)."""
+
+    log_time: float
+    message: Envelope
+
+
+class RecordingReader:
+    """Iterate a recording with :meth:`messages`; afterwards the attributes describe the file.
+
+    ``whole`` is True when the file ends with its footer (the recorder closed it);
+    ``damage`` names the first damaged record, if any; ``invalid`` counts skipped messages
+    by reason; ``metadata`` holds the metadata records as ``(name, dict)`` in file order.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise RecordingError(
+                f"{self.path}: no such recording; give the path of a .mcap file "
+                "('mnist-live record' or 'mnist-live broker --record DIR' make them)"
+            )
+        self.size = self.path.stat().st_size
+        self.whole = False
+        self.damage: str | None = None
+        self.invalid: Counter[str] = Counter()
+        self.metadata: list[tuple[str, dict[str, str]]] = []
+        self.read = 0
+
+    def messages(self, kinds: Iterable[str] | None = None) -> Iterator[Recorded]:
+        """Every valid message in file order (only ``kinds``, if given)."""
+        wanted = frozenset(kinds) if kinds is not None else None
+        self.whole, self.damage, self.read = False, None, 0
+        self.invalid.clear()
+        self.metadata.clear()
+        topics: dict[int, str] = {}
+        with open(self.path, "rb") as stream:
+            records = StreamReader(
+                stream, emit_chunks=True, record_size_limit=MAX_CHUNK_BYTES
+            ).records
+            try:
+                first = next(records)
+            except (InvalidMagic, McapError, ValueError, EOFError) as exc:
+                raise RecordingError(
+                    f"{self.path} is not an MCAP recording ({type(exc).__name__}: {exc})"
+                ) from None
+            pending: Iterable[object] = [first]
+            while True:
+                try:
+                    for record in pending:
+                        yield from self._record(record, topics, wanted)
+                    pending = [next(records)]
+                except (StopIteration, EndOfFile):  # EndOfFile: the file stops before its footer
+                    return
+                except Exception as exc:  # whatever a damaged file makes the mcap reader raise
+                    self.damage = f"{type(exc).__name__}: {exc}".strip(": ")
+                    return
+
+    def _record(
+        self, record: object, topics: dict[int, str], wanted: frozenset[str] | None
+    ) -> Iterator[Recorded]:
+        match record:
+            case Chunk():
+                if max(record.uncompressed_size, len(record.data)) > MAX_CHUNK_BYTES:
+                    raise ValueError(f"a chunk of {record.uncompressed_size} bytes is too large")
+                for inner in breakup_chunk(record, validate_crc=True):
+                    yield from self._record(inner, topics, wanted)
+            case Channel():
+                topics[record.id] = record.topic
+            case Message():
+                kind = topics.get(record.channel_id)
+                if kind is None:
+                    self.invalid["unknown_channel"] += 1
+                    return
+                if wanted is not None and kind not in wanted:
+                    return
+                try:
+                    message = decode(to_frames(kind, record.data))
+                except ProtocolError as exc:
+                    self.invalid[exc.reason] += 1
+                    return
+                except Exception:  # e.g. RecursionError on absurdly nested JSON
+                    self.invalid["invalid"] += 1
+                    return
+                self.read += 1
+                yield Recorded(record.log_time / 1e9, message)
+            case Metadata():
+                self.metadata.append((record.name, dict(record.metadata)))
+            case Footer():
+                self.whole = True
+
+    def describe_damage(self) -> str:
+        """One line for the terminal about how the file ended."""
+        if self.whole:
+            return "whole"
+        if self.damage:
+            return f"damaged after {self.read} messages ({self.damage}); kept everything before it"
+        return f"not closed (the recorder stopped early); all {self.read} messages read"
