@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcap.exceptions import EndOfFile, InvalidMagic, McapError
+from mcap.exceptions import EndOfFile
 from mcap.records import Channel, Chunk, Footer, Message, Metadata
 from mcap.stream_reader import StreamReader, breakup_chunk
 
@@ -75,7 +75,7 @@ class RecordingReader:
             ).records
             try:
                 first = next(records)
-            except (InvalidMagic, McapError, ValueError, EOFError) as exc:
+            except Exception as exc:  # bad magic, too short, garbage: not ours to read
                 raise RecordingError(
                     f"{self.path} is not an MCAP recording ({type(exc).__name__}: {exc})"
                 ) from None

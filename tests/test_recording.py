@@ -1,0 +1,265 @@
+"""The recording format: round trip, self-description, durability and damage."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jsonschema
+import numpy as np
+import pytest
+from mcap.reader import make_reader
+
+from broker.recording import (
+    FLUSH_SECONDS,
+    RUN_METADATA,
+    RecordingWriter,
+    record_schema,
+    to_frames,
+    to_record,
+)
+from broker.recording_reader import RecordingError, RecordingReader
+from protocol import (
+    MESSAGE_TYPES,
+    Architecture,
+    DatasetInfo,
+    Envelope,
+    Evaluation,
+    FirstLayerWeights,
+    Hyperparameters,
+    ModelWeights,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+    SamplePrediction,
+    TrainingMetrics,
+    decode,
+    encode,
+)
+
+
+def small_run(run_id: str, metrics: int = 20, t0: float = 1_700_000_000.0) -> list[Envelope]:
+    """A run of every kind, a message every 10 ms from ``t0``, as a trainer would send it."""
+    rng = np.random.default_rng(0)
+    classes = [str(i) for i in range(10)]
+    architecture = Architecture(layer_sizes=[784, 4, 10], activation="relu")
+    out: list[Envelope] = []
+
+    def add(model: type[Envelope], **fields) -> None:
+        seq = len(out)
+        out.append(model(run_id=run_id, seq=seq, sent_at=t0 + seq * 0.01, **fields))
+
+    add(
+        RunStarted,
+        dataset=DatasetInfo(
+            name="synthetic", synthetic=True, train_size=100, test_size=20, class_names=classes
+        ),
+        architecture=architecture,
+        hyperparameters=Hyperparameters(
+            optimizer="sgd", learning_rate=0.1, batch_size=4, epochs=1, seed=0
+        ),
+        total_steps=metrics,
+    )
+    add(RunStatus, step=0, state="training")
+    for step in range(1, metrics + 1):
+        add(
+            TrainingMetrics, step=step, epoch=0, samples_seen=4 * step, loss=2.3 / step,
+            batch_accuracy=0.5, learning_rate=0.1, samples_per_second=1000.0,
+        )  # fmt: skip
+        if step % 5 == 0:
+            probabilities = rng.dirichlet(np.ones(10))
+            add(
+                SamplePrediction, step=step, index=step, label=step % 10,
+                image=rng.integers(0, 256, (28, 28), dtype=np.uint8),
+                probabilities=(probabilities / probabilities.sum()).tolist(),
+            )  # fmt: skip
+        if step % 10 == 0:
+            confusion = np.diag(np.full(10, 2))
+            confusion[0, 1] = 1
+            add(
+                Evaluation, step=step, epoch=0, accuracy=20 / 21, loss=0.5, examples=21,
+                per_class_accuracy=[2 / 3] + [1.0] * 9, confusion=confusion.tolist(),
+                misclassified_images=rng.integers(0, 256, (1, 28, 28), dtype=np.uint8),
+                misclassified_index=[3], misclassified_label=[0], misclassified_predicted=[1],
+            )  # fmt: skip
+            add(
+                FirstLayerWeights, step=step, epoch=0, units=[0, 1],
+                tiles=rng.integers(0, 256, (2, 28, 28), dtype=np.uint8), scale=0.1,
+            )  # fmt: skip
+            add(
+                ModelWeights, step=step, epoch=0, architecture=architecture,
+                parameters=rng.standard_normal(784 * 4 + 4 + 4 * 10 + 10).astype(np.float32),
+            )  # fmt: skip
+    add(RunFinished, status="completed", step=metrics, epoch=1, test_accuracy=0.9)
+    return out
+
+
+def write(path, messages: list[Envelope]) -> None:
+    writer = RecordingWriter(path, source="test")
+    for message in messages:
+        writer.write(message)
+    writer.close()
+
+
+def same(a: Envelope, b: Envelope) -> bool:
+    return encode(a) == encode(b)
+
+
+def test_every_kind_round_trips_exactly(tmp_path) -> None:
+    messages = small_run("r1")
+    assert {m.kind for m in messages} == set(MESSAGE_TYPES)
+    path = tmp_path / "run.mcap"
+    write(path, messages)
+    reader = RecordingReader(path)
+    back = list(reader.messages())
+    assert reader.whole and reader.damage is None and not reader.invalid
+    assert len(back) == len(messages)
+    assert all(same(r.message, m) for r, m in zip(back, messages, strict=True))
+    assert [r.log_time for r in back] == pytest.approx([m.sent_at for m in messages], abs=1e-6)
+    (run,) = [data for name, data in reader.metadata if name == RUN_METADATA]
+    assert run["run_id"] == "r1"
+    assert json.loads(run["architecture"])["layer_sizes"] == [784, 4, 10]
+    assert json.loads(run["hyperparameters"])["optimizer"] == "sgd"
+    assert "numpy" in json.loads(run["recorder_versions"])
+
+
+def test_mcaps_own_reader_reads_it_and_the_schemas_validate_every_message(tmp_path) -> None:
+    path = tmp_path / "run.mcap"
+    messages = small_run("r1")
+    write(path, messages)
+    seen = []
+    with open(path, "rb") as stream:
+        reader = make_reader(stream)
+        summary = reader.get_summary()
+        assert summary is not None and summary.statistics is not None
+        assert summary.statistics.message_count == len(messages)
+        assert {c.topic for c in summary.channels.values()} == set(MESSAGE_TYPES)
+        for schema, channel, record in reader.iter_messages(log_time_order=False):
+            assert schema is not None
+            assert (schema.encoding, channel.message_encoding) == ("jsonschema", "json")
+            payload = json.loads(record.data)
+            jsonschema.validate(payload, json.loads(schema.data))
+            seen.append((channel.topic, payload["seq"], record.sequence))
+    assert seen == [(m.kind, m.seq, m.seq) for m in messages]
+
+
+def test_the_schemas_refuse_what_the_models_refuse() -> None:
+    sample = small_run("r1")[7]
+    assert sample.kind == "sample"
+    payload = json.loads(to_record(encode(sample)))
+    schema = record_schema("sample")
+    jsonschema.validate(payload, schema)
+    for broken in (
+        {**payload, "label": -1},
+        {**payload, "surprise": 1},
+        {**payload, "image": {**payload["image"], "frame": 2}},
+        {k: v for k, v in payload.items() if k != "image"},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, schema)
+
+
+def test_arrays_are_stored_as_bytes_not_number_lists(tmp_path) -> None:
+    weights = next(m for m in small_run("r1") if m.kind == "model")
+    record = to_record(encode(weights))
+    raw = weights.parameters.nbytes
+    assert raw * 4 / 3 < len(record) < raw * 4 / 3 + 1000  # base64, not "[0.123, ...]"
+    assert encode(decode(to_frames("model", record))) == encode(weights)
+
+
+def test_a_recording_in_progress_is_on_disk_within_the_flush_interval(tmp_path) -> None:
+    path = tmp_path / "live.mcap"
+    messages = small_run("r1")
+    writer = RecordingWriter(path)
+    try:
+        for message in messages[:10]:
+            writer.write(message)
+        time.sleep(FLUSH_SECONDS * 1.2)
+        writer.tick()
+        reader = RecordingReader(path)
+        back = [r.message for r in reader.messages()]
+        assert len(back) == 10 and not reader.whole and reader.damage is None
+        assert "not closed" in reader.describe_damage()
+    finally:
+        writer.close()
+
+
+def test_a_cut_file_yields_every_whole_message_before_the_cut(tmp_path) -> None:
+    path = tmp_path / "run.mcap"
+    messages = small_run("r1", metrics=40)
+    writer = RecordingWriter(path)
+    ends = []
+    for message in messages:
+        writer.write(message)
+        writer.flush()  # a chunk per message, so every cut point lands somewhere new
+        ends.append(writer.size())
+    writer.close()
+    data = path.read_bytes()
+    cut_path = tmp_path / "cut.mcap"
+    for cut in range(ends[0] - 5, len(data), 997):
+        cut_path.write_bytes(data[:cut])
+        reader = RecordingReader(cut_path)
+        back = [r.message for r in reader.messages()]
+        whole = sum(1 for end in ends if end <= cut)
+        assert len(back) >= whole, f"cut at {cut}"
+        assert all(same(b, m) for b, m in zip(back, messages, strict=False))
+        assert reader.whole == (cut == len(data))
+
+
+def test_a_corrupt_chunk_ends_the_read_with_the_damage_named(tmp_path) -> None:
+    path = tmp_path / "run.mcap"
+    messages = small_run("r1", metrics=40)
+    writer = RecordingWriter(path)
+    for i, message in enumerate(messages):
+        writer.write(message)
+        if i == 20:
+            writer.flush()
+            middle = writer.size()
+    writer.close()
+    data = bytearray(path.read_bytes())
+    data[middle + 200] ^= 0xFF  # inside the second chunk's compressed data
+    path.write_bytes(bytes(data))
+    reader = RecordingReader(path)
+    back = list(reader.messages())
+    assert len(back) == 21
+    assert reader.damage and not reader.whole
+    assert "damaged after 21 messages" in reader.describe_damage()
+
+
+def test_a_message_that_breaks_the_contract_is_skipped_and_counted(tmp_path) -> None:
+    path = tmp_path / "run.mcap"
+    messages = small_run("r1")
+    writer = RecordingWriter(path)
+    for message in messages[:5]:
+        writer.write(message)
+    bad = json.loads(to_record(encode(messages[3])))
+    bad["loss"] = "high"
+    writer._writer.add_message(
+        channel_id=writer._channels["metrics"], log_time=0, publish_time=0,
+        data=json.dumps(bad).encode(),
+    )  # fmt: skip
+    for message in messages[5:]:
+        writer.write(message)
+    writer.close()
+    reader = RecordingReader(path)
+    back = list(reader.messages())
+    assert len(back) == len(messages)
+    assert reader.invalid == {"invalid": 1}
+
+
+@pytest.mark.parametrize("content", [b"", b"not an mcap file at all", b"\x89MCAP0\r\n"[:5]])
+def test_what_is_not_a_recording_gets_one_line(tmp_path, content: bytes) -> None:
+    path = tmp_path / "x.mcap"
+    path.write_bytes(content)
+    with pytest.raises(RecordingError, match="is not an MCAP recording"):
+        list(RecordingReader(path).messages())
+    with pytest.raises(RecordingError, match="no such recording"):
+        RecordingReader(tmp_path / "missing.mcap")
+
+
+def test_an_existing_file_is_never_overwritten(tmp_path) -> None:
+    path = tmp_path / "run.mcap"
+    path.write_bytes(b"precious")
+    with pytest.raises(FileExistsError):
+        RecordingWriter(path)
+    assert path.read_bytes() == b"precious"
