@@ -4,6 +4,11 @@
 every browser that opens the page gets the whole run so far, then live updates. The presenter
 opens the URL with the secret token (printed once at start-up) and gets Start, Pause, Resume,
 Stop, a pace slider and a full-screen QR code of the audience URL.
+
+With ``--replay run.mcap`` it serves a recorded run instead, with no broker or trainer: play,
+pause, a speed and a time slider that moves the whole page to any moment of the run. Served
+to this machine only (the default address) every page has those controls; served to a room,
+only the presenter's URL has them and every page follows it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ log = logging.getLogger("viewer")
 MAX_PROCS = 32
 TOKEN = re.compile(r"^[A-Za-z0-9_\-]{8,128}$")
 CHILD_STOP_TIMEOUT = 5.0
+LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
+"""Serving only this machine: one person at their own screen, who gets every control."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +55,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ENDPOINT",
         help="the broker's snapshot endpoint, for late-joiner history and presenter commands "
         "(default: --connect's port + 1)",
+    )
+    parser.add_argument(
+        "--replay",
+        default=None,
+        metavar="FILE",
+        help="play back this recording (.mcap) instead of subscribing to a broker",
+    )
+    parser.add_argument(
+        "--run",
+        dest="replay_run",
+        default=None,
+        metavar="ID",
+        help="with --replay: the recording's run to play (default: its first run)",
     )
     parser.add_argument("--port", type=int, default=5006, help="HTTP port of the page")
     parser.add_argument(
@@ -112,6 +132,8 @@ def settings_from(args: argparse.Namespace) -> ViewerSettings:
         raise CommandError(f"--frame-rate must be above 0 and at most 60, got {args.frame_rate:g}")
     if not 1 <= args.num_procs <= MAX_PROCS:
         raise CommandError(f"--num-procs must be 1..{MAX_PROCS}, got {args.num_procs}")
+    if args.replay_run is not None and args.replay is None:
+        raise CommandError("--run picks a run of a recording; give the recording with --replay")
     token = args.presenter_token
     if token is not None and not TOKEN.match(token):
         raise CommandError(
@@ -124,14 +146,25 @@ def settings_from(args: argparse.Namespace) -> ViewerSettings:
         theme=args.theme,
         large=args.large,
         frame_rate=args.frame_rate,
+        replay=os.path.abspath(args.replay) if args.replay else None,
+        replay_run=args.replay_run,
+        open_controls=args.address in LOCAL_ADDRESSES,
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from viewer import hub
+    from viewer import hub, replay_hub
     from viewer.server import lan_addresses, make_server, page_urls
 
     settings = settings_from(args)
+    if settings.replay:
+        _load_replay(settings.replay, settings.replay_run)
+        if args.num_procs > 1:
+            log.warning(
+                "each of the %d processes plays the recording on its own clock; the presenter's "
+                "controls move only the pages served by its process",
+                args.num_procs,
+            )
     urls = page_urls(args.address, args.port)
     lan = lan_addresses() if args.address in ("0.0.0.0", "") else []
     audience = f"http://{lan[0]}:{args.port}/" if lan else None
@@ -168,7 +201,27 @@ def run(args: argparse.Namespace) -> int:
     finally:
         server.stop()
         hub.stop()
+        replay_hub.stop()
     return 0
+
+
+def _load_replay(path: str, run_id: str | None) -> None:
+    """Read the recording before serving: a bad file is an error here, not in a page."""
+    from viewer.replay_hub import clock_text, preload
+
+    log.info("loading recording %s", path)
+    recording = preload(path, run_id)
+    run = recording.pick(run_id)
+    others = len(recording.runs) - 1
+    log.info(
+        "recording loaded in %.2f s: run %s, %d messages over %s (%s)%s",
+        recording.seconds,
+        run.run_id,
+        len(run.messages),
+        clock_text(run.duration),
+        recording.note,
+        f"; {others} other run(s) in the file, pick one with --run" if others else "",
+    )
 
 
 def _first_process() -> bool:

@@ -13,8 +13,9 @@ keeps no state in the hub: when it closes, Bokeh drops its callback and with it 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from bokeh.document import Document
 from bokeh.layouts import column, row
@@ -22,7 +23,6 @@ from bokeh.models import LayoutDOM
 
 from viewer.batching import one_message
 from viewer.history import Changes, Cursor, RunHistory
-from viewer.hub import Hub
 from viewer.panels.curves import Curves
 from viewer.panels.digit import Digit
 from viewer.panels.evaluation import EvaluationPanels
@@ -38,6 +38,20 @@ SESSION_REFRESH = 1.0
 """Seconds between header refreshes (unless the status changes): speed, ETA, viewers, lag."""
 
 
+class Runs(Protocol):
+    """What a session needs of its process's runs: the live :class:`viewer.hub.Hub`, or a
+    recording played back (:class:`viewer.replay_hub.ReplayHub`)."""
+
+    lock: threading.Lock
+
+    @property
+    def current(self) -> RunHistory | None: ...
+
+    def run(self, run_id: str | None) -> RunHistory | None: ...
+
+    def previous(self, run: RunHistory) -> RunHistory | None: ...
+
+
 class Controls:
     """What the dashboard needs of the presenter's controls (viewer.presenter)."""
 
@@ -50,12 +64,20 @@ class Dashboard:
     def __init__(
         self,
         doc: Document,
-        hub: Hub,
+        hub: Runs,
         settings: ViewerSettings,
         controls: Controls | Any | None = None,
         look: Look | None = None,
+        *,
+        live: bool = True,
+        static: bool = False,
     ) -> None:
+        """``live``: messages arrive as sent, so their age is this session's lag (a played-back
+        recording's are old). ``static``: a page saved once (``mnist-live export --html``), with
+        no frame tick and nothing that needs a server."""
         self.doc = doc
+        self.live = live and not static
+        self.static = static
         self.hub = hub
         self.controls = controls
         self.look = look or session_look(doc, settings)
@@ -68,7 +90,8 @@ class Dashboard:
 
         self.curves = Curves(self.look)
         presenter = controls.layout if controls is not None else None
-        self.header = Header(self.look, [self.curves.log_scale], presenter)
+        self.header = Header(self.look, [] if static else [self.curves.log_scale], presenter)
+        self.header.pin.visible = not static
         self.digit = Digit(self.look)
         self.evaluation = EvaluationPanels(self.look)
         self.weights = Weights(self.look)
@@ -101,7 +124,8 @@ class Dashboard:
             )
         )
         self.tick(initial=True)
-        doc.add_periodic_callback(self.tick, round(1000 / settings.frame_rate))
+        if not static:
+            doc.add_periodic_callback(self.tick, round(1000 / settings.frame_rate))
 
     # -- the frame --------------------------------------------------------------------------------
 
@@ -136,15 +160,17 @@ class Dashboard:
                 changes = run.changes(self.cursor)
             if changes:
                 self._apply(changes)
-                self.lag_ms = max(0.0, now - changes.sent_at) * 1000
+                if self.live:
+                    self.lag_ms = max(0.0, now - changes.sent_at) * 1000
         self._show_header(now, force=fresh)
         if changes and not initial:
-            stats.update_sent(None if fresh else max(0.0, now - changes.sent_at))
+            live = self.live and not fresh
+            stats.update_sent(max(0.0, now - changes.sent_at) if live else None)
 
     def _switch(self, run: RunHistory | None) -> Changes | None:
         """Show ``run`` whole, with the run before it as the faint overlay."""
         previous = self.hub.previous(run) if run is not None else None
-        if run is not None and self.run is not None:
+        if run is not None and self.run is not None and run.run_id != self.run.run_id:
             log.info("session switches from run %s to %s", self.run.run_id, run.run_id)
         self.run = run
         self.cursor = Cursor()
@@ -197,5 +223,7 @@ class Dashboard:
         )
 
     def _session_html(self) -> str:
+        if self.static:
+            return ""
         pinned = self.header.pin.active
         return Header.session_part(stats.sessions_open, self.lag_ms, pinned)

@@ -16,7 +16,7 @@ import functools
 import html
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +148,19 @@ class RunHistory:
 
     def apply(self, message: Envelope) -> None:
         """Fold one message in and refresh whatever it changes."""
+        self._fold(message)
+        self._put("header", {"html": self.header_html(), "status": self.status})
+
+    def apply_many(self, messages: Iterable[Envelope]) -> None:
+        """Fold messages in order, building the header once at the end (a replay's jump)."""
+        folded = False
+        for message in messages:
+            self._fold(message)
+            folded = True
+        if folded:
+            self._put("header", {"html": self.header_html(), "status": self.status})
+
+    def _fold(self, message: Envelope) -> None:
         self.messages += 1
         self.version += 1
         self.last_seq = max(self.last_seq, message.seq)
@@ -170,7 +183,6 @@ class RunHistory:
                 self.run_status = message
             case RunFinished():
                 self.finished = message
-        self._put("header", {"html": self.header_html(), "status": self.status})
 
     def _put(self, name: str, data: dict[str, Any]) -> None:
         piece = self.pieces[name]

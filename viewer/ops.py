@@ -19,7 +19,7 @@ from typing import Any
 
 from tornado.web import RequestHandler
 
-from viewer import hub
+from viewer import hub, replay_hub
 from viewer.stats import ViewerStats, stats
 
 RECEIVING_WITHIN = 10.0
@@ -27,7 +27,22 @@ RECEIVING_WITHIN = 10.0
 
 
 def hub_state() -> dict[str, Any]:
-    """The subscription's figures; a process whose hub has not started reports zeros."""
+    """The subscription's figures; a process whose hub has not started reports zeros.
+
+    Under ``view --replay`` there is no subscription: the playback thread stands in for it,
+    and what it has folded so far counts as received.
+    """
+    try:
+        playback = replay_hub.current()
+    except RuntimeError:
+        pass
+    else:
+        return {
+            "running": playback.alive,
+            "received": playback.folded,
+            "rejected": 0,
+            "last_message_age": None,
+        }
     try:
         current = hub.current()
     except RuntimeError:

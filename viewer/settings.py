@@ -28,6 +28,12 @@ class ViewerSettings:
     theme: Theme = "light"
     large: bool = False
     frame_rate: float = FRAME_RATE
+    replay: str | None = None
+    """A recording to play back instead of subscribing to a broker (``view --replay``)."""
+    replay_run: str | None = None
+    """The recording's run to play (default: its first)."""
+    open_controls: bool = False
+    """Every session gets the playback controls, not only the presenter's (this machine only)."""
 
     @property
     def snapshot_endpoint(self) -> str:
@@ -47,6 +53,9 @@ def app_parser() -> argparse.ArgumentParser:
     parser.add_argument("--theme", choices=THEMES, default="light")
     parser.add_argument("--large", action="store_true")
     parser.add_argument("--frame-rate", type=float, default=FRAME_RATE)
+    parser.add_argument("--replay", default=None)
+    parser.add_argument("--replay-run", default=None)
+    parser.add_argument("--open-controls", action="store_true")
     return parser
 
 
@@ -60,6 +69,9 @@ def parse_app_args(argv: list[str]) -> ViewerSettings:
         theme=args.theme,
         large=args.large,
         frame_rate=args.frame_rate,
+        replay=args.replay,
+        replay_run=args.replay_run,
+        open_controls=args.open_controls,
     )
 
 
@@ -76,6 +88,12 @@ def app_argv(settings: ViewerSettings) -> list[str]:
         argv += [f"--snapshot={settings.snapshot}"]
     if settings.large:
         argv.append("--large")
+    if settings.replay:
+        argv += [f"--replay={settings.replay}"]
+    if settings.replay_run:
+        argv += [f"--replay-run={settings.replay_run}"]
+    if settings.open_controls:
+        argv.append("--open-controls")
     return argv
 
 

@@ -1,5 +1,8 @@
 """Per-process state for the Bokeh server: settings, and the one subscription all sessions share.
 
+With ``--replay FILE`` the shared source is a recording played back on this process's clock
+(:mod:`viewer.replay_hub`) instead of the broker subscription.
+
 Works under ``mnist-live view`` and under plain ``bokeh serve viewer/app --args --connect
 tcp://127.0.0.1:5556``; the arguments arrive as ``sys.argv`` while Bokeh loads this module.
 This module's top level runs once, before any fork (``--num-procs``), so it only parses; the
@@ -13,7 +16,7 @@ import sys
 
 from tornado.ioloop import PeriodicCallback
 
-from viewer import batching, hub, presenter, settings
+from viewer import batching, hub, presenter, replay_hub, settings
 from viewer.gc_policy import FrozenSessions
 from viewer.stats import stats
 
@@ -28,7 +31,10 @@ GC_CHECK_MS = 5_000
 
 
 def on_server_loaded(server_context) -> None:
-    hub.start(_settings.connect, _settings.snapshot)
+    if _settings.replay:  # a recording played back: no broker
+        replay_hub.start(_settings.replay, _settings.replay_run)
+    else:
+        hub.start(_settings.connect, _settings.snapshot)
     batching.settle_id_setting()
     stats.watch_gc()
     # Everything loaded so far lives as long as the process: take it out of the collector's
@@ -47,6 +53,7 @@ def _keep_sessions_frozen() -> None:
 
 def on_server_unloaded(server_context) -> None:
     hub.stop()
+    replay_hub.stop()
 
 
 def on_session_created(session_context) -> None:

@@ -1,0 +1,445 @@
+"""``mnist-live view --replay``: a recording played back on a shared clock, scrubbed to any time."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bokeh.client import pull_session
+from bokeh.document import Document
+
+from broker.recording import RecordingWriter
+from protocol import Architecture, Envelope, ModelWeights
+from protocol.endpoints import free_tcp_port
+from tests.conftest import Programs, wait_until
+from tests.test_dashboard import SOURCES, header, receive, rows
+from tests.test_history import Feed
+from viewer.dashboard import Dashboard
+from viewer.history import RunHistory
+from viewer.panels.playback import PlaybackControls
+from viewer.replay_hub import ReplayHub, clock_text, load
+from viewer.settings import ViewerSettings
+
+START = 1_700_000_000.0
+RUN_SECONDS = 6.0
+TICK = 0.05
+
+
+def realistic_run(feed: Feed, seconds: float = RUN_SECONDS, start: float = START) -> list:
+    """Every kind of message at a trainer's cadences, each stamped with its send time."""
+    steps = round(seconds / TICK)
+    timed: list[tuple[float, Envelope]] = [
+        (0.0, feed.started(total_steps=steps, steps_per_epoch=steps // 2)),
+        (0.0, feed.status(0, "training")),
+    ]
+    paused = 0.0  # the trainer pauses half-way for half a second
+    for step in range(1, steps + 1):
+        t = step * TICK + paused
+        timed.append((t, feed.metrics(step, loss=3.0 / step, accuracy=min(1.0, step / steps))))
+        if step % 5 == 0:
+            timed.append((t, feed.sample(step, label=step % 10, predicted=(step // 5) % 10)))
+        if step % 10 == 0:
+            evaluation = feed.evaluation(step, mistakes=1 + step // 10 % 8)
+            per_class = [round(step / (steps + i + 1), 4) for i in range(10)]
+            update = {"accuracy": step / steps, "per_class_accuracy": per_class}
+            timed.append((t, evaluation.model_copy(update=update)))
+        if step % 20 == 0:
+            timed.append((t, feed.weights(step, tiles=16)))
+        if step % 40 == 0:
+            timed.append((t, model_message(feed, step)))
+        if step == steps // 2:
+            timed.append((t, feed.evaluation(step, split="test")))
+            timed.append((t, feed.status(step, "paused")))
+            paused = 0.5
+            timed.append((t + paused, feed.status(step, "training")))
+    timed.append((t + 0.01, feed.evaluation(steps, split="test")))
+    timed.append((t + 0.02, feed.finished(steps)))
+    return [m.model_copy(update={"sent_at": start + t}) for t, m in timed]
+
+
+def model_message(feed: Feed, step: int) -> ModelWeights:
+    architecture = Architecture(layer_sizes=[784, 8, 10], activation="relu")
+    size = 784 * 8 + 8 + 8 * 10 + 10
+    return ModelWeights(
+        **feed._next(),
+        step=step,
+        epoch=0,
+        architecture=architecture,
+        parameters=np.zeros(size, np.float32),
+    )
+
+
+def record(path: Path, *runs: list) -> Path:
+    writer = RecordingWriter(path, "test")
+    for messages in runs:
+        for message in messages:
+            writer.write(message)
+    writer.close()
+    return path
+
+
+def reference(messages: list, until: float) -> RunHistory:
+    """The plain fold, message by message, of everything sent up to ``until`` seconds in."""
+    history = RunHistory(messages[0].run_id)
+    history.replayed = True
+    for message in messages:
+        if message.sent_at - START <= until + 1e-9 and message.kind != "model":
+            history.apply(message)
+    return history
+
+
+def assert_same(history: RunHistory, expected: RunHistory) -> None:
+    for name, columns in expected.curves.items():
+        assert history.curves[name].data == columns.data, name
+    for name in ("sample", "weights", "evaluation"):
+        got, want = history.pieces[name].data, expected.pieces[name].data
+        assert bool(got) == bool(want), name
+        for part, columns in want.items():
+            for column, values in columns.items():
+                assert np.array_equal(np.asarray(got[part][column]), np.asarray(values)), (
+                    f"{name}.{part}.{column}"
+                )
+    assert history.pieces["header"].data == expected.pieces["header"].data
+    assert history.step == expected.step and history.status == expected.status
+
+
+@pytest.fixture
+def run_messages() -> list:
+    return realistic_run(Feed("run-replay"))
+
+
+@pytest.fixture
+def recording(tmp_path: Path, run_messages: list) -> Path:
+    return record(tmp_path / "run.mcap", run_messages)
+
+
+def test_loading_keeps_every_shown_message_in_order_and_leaves_models_out(
+    recording: Path, run_messages: list
+) -> None:
+    loaded = load(recording)
+    assert loaded.note == "whole" and list(loaded.runs) == ["run-replay"]
+    run = loaded.pick(None)
+    shown = [m for m in run_messages if m.kind != "model"]
+    assert [m.seq for m in run.messages] == [m.seq for m in shown]
+    assert run.duration == pytest.approx(shown[-1].sent_at - START)
+    assert run.offsets == sorted(run.offsets)
+
+
+@pytest.mark.parametrize("until", [0.0, 0.05, 1.0, 2.52, 3.0, 3.2, 3.5, 4.37, RUN_SECONDS, 99.0])
+def test_a_jump_holds_exactly_what_was_logged_up_to_that_moment(
+    recording: Path, run_messages: list, until: float
+) -> None:
+    hub = ReplayHub(load(recording).pick(None))
+    before = hub.current
+    hub.seek(until)
+    hub.advance()
+    assert hub.current is not before, "a jump gives sessions a new run to render whole"
+    expected = reference(run_messages, min(until, hub.duration))
+    assert_same(hub.current, expected)
+    metrics = sum(1 for m in run_messages if m.kind == "metrics" and m.sent_at - START <= until)
+    assert rows_of(hub.current, "loss") == metrics
+
+
+def rows_of(history: RunHistory, curve: str) -> int:
+    return len(history.curves[curve])
+
+
+def test_the_status_says_replay_until_the_run_ends(recording: Path) -> None:
+    hub = ReplayHub(load(recording).pick(None))
+    assert hub.current.status == "replay"
+    assert 'class="status replay"' in hub.current.pieces["header"].data["html"]
+    hub.seek(3.2)  # the trainer was paused then; the replay still says what it is
+    hub.advance()
+    assert hub.current.status == "replay"
+    hub.seek(hub.duration)
+    hub.advance()
+    assert hub.current.status == "finished"
+
+
+def test_playing_folds_messages_as_the_clock_passes_them_and_stops_at_the_end(
+    recording: Path, run_messages: list
+) -> None:
+    hub = ReplayHub(load(recording).pick(None))
+    hub.set_speed(4)
+    hub.play()
+    began = time.monotonic()
+    time.sleep(0.3)
+    hub.advance()
+    elapsed = time.monotonic() - began
+    playing, position, speed = hub.state()
+    assert playing and speed == 4
+    assert 0.3 * 4 <= position <= elapsed * 4 + 0.2, (position, elapsed)
+    folded = rows_of(hub.current, "loss")
+    assert 0 < folded < rows_of(reference(run_messages, RUN_SECONDS), "loss")
+    shown_at = hub.recorded.offsets[hub.current.messages - 1]
+    assert shown_at <= position
+
+    hub.set_speed(50)
+    same_run = hub.current
+    wait_until(lambda: hub.advance() or not hub.state()[0], 5, 0.02, message="the end")
+    assert hub.current is same_run, "playing forward folds into the run sessions hold"
+    playing, position, _ = hub.state()
+    assert not playing and position == hub.duration, "paused at the end"
+    assert_same(hub.current, reference(run_messages, hub.duration))
+
+    hub.play()  # from the end: again from the start
+    hub.advance()
+    assert hub.state()[1] < 1.0 and rows_of(hub.current, "loss") < 30
+    assert hub.current is not same_run
+
+
+def test_a_jump_within_a_long_run_is_well_under_a_second(tmp_path: Path) -> None:
+    """Ten minutes of a trainer's output at its default cadences (a 30-minute run: ~0.2 s)."""
+    seconds = 600
+    feed = Feed("run-long")
+    timed: list[tuple[float, Envelope]] = [(0.0, feed.started(total_steps=seconds * 20))]
+    for tick in range(seconds * 20):
+        t = tick / 20
+        timed.append((t, feed.metrics(tick + 1, loss=1.0 / (tick + 1))))
+        if tick % 5 == 0:
+            timed.append((t, feed.sample(tick + 1)))
+        if tick % 20 == 0:
+            timed += [(t, feed.evaluation(tick + 1, mistakes=8)), (t, feed.weights(tick, 64))]
+    path = record(
+        tmp_path / "long.mcap", [m.model_copy(update={"sent_at": START + t}) for t, m in timed]
+    )
+    hub = ReplayHub(load(path).pick(None))
+    hub.seek(hub.duration)
+    began = time.perf_counter()
+    hub.advance()
+    took = time.perf_counter() - began
+    print(f"jump to the end of {len(timed)} messages ({seconds} s of run): {took * 1000:.0f} ms")
+    assert rows_of(hub.current, "loss") == seconds * 20
+    assert took < 0.5
+
+
+# -- the controls, in a session's document ------------------------------------------------------
+
+
+def dashboard(hub: ReplayHub, allowed: bool) -> tuple[Document, Dashboard, PlaybackControls]:
+    doc = Document()
+    controls = PlaybackControls(hub, lambda: allowed, interactive=allowed)
+    return doc, Dashboard(doc, hub, ViewerSettings(), controls, live=False), controls
+
+
+def test_the_controls_scrub_the_whole_page_and_show_the_position(
+    recording: Path, run_messages: list
+) -> None:
+    hub = ReplayHub(load(recording).pick(None))
+    doc, dash, controls = dashboard(hub, allowed=True)
+    assert "replay" in header(doc) and rows(doc, "loss") == 0
+
+    controls._scrubbed("value_throttled", None, 2.5)
+    hub.advance()
+    dash.tick()
+    expected = reference(run_messages, 2.5)
+    assert rows(doc, "loss") == rows_of(expected, "loss") == 50
+    assert rows(doc, "accuracy") == rows_of(expected, "accuracy") == 5
+    sample = doc.get_model_by_name("sample").data  # type: ignore[union-attr]
+    assert sample["step"] == [50]
+    assert doc.get_model_by_name("weights").data["step"] == [40]  # type: ignore[union-attr]
+    mistakes = rows(doc, "misclassified")
+    assert mistakes == len(expected.pieces["evaluation"].data["misclassified"]["x"]) == 6
+    text = doc.get_model_by_name("playback_position").text  # type: ignore[union-attr]
+    assert f"0:02 / {clock_text(hub.duration)}" in text and "paused" in text
+    assert doc.get_model_by_name("position").value == 2.5  # type: ignore[union-attr]
+
+    controls.speed.active = 4  # 50x, as a click does
+    controls.play.active = True
+    assert hub.state()[:1] == (True,) and hub.speed == 50
+    time.sleep(0.06)
+    hub.advance()
+    dash.tick()
+    assert rows(doc, "loss") > 50 and controls.play.label == "Pause"
+
+
+def test_a_session_without_the_controls_cannot_move_the_clock(recording: Path) -> None:
+    hub = ReplayHub(load(recording).pick(None))
+    doc, _, controls = dashboard(hub, allowed=False)
+    for name in ("play", "speed", "position"):
+        assert doc.get_model_by_name(name) is None, f"{name} shown to the audience"
+    controls._play_changed("active", False, True)
+    controls._speed_changed("active", 0, 4)
+    controls._scrubbed("value_throttled", None, 3.0)
+    assert hub.state() == (False, 0.0, 1.0), "refused on the server"
+    assert "0:00 /" in doc.get_model_by_name("playback_position").text  # type: ignore[union-attr]
+
+
+# -- the real program ----------------------------------------------------------------------------
+
+
+def view(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "protocol.cli", "view", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda p: p / "missing.mcap", "no such recording"),
+        (
+            lambda p: (p / "junk.mcap").write_bytes(b"not mcap at all" * 10) and p / "junk.mcap",
+            "is not an MCAP recording",
+        ),
+    ],
+)
+def test_a_bad_file_is_a_one_line_error_before_serving(tmp_path: Path, make, words: str) -> None:
+    result = view("--replay", str(make(tmp_path)), "--port", str(free_tcp_port()))
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and words in errors[0], result.stderr
+    assert "Traceback" not in result.stderr and "dashboard at" not in result.stderr
+
+
+def test_an_unknown_run_is_a_one_line_error(recording: Path) -> None:
+    result = view("--replay", str(recording), "--run", "nope", "--port", str(free_tcp_port()))
+    assert result.returncode == 2 and "has no run 'nope'" in result.stderr
+    assert "it holds: run-replay" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_the_served_replay_says_replay_and_plays_to_a_full_page(
+    programs: Programs, tmp_path: Path, run_messages: list
+) -> None:
+    other = realistic_run(Feed("run-other"), seconds=1.0, start=START + 100)
+    path = record(tmp_path / "two.mcap", other, run_messages)
+    port = free_tcp_port()
+    viewer = programs.start(
+        "view", "--replay", str(path), "--run", "run-replay", "--port", str(port)
+    )
+    wait_until(lambda: "dashboard at" in programs.output(viewer), 30, message="the viewer")
+    log = programs.output(viewer)
+    assert re.search(r"recording loaded in \d+\.\d+ s: run run-replay", log), log
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as reply:
+        health = json.load(reply)
+    assert health["ok"] and health["hub"]["connected"], health
+    session = pull_session(url=f"http://127.0.0.1:{port}/")
+    try:
+        doc = session.document
+        assert "replay" in header(doc) and "run-replay" in header(doc)
+        doc.get_model_by_name("speed").active = 4  # type: ignore[union-attr]
+        doc.get_model_by_name("play").active = True  # type: ignore[union-attr]
+        wait_until(
+            lambda: receive([session], 0.3) or "finished" in header(session.document),
+            20,
+            message="the replay to reach the end",
+        )
+        doc = session.document
+        for name in SOURCES:
+            assert rows(doc, name) > 0, f"source {name!r} is empty"
+        assert rows(doc, "loss") == sum(1 for m in run_messages if m.kind == "metrics")
+        assert doc.get_model_by_name("play").active is False, "paused at the end"  # type: ignore[union-attr]
+        text = doc.get_model_by_name("playback_position").text  # type: ignore[union-attr]
+        assert "0:06 / 0:06" in text and "paused" in text, text
+    finally:
+        session.close()
+    assert programs.stop(viewer, signal.SIGTERM) == 0
+    assert "Traceback" not in programs.output(viewer)
+
+
+@pytest.mark.slow
+def test_in_a_room_only_the_presenter_gets_the_controls(
+    programs: Programs, recording: Path
+) -> None:
+    port = free_tcp_port()
+    token = "replay-presenter-token"
+    viewer = programs.start(
+        "view", "--replay", str(recording), "--port", str(port), "--address", "0.0.0.0",
+        "--presenter-token", token,
+    )  # fmt: skip
+    wait_until(lambda: "dashboard at" in programs.output(viewer), 30, message="the viewer")
+    url = f"http://127.0.0.1:{port}/"
+    audience = pull_session(url=url)
+    presenter = pull_session(url=url, arguments={"token": token})
+    try:
+        for name in ("play", "speed", "position"):
+            assert audience.document.get_model_by_name(name) is None, name
+            assert presenter.document.get_model_by_name(name) is not None, name
+        shown = audience.document.get_model_by_name("playback_position")
+        assert "paused" in shown.text  # type: ignore[union-attr]
+        presenter.document.get_model_by_name("play").active = True  # type: ignore[union-attr]
+        wait_until(
+            lambda: (
+                receive([audience, presenter], 0.3)
+                or "playing" in audience.document.get_model_by_name("playback_position").text
+            ),  # type: ignore[union-attr]
+            10,
+            message="the audience to follow the presenter's clock",
+        )
+        wait_until(
+            lambda: receive([audience], 0.3) or rows(audience.document, "loss") > 0,
+            10,
+            message="the audience's curves to grow",
+        )
+    finally:
+        audience.close()
+        presenter.close()
+
+
+STATUS_SHOWN = """
+const find = (root) => {
+  for (const element of root.querySelectorAll('.status')) return element;
+  for (const element of root.querySelectorAll('*')) {
+    if (element.shadowRoot) { const hit = find(element.shadowRoot); if (hit) return hit; }
+  }
+  return null;
+};
+const status = find(document);
+const doc = window.Bokeh && Bokeh.documents && Bokeh.documents[0];
+const loss = doc && doc.get_model_by_name('loss');
+const steps = loss ? (loss.data instanceof Map ? loss.data.get('step') : loss.data.step) : null;
+return {status: status ? status.innerText : null, loss: steps ? steps.length : -1};
+"""
+
+SCRUB = """
+const doc = Bokeh.documents[0];
+doc.get_model_by_name('position').value_throttled = arguments[0];
+"""
+
+
+@pytest.mark.browser
+def test_the_browser_shows_replay_plays_and_scrubs(
+    programs: Programs, recording: Path, run_messages: list, browser
+) -> None:
+    from tests.test_browser import FIND_BUTTON
+
+    port = free_tcp_port()
+    viewer = programs.start("view", "--replay", str(recording), "--port", str(port))
+    wait_until(lambda: "dashboard at" in programs.output(viewer), 30, message="the viewer")
+    browser.get(f"http://127.0.0.1:{port}/")
+    shown = wait_until(
+        lambda: (s := browser.execute_script(STATUS_SHOWN)) and s["status"] and s,
+        15,
+        message="the header's status",
+    )
+    assert shown["status"] == "REPLAY", shown
+    wait_until(lambda: browser.execute_script(FIND_BUTTON, "50x"), 10, message="50x").click()
+    browser.execute_script(FIND_BUTTON, "Play").click()
+    metrics = sum(1 for m in run_messages if m.kind == "metrics")
+    ended = wait_until(
+        lambda: (s := browser.execute_script(STATUS_SHOWN))["loss"] == metrics and s,
+        15,
+        message="the replay to play to the end",
+    )
+    assert ended["status"] == "FINISHED"
+    wait_until(lambda: browser.execute_script(FIND_BUTTON, "Play"), 5, message="paused at the end")
+    browser.execute_script(SCRUB, 1.0)
+    early = sum(1 for m in run_messages if m.kind == "metrics" and m.sent_at - START <= 1.0)
+    back = wait_until(
+        lambda: (s := browser.execute_script(STATUS_SHOWN))["loss"] == early and s,
+        10,
+        message="the page to go back to 0:01",
+    )
+    assert back["status"] == "REPLAY"

@@ -1,0 +1,318 @@
+"""A recording as files other tools open: CSV tables, or the dashboard as one standalone page.
+
+The CSV files hold one row per message of the kinds worth analysing, with a ``run_id`` column
+so one set of files covers every run of a recording. The HTML page is the dashboard itself,
+built by the same panels from a :class:`viewer.history.RunHistory` folded with the whole run,
+with Bokeh's JavaScript inlined and no callbacks: it opens from disk, without a server or a
+network. Outputs are written to a temporary name and renamed, so a failed export leaves
+nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from broker.recording_reader import RecordingReader
+from protocol import (
+    Evaluation,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+    TrainingMetrics,
+)
+from protocol.errors import CommandError
+from viewer.history import RunHistory
+from viewer.replay_hub import fold, load
+
+log = logging.getLogger("viewer.export")
+
+CSV_FILES = ("metrics.csv", "evaluations.csv", "runs.csv")
+METRIC_FIELDS = (
+    "step",
+    "epoch",
+    "samples_seen",
+    "loss",
+    "batch_accuracy",
+    "learning_rate",
+    "samples_per_second",
+)
+EVALUATION_FIELDS = ("step", "epoch", "split", "accuracy", "loss", "examples")
+RUN_FIELDS = (
+    "run_id",
+    "dataset",
+    "synthetic",
+    "train_size",
+    "validation_size",
+    "test_size",
+    "class_names",
+    "layer_sizes",
+    "activation",
+    "optimizer",
+    "learning_rate",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "batch_size",
+    "epochs",
+    "max_steps",
+    "seed",
+    "total_steps",
+    "steps_per_epoch",
+    "start_step",
+    "status",
+    "final_step",
+    "test_accuracy",
+    "messages",
+    "started_at",
+    "ended_at",
+    "message",
+)
+
+
+@dataclass
+class RunSummary:
+    """What runs.csv says about one run, gathered as its messages go by."""
+
+    run_id: str
+    started: RunStarted | None = None
+    finished: RunFinished | None = None
+    state: str | None = None
+    step: int = 0
+    messages: int = 0
+    first_at: float | None = None
+    last_at: float = 0.0
+
+    def see(self, message: Any) -> None:
+        self.messages += 1
+        self.first_at = message.sent_at if self.first_at is None else self.first_at
+        self.last_at = max(self.last_at, message.sent_at)
+        self.step = max(self.step, getattr(message, "step", 0))
+        match message:
+            case RunStarted():
+                self.started = message
+            case RunStatus():
+                self.state = message.state
+            case RunFinished():
+                self.finished = message
+
+    def row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"run_id": self.run_id, "messages": self.messages}
+        if started := self.started:
+            data, hp = started.dataset, started.hyperparameters
+            row |= {
+                "dataset": data.name,
+                "synthetic": data.synthetic,
+                "train_size": data.train_size,
+                "validation_size": data.validation_size,
+                "test_size": data.test_size,
+                "class_names": ";".join(data.class_names),
+                "layer_sizes": "-".join(map(str, started.architecture.layer_sizes)),
+                "activation": started.architecture.activation,
+                "total_steps": started.total_steps,
+                "steps_per_epoch": started.steps_per_epoch,
+                "start_step": started.start_step,
+                **{name: getattr(hp, name) for name in RUN_FIELDS if name in type(hp).model_fields},
+            }
+        finished = self.finished
+        row |= {
+            "status": finished.status if finished else f"unfinished ({self.state or 'waiting'})",
+            "final_step": finished.step if finished else self.step,
+            "test_accuracy": finished.test_accuracy if finished else None,
+            "message": finished.message if finished else "",
+            "started_at": self.first_at,
+            "ended_at": self.last_at,
+        }
+        return row
+
+
+@dataclass
+class Tables:
+    """The rows of the three CSV files, for the runs asked for."""
+
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    runs: dict[str, RunSummary] = field(default_factory=dict)
+    classes: int = 0
+
+
+def read_tables(reader: RecordingReader, run_id: str | None) -> Tables:
+    """One pass over the recording (pictures and parameters skipped: no column holds them)."""
+    tables = Tables()
+    kinds = ("run_started", "metrics", "evaluation", "status", "run_finished")
+    for recorded in reader.messages(kinds):
+        message = recorded.message
+        if run_id is not None and message.run_id != run_id:
+            continue
+        summary = tables.runs.setdefault(message.run_id, RunSummary(message.run_id))
+        summary.see(message)
+        start = summary.first_at or message.sent_at
+        common = {"run_id": message.run_id, "sent_at": message.sent_at}
+        common["elapsed"] = round(message.sent_at - start, 6)
+        match message:
+            case TrainingMetrics():
+                tables.metrics.append(common | {f: getattr(message, f) for f in METRIC_FIELDS})
+            case Evaluation():
+                row = common | {f: getattr(message, f) for f in EVALUATION_FIELDS}
+                for i, accuracy in enumerate(message.per_class_accuracy):
+                    row[class_column(i)] = accuracy
+                tables.classes = max(tables.classes, len(message.per_class_accuracy))
+                tables.evaluations.append(row)
+    return tables
+
+
+def class_column(i: int) -> str:
+    return f"class_{i}_accuracy"
+
+
+def csv_text(fields: Sequence[str], rows: Iterable[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return out.getvalue()
+
+
+def check_outputs(paths: Iterable[Path], force: bool) -> None:
+    """Refuse to overwrite unless told to: an export may sit next to work worth keeping."""
+    for path in paths:
+        if path.is_dir():
+            raise CommandError(f"{path} is a directory; give a file name")
+        if path.exists() and not force:
+            raise CommandError(f"{path} exists; pass --force to overwrite it")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def export_csv(
+    recording: str | Path, directory: str | Path, run_id: str | None, force: bool
+) -> Tables:
+    """Write metrics.csv, evaluations.csv and runs.csv into ``directory`` (made if missing)."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise CommandError(f"--csv {directory} is a file; give a directory")
+    targets = [directory / name for name in CSV_FILES]
+    check_outputs(targets, force)
+    reader = RecordingReader(recording)
+    tables = read_tables(reader, run_id)
+    _check_runs(reader, tables.runs, run_id)
+    warn_if_damaged(reader)
+    directory.mkdir(parents=True, exist_ok=True)
+    metric_fields = ("run_id", *METRIC_FIELDS, "sent_at", "elapsed")
+    evaluation_fields = (
+        "run_id",
+        *EVALUATION_FIELDS,
+        "sent_at",
+        "elapsed",
+        *(class_column(i) for i in range(tables.classes)),
+    )
+    texts = (
+        csv_text(metric_fields, tables.metrics),
+        csv_text(evaluation_fields, tables.evaluations),
+        csv_text(RUN_FIELDS, (summary.row() for summary in tables.runs.values())),
+    )
+    for target, text in zip(targets, texts, strict=True):
+        write_atomically(target, text)
+    return tables
+
+
+def _check_runs(reader: RecordingReader, runs: Iterable[str], run_id: str | None) -> None:
+    runs = list(runs)
+    if runs:
+        return
+    if run_id is not None:
+        raise CommandError(f"{reader.path} has no run {run_id!r}; 'mnist-live inspect' lists them")
+    raise CommandError(f"{reader.path} holds no run ({reader.describe_damage()})")
+
+
+def warn_if_damaged(reader: RecordingReader) -> None:
+    if reader.damage or reader.invalid or not reader.whole:
+        note = reader.describe_damage()
+        if reader.invalid:
+            note += f"; skipped invalid messages: {dict(reader.invalid)}"
+        log.warning("%s: %s; exporting what is whole", reader.path, note)
+
+
+class _OneRun:
+    """A finished fold posing as a hub, for a dashboard built once."""
+
+    def __init__(self, run: RunHistory) -> None:
+        self.lock = threading.Lock()
+        self._run = run
+
+    @property
+    def current(self) -> RunHistory:
+        return self._run
+
+    def run(self, run_id: str | None) -> RunHistory | None:
+        return self._run if run_id == self._run.run_id else None
+
+    def previous(self, run: RunHistory) -> RunHistory | None:
+        return None
+
+
+def page_html(history: RunHistory, theme: str = "light", large: bool = False) -> str:
+    """The dashboard of ``history`` as one HTML page with everything inlined."""
+    from bokeh.core.templates import get_env
+    from bokeh.document import Document
+    from bokeh.embed import file_html
+    from bokeh.resources import INLINE
+
+    from viewer.dashboard import Dashboard
+    from viewer.panels.looks import look
+    from viewer.server import APP_DIR
+    from viewer.settings import ViewerSettings
+
+    doc = Document()
+    settings = ViewerSettings(theme="dark" if theme == "dark" else "light", large=large)
+    Dashboard(doc, _OneRun(history), settings, look=look(settings.theme, large), static=True)
+    page = (APP_DIR / "templates" / "index.html").read_text()  # the served page's own look
+    page = re.sub(
+        r"{% block title %}.*?{% endblock %}", "{% block title %}{{ title }}{% endblock %}", page
+    )
+    template = get_env().from_string(page)
+    return file_html(
+        doc,
+        INLINE,
+        title=f"MNIST Live: run {history.run_id}",
+        template=template,
+        template_variables=dict(doc.template_variables),
+    )
+
+
+def export_html(
+    recording: str | Path,
+    out: str | Path,
+    run_id: str | None,
+    force: bool,
+    theme: str = "light",
+    large: bool = False,
+) -> RunHistory:
+    """Write the standalone page of one run (``run_id``, else the recording's first)."""
+    out = Path(out)
+    check_outputs([out], force)
+    if not out.parent.is_dir():
+        raise CommandError(f"--html {out}: no directory {out.parent}")
+    loaded = load(recording)
+    run = loaded.pick(run_id)
+    if loaded.note != "whole":
+        log.warning("%s: %s; exporting what is whole", recording, loaded.note)
+    history = fold(run, len(run.messages), replayed=False)
+    write_atomically(out, page_html(history, theme, large))
+    return history
