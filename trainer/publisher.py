@@ -9,6 +9,9 @@ commands that the broker relays upstream (:meth:`Publisher.poll_commands`).
 
 Nothing here blocks: sends use ``NOBLOCK`` (ZeroMQ queues them in its I/O thread and drops at
 the high-water mark), and a re-publish is spread over later calls, a few milliseconds each.
+A replay is the exception (``blocking=True``): it has nothing better to do than wait, and at
+full speed it must wait for the broker rather than drop, so its sends block at the high-water
+mark (``XPUB_NODROP``) for up to ``send_timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ class Publisher:
         *,
         linger_ms: int = 1000,
         history_bytes: int = HISTORY_BYTES,
+        blocking: bool = False,
+        send_timeout: float = 10.0,
+        send_hwm: int = SEND_HWM,
+        context: zmq.Context | None = None,
     ) -> None:
         self.run_id = run_id or new_run_id()
         self.endpoint = endpoint
@@ -57,12 +64,17 @@ class Publisher:
         self.republished = 0
         self.subscriptions = 0
         self.ignored: Counter[str] = Counter()
+        self.dropped = 0
+        self.blocking = blocking
         self._replay: deque[Held] = deque()
         self._commands: list[ControlCommand] = []
         self._ignore_log = RateLimitedLog(log, "ignored upstream frame")
-        self._context: zmq.Context = zmq.Context.instance()
+        self._context: zmq.Context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.XPUB)
-        self._socket.setsockopt(zmq.SNDHWM, SEND_HWM)
+        self._socket.setsockopt(zmq.SNDHWM, send_hwm)
+        if blocking:  # wait at the high-water mark instead of dropping, but not for ever
+            self._socket.setsockopt(zmq.XPUB_NODROP, 1)
+            self._socket.setsockopt(zmq.SNDTIMEO, max(1, int(send_timeout * 1000)))
         self._socket.setsockopt(zmq.XPUB_VERBOSE, 1)  # a restarted broker's subscribe too
         self._socket.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)  # upstream: subscriptions, commands
         self._socket.setsockopt(zmq.LINGER, linger_ms)
@@ -86,14 +98,42 @@ class Publisher:
         """Build, validate and send one message; returns it for the caller's own records."""
         message = model(run_id=self.run_id, seq=self.seq, **fields)
         self.seq += 1
+        self._send(message)
+        return message
+
+    def publish(self, message: Envelope, **changes: Any) -> Envelope:
+        """Send an already-built message as this run's next one (a replay's use).
+
+        The message is stamped with this run's id, the next sequence number and the time now,
+        and given ``changes`` (a replay's ``replayed=True``); every other field is sent as it
+        is, unvalidated again. Returns the stamped message.
+        """
+        stamped = message.model_copy(
+            update={**changes, "run_id": self.run_id, "seq": self.seq, "sent_at": time.time()}
+        )
+        self.seq += 1
+        self._send(stamped)
+        return stamped
+
+    def _send(self, message: Envelope) -> None:
         self._drain_upstream()
         frames = encode(message)
         self.history.add(message.seq, message.kind, frames)
         try:
-            self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            self._socket.send_multipart(
+                frames, flags=0 if self.blocking else zmq.NOBLOCK, copy=False
+            )
         except zmq.Again:
-            log.debug("send queue full; dropped %s %d", message.kind, message.seq)
-        return message
+            self.dropped += 1
+            if self.blocking:
+                log.warning(
+                    "the broker took no message for %.0f s; dropped %s %d",
+                    self._socket.getsockopt(zmq.SNDTIMEO) / 1000,
+                    message.kind,
+                    message.seq,
+                )
+            else:
+                log.debug("send queue full; dropped %s %d", message.kind, message.seq)
 
     def poll_commands(self) -> list[ControlCommand]:
         """Presenter commands received since the last call (never blocks).
@@ -149,6 +189,8 @@ class Publisher:
         if not replay:
             log.info("re-publish done (%d messages re-sent in all)", self.republished)
 
-    def close(self) -> None:
+    def close(self, linger_ms: int | None = None) -> None:
         """Close the socket, giving queued messages up to the linger time to leave."""
+        if linger_ms is not None:
+            self._socket.setsockopt(zmq.LINGER, linger_ms)
         self._socket.close()

@@ -1,0 +1,517 @@
+"""``mnist-live replay`` against a real broker: order, contents, timing, starting points, loops,
+several runs in one file, damaged files and the errors a user can make."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from broker.client import CloneClient
+from broker.forwarder import Forwarder
+from broker.history import LATEST_ONLY
+from broker.recording import RecordingWriter
+from broker.replay import Replay, parse_offset, parse_speed, replay_run_id
+from protocol import (
+    Architecture,
+    DatasetInfo,
+    Envelope,
+    Evaluation,
+    FirstLayerWeights,
+    Hyperparameters,
+    ModelWeights,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+    SamplePrediction,
+    TrainingMetrics,
+)
+from protocol.errors import CommandError
+from tests.conftest import wait_until
+from trainer.publisher import Publisher
+from viewer.history import weights_piece
+from viewer.hub import Hub
+
+START = 1_700_000_000.0
+TICK = 0.05
+LAYERS = [784, 4, 10]
+STAMP = ("run_id", "seq", "sent_at", "replayed")
+
+
+def make_run(run_id: str, seconds: float = 2.0, *, finished: bool = True) -> list[Envelope]:
+    """A realistic run: start, metrics every tick, samples, evaluations, weights, model,
+    status, and the finish; step 10 per tick, so the step says where in the run it is."""
+    seqs = itertools.count()
+
+    def envelope(t: float) -> dict[str, Any]:
+        return {"run_id": run_id, "seq": next(seqs), "sent_at": START + t}
+
+    ticks = round(seconds / TICK)
+    messages: list[Envelope] = [
+        RunStarted(
+            **envelope(0.0),
+            dataset=DatasetInfo(
+                name="synthetic",
+                synthetic=True,
+                train_size=800,
+                test_size=200,
+                class_names=[str(d) for d in range(10)],
+            ),
+            architecture=Architecture(layer_sizes=LAYERS, activation="relu"),
+            hyperparameters=Hyperparameters(
+                optimizer="sgd", learning_rate=0.1, batch_size=32, epochs=1, seed=0
+            ),
+            total_steps=ticks * 10,
+        )
+    ]
+    for i in range(1, ticks + 1):
+        t, step = i * TICK, i * 10
+        messages.append(
+            TrainingMetrics(
+                **envelope(t),
+                step=step,
+                epoch=0,
+                samples_seen=step * 32,
+                loss=2.0 / i,
+                batch_accuracy=i / ticks,
+                learning_rate=0.1,
+                samples_per_second=1000.0,
+            )
+        )
+        if i % 5 == 0:
+            probabilities = [0.01] * 10
+            probabilities[i % 10] = 0.91
+            messages.append(
+                SamplePrediction(
+                    **envelope(t),
+                    step=step,
+                    index=i,
+                    image=np.full((28, 28), i % 256, np.uint8),
+                    label=i % 10,
+                    probabilities=probabilities,
+                )
+            )
+        if i % 10 == 0:
+            messages.append(
+                Evaluation(
+                    **envelope(t),
+                    step=step,
+                    epoch=0,
+                    accuracy=i / ticks,
+                    loss=1.0 / i,
+                    examples=100,
+                    per_class_accuracy=[1.0] * 10,
+                    confusion=[[10 if r == c else 0 for c in range(10)] for r in range(10)],
+                    misclassified_images=np.full((2, 28, 28), i % 256, np.uint8),
+                    misclassified_index=[1, 2],
+                    misclassified_label=[3, 4],
+                    misclassified_predicted=[5, 6],
+                )
+            )
+        if i % 10 == 5:
+            messages.append(
+                FirstLayerWeights(
+                    **envelope(t),
+                    step=step,
+                    epoch=0,
+                    units=[0, 1, 2, 3],
+                    tiles=np.full((4, 28, 28), i % 256, np.uint8),
+                    scale=0.1,
+                )
+            )
+        if i % 20 == 0:
+            messages.append(
+                ModelWeights(
+                    **envelope(t),
+                    step=step,
+                    epoch=0,
+                    architecture=Architecture(layer_sizes=LAYERS, activation="relu"),
+                    parameters=np.full(784 * 4 + 4 + 4 * 10 + 10, i, np.float32),
+                )
+            )
+        if i % 15 == 0:
+            messages.append(RunStatus(**envelope(t), step=step, state="training"))
+    if finished:
+        messages.append(
+            RunFinished(**envelope(ticks * TICK), status="completed", step=ticks * 10, epoch=0)
+        )
+    return messages
+
+
+def write_recording(path: Path, *runs: list[Envelope]) -> Path:
+    writer = RecordingWriter(path, "tests")
+    for message in itertools.chain(*runs):
+        writer.write(message)
+    writer.close()
+    return path
+
+
+def same_contents(replayed: Envelope, original: Envelope) -> bool:
+    """Every field but the stamp equal (arrays by value)."""
+    a, b = dict(replayed), dict(original)
+    for name in STAMP:
+        a.pop(name), b.pop(name)
+    if a.keys() != b.keys():
+        return False
+    return all(
+        np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) else a[k] == b[k] for k in a
+    )
+
+
+@pytest.fixture
+def broker(endpoint):
+    """A real broker on its own thread."""
+    forwarder = Forwarder(endpoint(), endpoint(), endpoint())
+    stop = threading.Event()
+    thread = threading.Thread(target=forwarder.run, args=(stop, 10))
+    thread.start()
+    yield forwarder
+    stop.set()
+    thread.join(5)
+    forwarder.close()
+
+
+@pytest.fixture
+def client(broker):
+    client = CloneClient(broker.endpoints[1], broker.snapshot_endpoint)
+    client.start()
+    yield client
+    client.close()
+
+
+def receive(client: CloneClient, count: int, timeout: float = 10.0) -> list[Envelope]:
+    messages: list[Envelope] = []
+    deadline = time.monotonic() + timeout
+    while len(messages) < count and time.monotonic() < deadline:
+        messages.extend(client.poll(0.05))
+    assert len(messages) >= count, f"got {len(messages)} of {count}; {client.counts}"
+    return messages
+
+
+def by_run(messages: list[Envelope]) -> dict[str, list[Envelope]]:
+    runs: dict[str, list[Envelope]] = {}
+    for message in messages:
+        runs.setdefault(message.run_id, []).append(message)
+    return runs
+
+
+def test_replay_at_max_speed_sends_the_same_messages_in_the_same_order(
+    tmp_path, broker, client
+) -> None:
+    original = make_run("20250101-120000-abcdef", seconds=3.0)
+    path = write_recording(tmp_path / "run.mcap", original)
+    replay = Replay(path, broker.endpoints[0], speed=math.inf, progress=False)
+    began = time.monotonic()
+    assert replay.run() == len(original)
+    assert time.monotonic() - began < 3.0  # far faster than the 3 s the run took
+    received = receive(client, len(original))
+    assert len(received) == len(original)
+    [run_id] = replay.run_ids
+    assert run_id.startswith("20250101-120000-abcdef-replay-") and len(run_id) <= 200
+    assert {m.run_id for m in received} == {run_id}
+    assert [m.seq for m in received] == list(range(len(original)))
+    assert all(m.replayed for m in received)
+    assert [m.kind for m in received] == [m.kind for m in original]
+    assert all(same_contents(r, o) for r, o in zip(received, original, strict=True))
+    assert all(abs(m.sent_at - time.time()) < 30 for m in received)  # stamped now, not then
+    assert broker.stats.dropped.total() == 0
+
+
+@pytest.mark.slow
+def test_speed_4_takes_a_quarter_of_the_original_time(tmp_path, broker, client) -> None:
+    original = make_run("four-seconds", seconds=4.0)
+    duration = original[-1].sent_at - original[0].sent_at
+    path = write_recording(tmp_path / "run.mcap", original)
+    Replay(path, broker.endpoints[0], speed=4, progress=False).run()
+    received = receive(client, len(original))
+    took = received[-1].sent_at - received[0].sent_at
+    assert duration / 4 * 0.9 < took < duration / 4 * 1.1, (duration, took)
+    # the pacing holds all along, not only on average: each message at its scaled time
+    lag = [
+        (r.sent_at - received[0].sent_at) - (o.sent_at - original[0].sent_at) / 4
+        for r, o in zip(received, original, strict=True)
+    ]
+    assert max(map(abs, lag)) < 0.05, max(lag, key=abs)
+
+
+def test_from_step_sends_the_page_as_it_was_at_that_step_first(tmp_path, broker, client) -> None:
+    original = make_run("from-step", seconds=3.0)
+    path = write_recording(tmp_path / "run.mcap", original)
+    from_step = 450
+    point = next(i for i, m in enumerate(original) if getattr(m, "step", -1) >= from_step)
+    before = original[:point]
+    latest = {m.kind: m for m in before if m.kind in LATEST_ONLY}
+    indexed = [
+        m
+        for m in before
+        if m.kind not in LATEST_ONLY or (latest[m.kind] is m and m.kind != "model")
+    ]
+    expected = [*indexed, latest["model"]]  # the last model goes out at the catch-up's end
+    assert len(expected) < len(before)  # the run has superseded pictures to leave out
+    assert sum(m.kind == "model" for m in before) > 1
+
+    replay = Replay(path, broker.endpoints[0], speed=math.inf, from_step=from_step, progress=False)
+    assert replay.plan.catch_up == len(indexed)
+    replay.run()
+    received = receive(client, len(expected) + 1)
+    assert [m.seq for m in received] == list(range(len(received)))
+    catch_up, first_timed = received[: len(expected)], received[len(expected)]
+    assert all(same_contents(r, o) for r, o in zip(catch_up, expected, strict=True))
+    assert same_contents(first_timed, original[point])
+
+    hub = Hub(broker.endpoints[1], broker.snapshot_endpoint)  # folded by hand, not started
+    for message in catch_up:
+        hub.apply(message)
+    page = hub.current
+    assert page is not None and page.run_id == replay.run_ids[0]
+    assert page.metrics["step"] == [m.step for m in before if isinstance(m, TrainingMetrics)]
+    assert page.curves["accuracy"].data["step"] == [
+        m.step for m in before if isinstance(m, Evaluation)
+    ]
+    assert page.sample is not None and same_contents(page.sample, latest["sample"])
+    assert page.pieces["weights"].version == 1  # one mosaic, the last one before the step
+    shown, last = page.pieces["weights"].data["weights"], weights_piece(latest["weights"])
+    assert shown["step"] == last["weights"]["step"]
+    assert np.array_equal(shown["image"][0], last["weights"]["image"][0])
+    assert page.status == "replay"
+    assert page.step < from_step
+
+
+def test_from_time_picks_the_first_message_at_that_time(tmp_path) -> None:
+    original = make_run("from-time", seconds=3.0)
+    path = write_recording(tmp_path / "run.mcap", original)
+    replay = Replay(path, "tcp://127.0.0.1:9", from_seconds=1.5, progress=False)
+    point = next(m for m in original if m.sent_at >= START + 1.5)
+    assert replay.plan.point_seq == point.seq
+    assert replay.plan.point_time == point.sent_at
+    assert math.isclose(replay.plan.timed_duration, original[-1].sent_at - point.sent_at)
+    from_zero = Replay(path, "tcp://127.0.0.1:9", from_step=0, progress=False).plan
+    assert from_zero.point_seq == 1 and from_zero.catch_up == 1  # run_started, then step 0+
+
+
+def test_run_picks_one_run_of_several_and_the_default_is_the_longest(
+    tmp_path, broker, client
+) -> None:
+    short, long = make_run("short-run", seconds=0.5), make_run("long-run", seconds=1.0)
+    path = write_recording(tmp_path / "two.mcap", short, long)
+    assert Replay(path, broker.endpoints[0]).original.run_id == "long-run"
+    replay = Replay(path, broker.endpoints[0], speed=math.inf, run_id="short-run", progress=False)
+    replay.run()
+    received = receive(client, len(short))
+    assert replay.run_ids[0].startswith("short-run-replay-")
+    assert all(same_contents(r, o) for r, o in zip(received, short, strict=True))
+
+
+def test_out_of_order_and_duplicate_seqs_go_out_once_in_seq_order(tmp_path, broker, client) -> None:
+    original = make_run("shuffled", seconds=1.0)
+    shuffled = original[:10] + original[14:18] + original[10:14] + original[5:8] + original[18:]
+    path = write_recording(tmp_path / "run.mcap", shuffled)
+    Replay(path, broker.endpoints[0], speed=math.inf, progress=False).run()
+    received = receive(client, len(original))
+    assert [m.kind for m in received] == [m.kind for m in original]
+    assert all(same_contents(r, o) for r, o in zip(received, original, strict=True))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+def test_a_damaged_recording_replays_every_whole_message_before_the_damage(
+    tmp_path, broker, client, caplog, damage
+) -> None:
+    original = make_run("killed", seconds=2.0)
+    half = len(original) // 2
+    writer = RecordingWriter(tmp_path / "whole.mcap", "tests")
+    for message in original[:half]:
+        writer.write(message)
+    writer.flush()
+    kept = writer.size()
+    for message in original[half:]:
+        writer.write(message)
+    writer.close()
+    damaged = tmp_path / "damaged.mcap"
+    data = bytearray((tmp_path / "whole.mcap").read_bytes())
+    if damage == "truncated":  # as a recorder killed mid-chunk leaves it
+        data = data[: kept + 100]
+    else:  # garbage in the middle of the next chunk
+        data[kept + 100 : kept + 400] = bytes(300)
+    damaged.write_bytes(bytes(data))
+
+    caplog.set_level(logging.INFO, logger="broker.replay")
+    replay = Replay(damaged, broker.endpoints[0], speed=math.inf, progress=False)
+    assert replay.run() == half
+    received = receive(client, half)
+    assert all(same_contents(r, o) for r, o in zip(received, original[:half], strict=True))
+    warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        f"damaged after {half} messages" in w or f"all {half} messages" in w for w in warnings
+    )
+    assert any("ends without one" in r.message for r in caplog.records)  # no run_finished
+
+
+def test_without_a_broker_it_gives_up_after_the_wait(tmp_path, endpoint) -> None:
+    path = write_recording(tmp_path / "run.mcap", make_run("lonely", seconds=0.2))
+    replay = Replay(path, endpoint(), wait_for_broker=0.3, progress=False)
+    with pytest.raises(CommandError, match="no broker subscribed"):
+        replay.run()
+
+
+def test_speed_and_offset_parsing() -> None:
+    assert parse_speed("max") == math.inf and parse_speed("4") == 4 and parse_speed("0.5x") == 0.5
+    assert parse_offset("90") == 90 and parse_offset("1:30") == 90
+    assert parse_offset("1:02:03.5") == 3723.5
+    for bad in ("0", "-2", "nan", "inf", "fast"):
+        with pytest.raises(CommandError, match="--speed"):
+            parse_speed(bad)
+    for bad in ("-1", "1:75", "1:60:00", "soon", "1::2"):
+        with pytest.raises(CommandError, match="--from"):
+            parse_offset(bad)
+    long_id = "x" * 200
+    assert len(replay_run_id(long_id)) == 200 and replay_run_id("a") != replay_run_id("a")
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "protocol.cli", "replay", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["run.mcap", "--run", "nope"], "no run 'nope'; its runs: one-run ("),
+        (["run.mcap", "--speed", "0"], "--speed must be a positive number"),
+        (["run.mcap", "--speed", "fast"], "--speed must be a positive number"),
+        (["run.mcap", "--from", "1:99"], "seconds must be below 60"),
+        (["run.mcap", "--from", "later"], "--from must be a time"),
+        (["run.mcap", "--from", "9:00"], "is past the end of run one-run"),
+        (["run.mcap", "--from-step", "99999"], "--from-step 99999 is past the end"),
+        (["run.mcap", "--from-step", "x"], "--from-step must be a step number"),
+        (["run.mcap", "--from", "1", "--from-step", "2"], "not both"),
+        (["missing.mcap"], "no such recording"),
+        (["notes.txt"], "is not an MCAP recording"),
+        (["run.mcap", "--connect", "nowhere"], "is not a ZeroMQ endpoint"),
+    ],
+)
+def test_user_errors_are_one_line(tmp_path, args, complaint) -> None:
+    write_recording(tmp_path / "run.mcap", make_run("one-run", seconds=0.5))
+    (tmp_path / "notes.txt").write_text("not a recording\n")
+    done = run_cli(*args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert complaint in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_loop_replays_again_as_a_new_run_until_stopped(tmp_path, broker, client, programs) -> None:
+    original = make_run("looped", seconds=0.5)
+    write_recording(tmp_path / "run.mcap", original)
+    process = programs.start(
+        "replay", "run.mcap", "--connect", broker.endpoints[0], "--speed", "2", "--loop"
+    )
+    received: list[Envelope] = []
+
+    def passes() -> int:
+        received.extend(client.poll(0.05))
+        finished = [m for m in received if m.kind == "run_finished"]
+        return len(finished) >= 2
+
+    wait_until(passes, 20, message="two passes")
+    assert programs.stop(process, signal.SIGTERM) == 0
+    runs = by_run(received)
+    assert len(runs) >= 2 and all(r.startswith("looped-replay-") for r in runs)
+    for messages in list(runs.values())[:2]:
+        assert all(same_contents(r, o) for r, o in zip(messages, original, strict=True))
+    output = programs.output(process)
+    assert "replaying run.mcap: run looped" in output and "replay stopped" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_a_real_trainer_run_replays_whole(tmp_path, broker, client, programs) -> None:
+    """Record a real synthetic run (through this broker), then replay it at full speed."""
+    train = programs.start(
+        "train",
+        "--dataset",
+        "synthetic",
+        "--max-steps",
+        "60",
+        "--hidden",
+        "32",
+        "--quiet",
+        "--connect",
+        broker.endpoints[0],
+    )
+    live: list[Envelope] = []
+    wait_until(
+        lambda: live.extend(client.poll(0.05)) or any(m.kind == "run_finished" for m in live),
+        60,
+        message="the trainer's run",
+    )
+    assert train.wait(30) == 0
+    path = write_recording(tmp_path / "trained.mcap", live)
+    replay = Replay(path, broker.endpoints[0], speed=math.inf, progress=False)
+    replay.run()
+    received = [m for m in receive(client, len(live)) if m.run_id == replay.run_ids[0]]
+    assert [m.kind for m in received] == [m.kind for m in live]
+    assert all(same_contents(r, o) for r, o in zip(received, live, strict=True))
+    assert replay.damage is None
+
+
+@pytest.mark.parametrize("blocking", [True, False])
+def test_a_blocking_publisher_waits_at_the_high_water_mark_where_a_trainer_drops(
+    endpoint, blocking
+) -> None:
+    address = endpoint()
+    receiver = zmq.Context.instance().socket(zmq.XSUB)
+    receiver.setsockopt(zmq.RCVHWM, 10)
+    receiver.setsockopt(zmq.RCVBUF, 8192)
+    receiver.setsockopt(zmq.LINGER, 0)
+    receiver.bind(address)
+    receiver.send(b"\x01")
+    publisher = Publisher(address, "hwm", blocking=blocking, send_timeout=5, send_hwm=10)
+    wait_until(
+        lambda: receiver.poll(0) or publisher.wait_for_subscriber(0.05), 5, message="subscribed"
+    )
+    big = next(m for m in make_run("hwm", seconds=0.5) if isinstance(m, Evaluation))  # ~5 KB
+    count = 2000
+    received: list[list[bytes]] = []
+
+    sent = threading.Event()
+
+    def read_slowly() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if receiver.poll(300):
+                received.append(receiver.recv_multipart())
+                if len(received) % 100 == 0:
+                    time.sleep(0.01)
+            elif sent.is_set():
+                return
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    try:
+        for _ in range(count):
+            publisher.publish(big)
+        sent.set()
+        reader.join(30)
+    finally:
+        publisher.close(0)
+        receiver.close()
+    if blocking:
+        assert publisher.dropped == 0 and len(received) == count
+    else:  # a trainer's XPUB drops silently at the mark: it never waits
+        assert len(received) < count
