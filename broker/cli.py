@@ -3,7 +3,9 @@
 ``mnist-live broker`` binds three endpoints: publishers (trainer, replay) connect to ``--in``,
 subscribers (viewers, recorders) to ``--out`` for the live stream and to ``--snapshot`` for the
 history of a run so far (and the broker's figures, and presenter commands). Invalid messages
-are dropped and counted, never forwarded. The wire protocol is described in docs/protocol.md.
+are dropped and counted, never forwarded. With ``--record DIR`` every run is also written to
+``DIR/<run_id>.mcap`` (see ``mnist-live inspect``, ``replay``). The wire protocol is described
+in docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -63,6 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="runs whose history is held; older ones are retired",
     )
+    parser.add_argument(
+        "--record",
+        default=None,
+        metavar="DIR",
+        help="also write every run to DIR/<run_id>.mcap (created if missing; never "
+        "overwrites: a second file of the same run gets a -1 suffix); forwarding never waits "
+        "for the disk",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--history-mb must be positive, got {args.history_mb}")
     if args.runs_kept < 1:
         raise CommandError(f"--runs-kept must be at least 1, got {args.runs_kept}")
+    recorder = None
+    if args.record is not None:
+        from broker.recorder import RunRecorder, prepare_directory
+
+        prepare_directory(args.record)  # a one-line error before anything is bound
     try:
         forwarder = Forwarder(
             args.in_endpoint,
@@ -97,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
             f"cannot bind {args.in_endpoint} / {args.out_endpoint} / {snapshot}: {exc}; "
             "is another broker running? choose other ports with --in/--out/--snapshot"
         ) from None
+    if args.record is not None:
+        recorder = forwarder.recorder = RunRecorder(args.record, source=forwarder.endpoints[0])
     log.info(
         "broker up: publishers -> %s, subscribers <- %s, snapshots/status/control at %s",
         *forwarder.endpoints,
@@ -114,4 +131,17 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         forwarder.close()
+        if recorder is not None:
+            from broker.recorder import signals_ignored
+
+            with signals_ignored():
+                recorder.close()
+            figures = recorder.stats()
+            log.info(
+                "recording closed: %d file(s), %d messages written, %d dropped%s",
+                figures["files"],
+                figures["messages_written"],
+                figures["dropped"],
+                f", stopped by {figures['error']}" if figures["error"] else "",
+            )
     return 0

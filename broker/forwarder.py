@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -28,6 +28,9 @@ from broker.ratelog import RateLimitedLog
 from broker.snapshot import MAX_REQUEST_BYTES, REPLY_HWM, SnapshotService
 from protocol import MAX_MESSAGE_BYTES, ProtocolError, decode
 from protocol.endpoints import snapshot_endpoint_for
+
+if TYPE_CHECKING:
+    from broker.recorder import RunRecorder
 
 log = logging.getLogger("broker")
 
@@ -70,8 +73,10 @@ class Forwarder:
         runs_kept: int = RUNS_KEPT,
         subscriber_hwm: int = SUBSCRIBER_HWM,
         context: zmq.Context | None = None,
+        recorder: RunRecorder | None = None,
     ) -> None:
         self.max_message_bytes = max_message_bytes
+        self.recorder = recorder
         self.stats = Stats()
         self.history = History(history_bytes, runs_kept)
         self.broker_id = secrets.token_hex(4)
@@ -126,6 +131,8 @@ class Forwarder:
         for i, frame in enumerate(frames):  # send_multipart minus its per-call overhead
             send(frame, _MORE if i < last else _LAST)
         self.stats.accepted[kind] += 1
+        if self.recorder is not None:  # hands over what is at hand; the recording process writes
+            self.recorder.submit(message, frames)
 
     def _drop(self, reason: str, detail: str) -> None:
         self.stats.dropped[reason] += 1
@@ -140,6 +147,8 @@ class Forwarder:
             ready = dict(poller.poll(1 if self.service.busy else poll_ms))
             if self.frontend in ready:
                 self._drain_frontend()
+                if self.recorder is not None:
+                    self.recorder.flush()  # what this round accepted, to the recording's writer
             if self.backend in ready:
                 self._drain_subscriptions()
             if self.router in ready:
@@ -196,6 +205,7 @@ class Forwarder:
             "bytes_held": self.history.held_bytes,
             "requests": dict(self.service.counts),
             "replies_in_progress": len(self.service.pending),
+            "recording": self.recorder.stats() if self.recorder is not None else None,
         }
 
     def close(self) -> None:

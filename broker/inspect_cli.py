@@ -1,15 +1,200 @@
-"""Placeholder while this subcommand is being built (issue 6)."""
+"""Summarise a recording: its runs, message kinds and counts, duration, size, and damage.
+
+``mnist-live inspect run.mcap`` reads the file message by message, validating each like one
+off the network, so it also answers "is this file whole?": a recording closed by its recorder
+ends with its footer; one whose recorder was killed is "not closed"; a damaged one is read up
+to the damage, and everything before it is summarised. ``--json`` prints one JSON object.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from protocol.errors import CommandError
+from protocol import Envelope, RunFinished, RunStarted
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("file", metavar="FILE.mcap", help="the recording to summarise")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of a table"
+    )
+
+
+@dataclass
+class RunSummary:
+    """What one run in a recording was, and how far the recording holds it."""
+
+    run_id: str
+    dataset: str | None = None
+    synthetic: bool | None = None
+    architecture: str | None = None
+    first_step: int | None = None
+    last_step: int | None = None
+    first_seq: int | None = None
+    last_seq: int | None = None
+    messages: int = 0
+    status: str = "unfinished"
+    test_accuracy: float | None = None
+    replayed: bool = False
+
+    def add(self, message: Envelope) -> None:
+        self.messages += 1
+        self.first_seq = message.seq if self.first_seq is None else min(self.first_seq, message.seq)
+        self.last_seq = message.seq if self.last_seq is None else max(self.last_seq, message.seq)
+        self.replayed = self.replayed or message.replayed
+        step = getattr(message, "step", None)
+        if isinstance(step, int):
+            self.first_step = step if self.first_step is None else min(self.first_step, step)
+            self.last_step = step if self.last_step is None else max(self.last_step, step)
+        if isinstance(message, RunStarted):
+            self.dataset = message.dataset.name
+            self.synthetic = message.dataset.synthetic
+            layers = "-".join(map(str, message.architecture.layer_sizes))
+            self.architecture = f"{layers} {message.architecture.activation}"
+        elif isinstance(message, RunFinished):
+            self.status = message.status
+            self.test_accuracy = message.test_accuracy
+
+
+@dataclass
+class Summary:
+    """Everything ``inspect`` reports about a file."""
+
+    file: str
+    size: int
+    messages: int = 0
+    whole: bool = False
+    state: str = ""
+    damage: str | None = None
+    invalid: dict[str, int] = field(default_factory=dict)
+    first_time: float | None = None
+    last_time: float | None = None
+    kinds: dict[str, int] = field(default_factory=dict)
+    runs: list[RunSummary] = field(default_factory=list)
+    source: str | None = None
+    created: str | None = None
+
+    @property
+    def duration(self) -> float:
+        if self.first_time is None or self.last_time is None:
+            return 0.0
+        return self.last_time - self.first_time
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "duration": round(self.duration, 6)}
+
+
+def summarise(path: str) -> Summary:
+    """Read the whole file (up to any damage); RecordingError if it is no recording at all."""
+    from broker.recording import RECORDING_METADATA
+    from broker.recording_reader import RecordingReader
+
+    reader = RecordingReader(path)
+    kinds: Counter[str] = Counter()
+    runs: dict[str, RunSummary] = {}
+    first = last = None
+    for recorded in reader.messages():
+        message = recorded.message
+        kinds[message.kind] += 1
+        run = runs.get(message.run_id)
+        if run is None:
+            run = runs[message.run_id] = RunSummary(message.run_id)
+        run.add(message)
+        first = recorded.log_time if first is None else min(first, recorded.log_time)
+        last = recorded.log_time if last is None else max(last, recorded.log_time)
+    about = next((m for name, m in reader.metadata if name == RECORDING_METADATA), {})
+    return Summary(
+        file=str(path),
+        size=reader.size,
+        messages=reader.read,
+        whole=reader.whole,
+        state=reader.describe_damage(),
+        damage=reader.damage,
+        invalid=dict(reader.invalid),
+        first_time=first,
+        last_time=last,
+        kinds=dict(kinds.most_common()),
+        runs=list(runs.values()),
+        source=about.get("source"),
+        created=about.get("created"),
+    )
+
+
+def format_duration(seconds: float) -> str:
+    minutes, rest = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{rest:04.1f}" if hours else f"{minutes}:{rest:04.1f}"
+
+
+def format_size(size: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:,} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+def table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows]  # fmt: skip
+
+
+def render(summary: Summary) -> str:
+    """The summary as a few lines and a table of runs, for a terminal."""
+    lines = [f"file      {summary.file}"]
+    lines.append(f"size      {format_size(summary.size)}, {summary.messages:,} messages")
+    lines.append(f"state     {summary.state}")
+    if summary.first_time is not None and summary.last_time is not None:
+        start = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary.first_time))
+        end = time.strftime("%H:%M:%S", time.localtime(summary.last_time))
+        lines.append(f"duration  {format_duration(summary.duration)} ({start} to {end})")
+    else:
+        lines.append("duration  - (no messages)")
+    if summary.source:
+        lines.append(f"source    {summary.source}")
+    if summary.invalid:
+        skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(summary.invalid.items()))
+        lines.append(f"skipped   {sum(summary.invalid.values())} invalid message(s): {skipped}")
+    if summary.kinds:
+        lines.append("kinds     " + ", ".join(f"{k} {n:,}" for k, n in summary.kinds.items()))
+    lines.append("")
+    if not summary.runs:
+        lines.append("no runs")
+        return "\n".join(lines)
+    rows = [["run", "dataset", "architecture", "steps", "seq", "messages", "status"]]
+    for run in summary.runs:
+        steps = "-" if run.first_step is None else f"{run.first_step}-{run.last_step}"
+        status = run.status
+        if run.test_accuracy is not None:
+            status += f" (test {run.test_accuracy:.1%})"
+        dataset = run.dataset or "?"
+        if run.synthetic:
+            dataset += " (synthetic)" if dataset != "synthetic" else ""
+        rows.append([
+            run.run_id + (" (replayed)" if run.replayed else ""),
+            dataset,
+            run.architecture or "?",
+            steps,
+            f"{run.first_seq}-{run.last_seq}",
+            f"{run.messages:,}",
+            status,
+        ])  # fmt: skip
+    lines.extend(table(rows))
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise CommandError("not built yet")
+    summary = summarise(args.file)
+    if args.json:
+        print(json.dumps(summary.as_json()))
+    else:
+        print(render(summary))
+    sys.stdout.flush()
+    return 0

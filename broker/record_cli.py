@@ -1,15 +1,194 @@
-"""Placeholder while this subcommand is being built (issue 6)."""
+"""Record a broker's runs to an MCAP file, each from its first message, until Ctrl-C.
+
+``mnist-live record`` subscribes like a viewer (the Clone pattern of :mod:`broker.client`), so
+a recording started mid-run still holds that run from its first message, and any message lost
+on the way is fetched again from the broker. Messages are on disk at most half a second after
+they arrive, so even a recorder killed with SIGKILL keeps all but the last moments; Ctrl-C or
+SIGTERM closes the file whole, with its index. Read it back with ``mnist-live inspect``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
 
+from protocol import Envelope, RunStarted, endpoints
 from protocol.errors import CommandError
+
+log = logging.getLogger("broker.record")
+
+STATUS_SECONDS = 0.5
+"""How often the terminal status line is redrawn."""
+POLL_SECONDS = 0.1
+"""Longest wait for messages between two ticks of the writer (well under its flush delay)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument(
+        "--connect",
+        default=endpoints.BROKER_OUT,
+        metavar="ENDPOINT",
+        help="the broker's subscriber endpoint (its --out)",
+    )
+    parser.add_argument(
+        "--snapshot",
+        default=None,
+        metavar="ENDPOINT",
+        help="the broker's snapshot endpoint (default: the --connect port + 1)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE.mcap",
+        help="the recording to write (default: mnist-live-YYYYmmdd-HHMMSS.mcap here); "
+        "an existing file is refused unless --force",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --out file, but only once the new recording holds its "
+        "first message (until then the old file is untouched)",
+    )
+    parser.add_argument(
+        "--until-finished",
+        action="store_true",
+        help="stop once a run that was not already finished when recording began has "
+        "finished (for scripts); default: record until Ctrl-C",
+    )
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    """The --out file, checked: a recording is never overwritten by accident."""
+    out = Path(args.out or time.strftime("mnist-live-%Y%m%d-%H%M%S.mcap"))
+    if out.is_dir():
+        raise CommandError(f"--out {out} is a directory; give a file name such as run.mcap")
+    if not out.parent.is_dir():
+        raise CommandError(f"--out {out}: no directory {out.parent}; create it first")
+    if out.exists() and not args.force:
+        raise CommandError(
+            f"--out {out} already exists; choose another file, or add --force to replace it"
+        )
+    return out
+
+
+def finished_runs(snapshot: str) -> set[str]:
+    """The runs the broker already holds as finished (so --until-finished waits for a new one)."""
+    from broker.status_cli import ask
+
+    try:
+        reply = ask(snapshot, {"type": "runs"}, timeout=1.0)
+    except CommandError:
+        log.info("no broker at %s yet; waiting for one", snapshot)
+        return set()
+    return {str(run["run_id"]) for run in reply.get("runs", []) if run.get("finished")}
+
+
+class StatusLine:
+    """One line on a terminal, redrawn in place: messages, size, elapsed time."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.started = time.monotonic()
+        self._next = 0.0
+
+    def update(self, messages: int, size: int, runs: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now < self._next and not force):
+            return
+        self._next = now + STATUS_SECONDS
+        elapsed = int(now - self.started)
+        sys.stderr.write(
+            f"\rrecording: {messages:,} messages, {runs} run(s), {size / 2**20:.1f} MB, "
+            f"{elapsed // 60}:{elapsed % 60:02d} elapsed  "
+        )
+        sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
 
 
 def run(args: argparse.Namespace) -> int:
-    raise CommandError("not built yet")
+    from broker.client import CloneClient
+    from broker.recorder import signals_ignored
+    from broker.recording import RecordingWriter
+
+    endpoints.check_endpoint(args.connect, "--connect")
+    snapshot = args.snapshot or endpoints.snapshot_endpoint_for(args.connect)
+    endpoints.check_endpoint(snapshot, "--snapshot")
+    out = output_path(args)
+    replace = out.exists()  # only with --force: written aside, moved over at the first message
+    path = out.with_name(f".{out.name}.{os.getpid()}.partial") if replace else out
+    try:
+        writer = RecordingWriter(path, source=args.connect)
+    except OSError as exc:
+        raise CommandError(f"--out {out}: cannot create it ({exc.strerror or exc})") from None
+    already_finished = finished_runs(snapshot) if args.until_finished else set()
+    client = CloneClient(args.connect, snapshot)
+    status = StatusLine()
+    seen: set[str] = set()
+    done = False
+    try:
+        client.start()
+        log.info("recording %s to %s", args.connect, out)
+        while not done:
+            for message in client.poll(POLL_SECONDS):
+                writer.write(message)
+                if replace:
+                    os.replace(path, out)  # the open file moves with it: still the same one
+                    log.info("replaced the previous %s", out)
+                    replace, path = False, out
+                if message.run_id not in seen:
+                    seen.add(message.run_id)
+                    _log_new(message)
+                if message.kind == "run_finished":
+                    done = done or (args.until_finished and message.run_id not in already_finished)
+            writer.tick()
+            status.update(writer.messages, writer.size(), len(writer.runs))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with signals_ignored():
+            status.clear()
+            client.close()
+            size = writer.size()
+            writer.close()
+            if replace:  # nothing arrived: the old recording stays as it was
+                path.unlink(missing_ok=True)
+                log.info("nothing recorded; %s left as it was", out)
+            else:
+                size = out.stat().st_size
+                log.info(
+                    "recorded %d messages of %d run(s), %d bytes, to %s",
+                    writer.messages,
+                    len(writer.runs),
+                    size,
+                    out,
+                )
+    return 0
+
+
+def _log_new(message: Envelope) -> None:
+    """One line per run, at its first message (its run_started, unless the broker lost it)."""
+    if isinstance(message, RunStarted):
+        layers = "-".join(map(str, message.architecture.layer_sizes))
+        log.info(
+            "recording run %s: %s, %s %s, %d steps",
+            message.run_id,
+            message.dataset.name,
+            layers,
+            message.architecture.activation,
+            message.total_steps,
+        )
+    else:
+        log.info(
+            "recording run %s from its %s seq %d (the broker no longer holds its start)",
+            message.run_id,
+            message.kind,
+            message.seq,
+        )

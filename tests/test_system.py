@@ -67,7 +67,21 @@ def test_viewer_then_broker_then_trainer(programs, endpoint, tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["", "demo", "train", "broker", "view", "status", "control", "protocol"]
+    "command",
+    [
+        "",
+        "demo",
+        "train",
+        "broker",
+        "view",
+        "status",
+        "control",
+        "protocol",
+        "export",
+        "replay",
+        "record",
+        "inspect",
+    ],
 )
 def test_help_explains_every_option(command: str) -> None:
     args = [command, "--help"] if command else ["--help"]

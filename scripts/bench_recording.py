@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""What ``mnist-live broker --record DIR`` costs forwarding: the same load with and without.
+
+Rounds alternate a broker without recording (A) and one with ``--record`` into a temporary
+directory (B), each a fresh ``mnist-live broker`` subprocess measured exactly as
+``scripts/bench_broker.py`` does (a publisher process sending pre-encoded messages of one run
+as fast as it can, a subscriber process counting validated messages per second; then metrics
+at a steady rate for latency). The figure of merit is the median over rounds of B against A;
+the recording's own figures (messages written, dropped) come from ``mnist-live status``.
+
+    python scripts/bench_recording.py [--metrics 100000] [--samples 20000] [--rounds 3]
+
+:func:`compare` is the same measurement for other scripts (e.g. ``bench_replay.py``). The last
+line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_broker import measure, start, stop
+
+from broker.status_cli import ask
+from protocol.endpoints import free_tcp_port
+
+
+def one_broker(record: str | None, metrics: int, samples: int, latency_rate: float) -> dict:
+    """Throughput and latency of one fresh broker, and its recording figures if any."""
+    in_ep, out_ep, snap = (f"tcp://127.0.0.1:{free_tcp_port()}" for _ in range(3))
+    command = [sys.executable, "-m", "protocol.cli", "broker", "--log-level", "WARNING",
+               "--in", in_ep, "--out", out_ep, "--snapshot", snap,
+               "--history-mb", "1024"]  # fmt: skip
+    if record:
+        command += ["--record", record]
+    broker = start(command)
+    try:
+        time.sleep(1.0)
+        result: dict[str, Any] = {
+            "metrics": measure(in_ep, out_ep, "metrics", metrics),
+            "sample": measure(in_ep, out_ep, "sample", samples),
+            "latency": measure(in_ep, out_ep, "metrics", 2000, latency_rate),
+        }
+        if record:
+            time.sleep(1.0)  # let the writer catch up before its figures are read
+            result["recording"] = ask(snap, {"type": "stats"}, 5.0)["recording"]
+    finally:
+        stop(broker)
+    return result
+
+
+def compare(
+    metrics: int = 100_000, samples: int = 20_000, rounds: int = 3, latency_rate: float = 1000
+) -> dict[str, Any]:
+    """Median forwarding figures without (A) and with (B) recording, and B's cost in percent."""
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    with tempfile.TemporaryDirectory(prefix="bench-recording-") as directory:
+        for i in range(rounds):
+            for mode in ("off", "on") if i % 2 == 0 else ("on", "off"):
+                record = str(Path(directory) / f"round-{i}") if mode == "on" else None
+                runs[mode].append(one_broker(record, metrics, samples, latency_rate))
+
+    def median(mode: str, kind: str, figure: str) -> float:
+        return statistics.median(r[kind][figure] for r in runs[mode])
+
+    summary: dict[str, Any] = {}
+    for kind in ("metrics", "sample"):
+        off, on = median("off", kind, "per_second"), median("on", kind, "per_second")
+        summary[f"{kind}_per_second_off"] = off
+        summary[f"{kind}_per_second_on"] = on
+        summary[f"{kind}_cost_percent"] = round(100 * (off - on) / off, 2)
+    for figure in ("p50_ms", "p99_ms"):
+        summary[f"latency_{figure}_off"] = median("off", "latency", figure)
+        summary[f"latency_{figure}_on"] = median("on", "latency", figure)
+    recordings = [r["recording"] for r in runs["on"]]
+    summary["recorded_messages"] = sum(r["messages_written"] for r in recordings)
+    summary["recording_dropped"] = sum(r["dropped"] for r in recordings)
+    summary["recording_errors"] = [r["error"] for r in recordings if r["error"]]
+    summary["all_received"] = all(
+        r[k]["received"] == r[k]["sent"] for mode in runs.values() for r in mode for k in r
+        if k != "recording"
+    )  # fmt: skip
+    summary["rounds"] = rounds
+    summary["per_round"] = {
+        mode: [{k: r[k]["per_second"] for k in ("metrics", "sample")} for r in runs[mode]]
+        for mode in runs
+    }
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--metrics", type=int, default=100_000, help="metric messages per round")
+    parser.add_argument("--samples", type=int, default=20_000, help="sample messages per round")
+    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds (alternating order)")
+    parser.add_argument("--latency-rate", type=float, default=1000, help="msgs/s when timing")
+    args = parser.parse_args()
+    s = compare(args.metrics, args.samples, args.rounds, args.latency_rate)
+    print(f"{'figure':<22} {'recording off':>14} {'recording on':>14} {'cost':>8}")
+    for kind in ("metrics", "sample"):
+        off, on, cost = (s[f"{kind}_{f}"] for f in ("per_second_off", "per_second_on",
+                                                       "cost_percent"))  # fmt: skip
+        print(f"{kind + ' msgs/s':<22} {off:>14,.0f} {on:>14,.0f} {cost:>7.1f}%")
+    for figure in ("p50_ms", "p99_ms"):
+        print(f"{'latency ' + figure:<22} {s[f'latency_{figure}_off']:>14.3f} "
+              f"{s[f'latency_{figure}_on']:>14.3f}")  # fmt: skip
+    print(f"recorded {s['recorded_messages']:,} messages, dropped {s['recording_dropped']}, "
+          f"errors {len(s['recording_errors'])}")  # fmt: skip
+    print(json.dumps(s))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""``mnist-live inspect`` on whole, truncated, corrupt, empty and foreign files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from broker.inspect_cli import summarise
+from broker.recording import RecordingWriter
+from protocol.cli import main
+from tests.test_history import Feed
+
+
+def make_recording(path: Path) -> dict:
+    """Two runs (one finished) written in several flushed chunks; what they hold."""
+    writer = RecordingWriter(path, source="test")
+    a, b = Feed("run-a"), Feed("run-b", synthetic=False)
+    messages = [a.started()]
+    for step in range(1, 61):
+        messages.append(a.metrics(step))
+        if step % 20 == 0:
+            messages += [a.sample(step), a.evaluation(step), a.weights(step)]
+    messages += [a.finished(60), b.started(), b.metrics(1), b.metrics(2)]
+    for i, message in enumerate(messages):
+        writer.write(message)
+        if i % 10 == 9:
+            writer.flush()  # a chunk per ten messages, so a cut file keeps the earlier ones
+    writer.close()
+    kinds: dict[str, int] = {}
+    for message in messages:
+        kinds[message.kind] = kinds.get(message.kind, 0) + 1
+    return {"messages": messages, "kinds": kinds}
+
+
+def inspect_json(path: Path, capsys) -> dict:
+    assert main(["inspect", str(path), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_whole_recording_is_summarised(tmp_path, capsys) -> None:
+    path = tmp_path / "run.mcap"
+    made = make_recording(path)
+    summary = inspect_json(path, capsys)
+    assert summary["whole"] and summary["state"] == "whole" and summary["damage"] is None
+    assert summary["messages"] == len(made["messages"]) and summary["invalid"] == {}
+    assert summary["kinds"] == made["kinds"]
+    assert summary["size"] == path.stat().st_size and summary["source"] == "test"
+    times = [m.sent_at for m in made["messages"]]
+    assert summary["duration"] == pytest.approx(max(times) - min(times), abs=1e-6)
+    run_a, run_b = summary["runs"]
+    assert run_a["run_id"] == "run-a" and run_a["status"] == "completed"
+    assert run_a["dataset"] == "synthetic" and run_a["architecture"] == "784-32-10 relu"
+    assert (run_a["first_step"], run_a["last_step"]) == (1, 60)
+    assert run_a["messages"] == len(made["messages"]) - 3
+    assert run_b["status"] == "unfinished" and run_b["dataset"] == "mnist"
+    assert (run_b["first_seq"], run_b["last_seq"]) == (0, 2)
+
+    assert main(["inspect", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "whole" in text and "run-a" in text and "unfinished" in text
+    assert "metrics 62" in text
+    header = next(line for line in text.splitlines() if line.startswith("run "))
+    assert header.split() == ["run", "dataset", "architecture", "steps", "seq", "messages",
+                              "status"]  # fmt: skip
+
+
+def test_a_cut_file_is_summarised_up_to_the_cut(tmp_path, capsys) -> None:
+    whole = tmp_path / "whole.mcap"
+    made = make_recording(whole)
+    data = whole.read_bytes()
+    seen = []
+    for fraction in (0.05, 0.3, 0.5, 0.8, 0.97):
+        cut = tmp_path / f"cut-{fraction}.mcap"
+        cut.write_bytes(data[: int(len(data) * fraction)])
+        summary = inspect_json(cut, capsys)
+        assert not summary["whole"]
+        assert "not closed" in summary["state"] or "damaged" in summary["state"]
+        assert summary["messages"] <= len(made["messages"])
+        expected = made["messages"][: summary["messages"]]  # a prefix, nothing invented
+        assert sum(summary["kinds"].values()) == summary["messages"]
+        assert summary["kinds"] == {
+            k: sum(m.kind == k for m in expected) for k in {m.kind for m in expected}
+        }
+        seen.append(summary["messages"])
+    assert seen == sorted(seen) and seen[-1] > seen[1] > 0, seen
+    assert seen[-1] == len(made["messages"]), "cut in the summary section: every message read"
+
+
+def test_a_corrupt_chunk_keeps_what_came_before(tmp_path, capsys) -> None:
+    path = tmp_path / "corrupt.mcap"
+    made = make_recording(path)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    for i in range(middle, middle + 16):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    summary = inspect_json(path, capsys)
+    assert not summary["whole"] and "damaged" in summary["state"]
+    assert summary["damage"]
+    assert 0 < summary["messages"] < len(made["messages"])
+
+    assert main(["inspect", str(path)]) == 0
+    assert "damaged after" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("content", "complaint"),
+    [
+        (b"", "is not an MCAP recording"),
+        (b"digit,label\n1,2\n" * 10, "is not an MCAP recording"),
+        (None, "no such recording"),
+    ],
+)
+def test_files_that_are_no_recording_get_one_line(tmp_path, content, complaint) -> None:
+    path = tmp_path / "file.mcap"
+    if content is not None:
+        path.write_bytes(content)
+    done = subprocess.run(
+        [sys.executable, "-m", "protocol.cli", "inspect", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout
+    assert complaint in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert done.stdout == ""
+
+
+def test_summarise_counts_each_kind_once_per_message(tmp_path) -> None:
+    path = tmp_path / "r.mcap"
+    made = make_recording(path)
+    summary = summarise(str(path))
+    assert sum(summary.kinds.values()) == summary.messages == len(made["messages"])
+    assert [r.run_id for r in summary.runs] == ["run-a", "run-b"]
