@@ -5,11 +5,12 @@ a message (mcap records, base64 for arrays) is Python work that holds the GIL fo
 the broker's own time per message, and measured 29% (metrics) to 52% (samples) off the
 broker's saturated throughput. So the writing happens in a child process
 (``python -m broker.recorder``), and the broker thread only appends the frames it has already
-validated to a list (:meth:`RunRecorder.submit`), and hands a batch over as one pickled
-ZeroMQ message every few hundred messages or poll rounds (:meth:`RunRecorder.flush`: a C-level
-pickle of byte strings and a non-blocking send). The queue is bounded by ZeroMQ's high-water
-marks on both sides; if the writer cannot keep up, the broker drops batches for the recording
-only (counted in ``mnist-live status`` and logged) and never waits.
+validated to a list (:meth:`RunRecorder.submit`), and hands a batch over as one ZeroMQ
+message every few hundred messages or poll rounds (:meth:`RunRecorder.flush`: the frames
+length-prefixed by :func:`pack_batch`, never pickled, and a non-blocking send). The queue is
+bounded by ZeroMQ's high-water marks on both sides; if the writer cannot keep up, the broker
+drops batches for the recording only (counted in ``mnist-live status`` and logged) and never
+waits.
 
 The writer process (:class:`RunFiles`) decodes each message again (it trusts nothing it did
 not validate itself, and it does so on another core), writes ``DIR/<run_id>.mcap`` with
@@ -29,9 +30,9 @@ import contextlib
 import json
 import logging
 import os
-import pickle
 import re
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -189,7 +190,7 @@ class RunRecorder:
             return
         self._batch, self._batch_bytes = [], 0
         try:
-            self.push.send(pickle.dumps(batch, pickle.HIGHEST_PROTOCOL), zmq.NOBLOCK)
+            self.push.send(pack_batch(batch), zmq.NOBLOCK)
         except zmq.Again:
             self.dropped["queue_full"] += len(batch)
             self._drop_log("queue_full", f"the writer is not keeping up; {len(batch)} not recorded")
@@ -348,6 +349,48 @@ class RunFiles:
         }
 
 
+_COUNT = struct.Struct("<I")
+
+
+def pack_batch(batch: list[list[bytes]]) -> bytes:
+    """Messages' frames as one byte string: per message a frame count, per frame its length.
+
+    A plain layout rather than pickle, so the writer process never runs what it receives.
+    """
+    parts: list[bytes] = []
+    pack = _COUNT.pack
+    for frames in batch:
+        parts.append(pack(len(frames)))
+        for frame in frames:
+            parts.append(pack(len(frame)))
+            parts.append(frame)
+    return b"".join(parts)
+
+
+def unpack_batch(body: bytes) -> list[list[bytes]]:
+    """The inverse of :func:`pack_batch`; ValueError for anything it would not have made."""
+    view, at, out = memoryview(body), 0, []
+    unpack = _COUNT.unpack_from
+    try:
+        while at < len(view):
+            (count,) = unpack(view, at)
+            at += 4
+            if not 2 <= count <= 16:
+                raise ValueError(f"a message of {count} frames")
+            frames = []
+            for _ in range(count):
+                (length,) = unpack(view, at)
+                at += 4
+                if at + length > len(view):
+                    raise ValueError("a frame runs past the end of the batch")
+                frames.append(bytes(view[at : at + length]))
+                at += length
+            out.append(frames)
+    except struct.error as exc:
+        raise ValueError(f"cut short: {exc}") from None
+    return out
+
+
 def serve(args: argparse.Namespace) -> None:
     """The writer process: batches in, files out, figures back, until told to close."""
     context: zmq.Context = zmq.Context.instance()
@@ -368,7 +411,13 @@ def serve(args: argparse.Namespace) -> None:
                 body = pull.recv()
                 if body == _CLOSE:
                     break
-                for frames in pickle.loads(body):  # our own parent, over loopback
+                try:
+                    batch = unpack_batch(body)
+                except ValueError as exc:
+                    files.dropped["bad_batch"] += 1
+                    log.warning("ignored a malformed batch: %s", exc)
+                    batch = []
+                for frames in batch:
                     try:
                         files.write(frames)
                     except OSError as exc:  # disk full, read-only, removed

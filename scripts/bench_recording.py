@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -34,6 +35,13 @@ from broker.status_cli import ask
 from protocol.endpoints import free_tcp_port
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (not its children), from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def one_broker(record: str | None, metrics: int, samples: int, latency_rate: float) -> dict:
     """Throughput and latency of one fresh broker, and its recording figures if any."""
     in_ep, out_ep, snap = (f"tcp://127.0.0.1:{free_tcp_port()}" for _ in range(3))
@@ -45,11 +53,18 @@ def one_broker(record: str | None, metrics: int, samples: int, latency_rate: flo
     broker = start(command)
     try:
         time.sleep(1.0)
-        result: dict[str, Any] = {
-            "metrics": measure(in_ep, out_ep, "metrics", metrics),
-            "sample": measure(in_ep, out_ep, "sample", samples),
-            "latency": measure(in_ep, out_ep, "metrics", 2000, latency_rate),
-        }
+        result: dict[str, Any] = {}
+        for name, kind, count, rate in (
+            ("metrics", "metrics", metrics, 0.0),
+            ("sample", "sample", samples, 0.0),
+            ("latency", "metrics", 2000, latency_rate),
+        ):
+            cpu = cpu_seconds(broker.pid)
+            result[name] = measure(in_ep, out_ep, kind, count, rate)
+            # the broker's own process only: what forwarding itself spends, whoever else runs
+            result[name]["broker_cpu_us"] = round(
+                1e6 * (cpu_seconds(broker.pid) - cpu) / max(1, result[name]["received"]), 2
+            )
         if record:
             time.sleep(1.0)  # let the writer catch up before its figures are read
             result["recording"] = ask(snap, {"type": "stats"}, 5.0)["recording"]
@@ -78,9 +93,14 @@ def compare(
         summary[f"{kind}_per_second_off"] = off
         summary[f"{kind}_per_second_on"] = on
         summary[f"{kind}_cost_percent"] = round(100 * (off - on) / off, 2)
-    for figure in ("p50_ms", "p99_ms"):
+    for figure in ("p50_ms", "p99_ms", "broker_cpu_us"):
         summary[f"latency_{figure}_off"] = median("off", "latency", figure)
         summary[f"latency_{figure}_on"] = median("on", "latency", figure)
+    for kind in ("metrics", "sample", "latency"):
+        off, on = median("off", kind, "broker_cpu_us"), median("on", kind, "broker_cpu_us")
+        summary[f"{kind}_broker_cpu_us_off"] = off
+        summary[f"{kind}_broker_cpu_us_on"] = on
+        summary[f"{kind}_broker_cpu_cost_percent"] = round(100 * (on - off) / off, 2)
     recordings = [r["recording"] for r in runs["on"]]
     summary["recorded_messages"] = sum(r["messages_written"] for r in recordings)
     summary["recording_dropped"] = sum(r["dropped"] for r in recordings)
@@ -113,6 +133,10 @@ def main() -> None:
     for figure in ("p50_ms", "p99_ms"):
         print(f"{'latency ' + figure:<22} {s[f'latency_{figure}_off']:>14.3f} "
               f"{s[f'latency_{figure}_on']:>14.3f}")  # fmt: skip
+    for kind in ("metrics", "sample", "latency"):
+        off, on = s[f"{kind}_broker_cpu_us_off"], s[f"{kind}_broker_cpu_us_on"]
+        cost = s[f"{kind}_broker_cpu_cost_percent"]
+        print(f"{'broker CPU us/msg ' + kind:<22} {off:>14.2f} {on:>14.2f} {cost:>7.1f}%")
     print(f"recorded {s['recorded_messages']:,} messages, dropped {s['recording_dropped']}, "
           f"errors {len(s['recording_errors'])}")  # fmt: skip
     print(json.dumps(s))

@@ -391,3 +391,15 @@ def test_run_ids_become_safe_file_names() -> None:
     assert "/" not in file_stem("../../etc/passwd") and not file_stem("../x").startswith(".")
     assert file_stem("...") == "run"
     assert os.sep not in file_stem("a/b\\c")
+
+
+def test_batches_reach_the_writer_as_plain_frames_never_pickles() -> None:
+    from broker.recorder import pack_batch, unpack_batch
+
+    batch = [[b"metrics", b'{"seq":0}'], [b"sample", b'{"seq":1}', bytes(range(256)) * 3]]
+    body = pack_batch(batch)
+    assert unpack_batch(body) == batch
+    assert b"pickle" not in body and not body.startswith(b"\x80")  # no pickle protocol header
+    for broken in (body[:-1], body[:5], b"\xff\xff\xff\xff", b"\x01\x00\x00\x00" + body[4:]):
+        with pytest.raises(ValueError):
+            unpack_batch(broken)
