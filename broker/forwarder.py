@@ -18,19 +18,18 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zmq
 
 from broker.drain import drain
 from broker.history import HISTORY_BYTES, RUNS_KEPT, History
 from broker.ratelog import RateLimitedLog
+from broker.recorder import HAND_OVER_SECONDS, RunRecorder
 from broker.snapshot import MAX_REQUEST_BYTES, REPLY_HWM, SnapshotService
 from protocol import MAX_MESSAGE_BYTES, ProtocolError, decode
 from protocol.endpoints import snapshot_endpoint_for
 
-if TYPE_CHECKING:
-    from broker.recorder import RunRecorder
 
 log = logging.getLogger("broker")
 
@@ -143,12 +142,16 @@ class Forwarder:
         poller = zmq.Poller()
         for socket in (self.frontend, self.backend, self.router):
             poller.register(socket, zmq.POLLIN)
+        recorder = self.recorder
         while not (stop and stop.is_set()):
-            ready = dict(poller.poll(1 if self.service.busy else poll_ms))
+            timeout = 1 if self.service.busy else poll_ms
+            if recorder is not None and recorder.pending:
+                timeout = min(timeout, int(HAND_OVER_SECONDS * 1000))
+            ready = dict(poller.poll(timeout))
             if self.frontend in ready:
                 self._drain_frontend()
-                if self.recorder is not None:
-                    self.recorder.flush()  # what this round accepted, to the recording's writer
+            if recorder is not None:
+                recorder.flush_if_due()
             if self.backend in ready:
                 self._drain_subscriptions()
             if self.router in ready:

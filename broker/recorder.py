@@ -56,6 +56,9 @@ MAX_OPEN_FILES = 16
 BATCH_MESSAGES = 256
 """Messages the broker gathers before handing them to the writer (also at every poll round)."""
 BATCH_BYTES = 4 * 2**20
+HAND_OVER_SECONDS = 0.05
+"""Longest a message waits in the broker's batch: at low rates a batch is one message, and a
+hand-over per message would cost the broker more than the message's forwarding."""
 """Bytes the broker gathers before handing them over (full model messages are megabytes)."""
 QUEUE_BATCHES = 32
 """Batches waiting on each side of the hand-over before the recording drops: a bound on memory
@@ -159,6 +162,7 @@ class RunRecorder:
         )  # fmt: skip
         self._batch: list[list[bytes]] = []
         self._batch_bytes = 0
+        self._batch_since = 0.0
         self.dropped: Counter[str] = Counter()
         self._drop_log = RateLimitedLog(log, "recording dropped messages")
         self._report: dict[str, Any] = {}
@@ -178,9 +182,20 @@ class RunRecorder:
 
     def submit(self, message: Envelope, frames: list[bytes]) -> None:
         """Add one validated message to the next batch (its frames are immutable bytes)."""
+        if not self._batch:
+            self._batch_since = time.monotonic()
         self._batch.append(frames)
         self._batch_bytes += len(frames[-1])
         if len(self._batch) >= BATCH_MESSAGES or self._batch_bytes >= BATCH_BYTES:
+            self.flush()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._batch)
+
+    def flush_if_due(self) -> None:
+        """Hand the batch over once its first message has waited :data:`HAND_OVER_SECONDS`."""
+        if self._batch and time.monotonic() - self._batch_since >= HAND_OVER_SECONDS:
             self.flush()
 
     def flush(self) -> None:

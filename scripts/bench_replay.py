@@ -35,11 +35,11 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_broker import start, stop  # noqa: E402
-from bench_recording import compare  # noqa: E402
+from bench_broker import start, stop
+from bench_recording import compare
 
-from broker.recording_reader import RecordingReader  # noqa: E402
-from protocol.endpoints import free_tcp_port  # noqa: E402
+from broker.recording_reader import RecordingReader
+from protocol.endpoints import free_tcp_port
 
 CLI = [sys.executable, "-m", "protocol.cli"]
 
@@ -133,12 +133,12 @@ def main() -> None:
           f"{min(walls):>10.2f} {max(walls):>10.2f}")  # fmt: skip
     print(f"every message delivered: {complete}")
     print(f"{'forwarding':<30} {'recording off':>14} {'recording on':>14} {'cost':>8}")
+    f = forwarding
     for kind in ("metrics", "sample"):
-        f = forwarding
-        print(f"{kind + ' msgs/s (saturated)':<30} {f[f'{kind}_per_second_off']:>14,.0f} "
-              f"{f[f'{kind}_per_second_on']:>14,.0f} {f[f'{kind}_cost_percent']:>7.1f}%")  # fmt: skip
+        off, on, cost = (f[f"{kind}_{x}"] for x in ("per_second_off", "per_second_on",
+                                                      "cost_percent"))  # fmt: skip
+        print(f"{kind + ' msgs/s (saturated)':<30} {off:>14,.0f} {on:>14,.0f} {cost:>7.1f}%")
     for kind in ("metrics", "sample", "latency"):
-        f = forwarding
         print(f"{'broker CPU us/msg, ' + kind:<30} {f[f'{kind}_broker_cpu_us_off']:>14.2f} "
               f"{f[f'{kind}_broker_cpu_us_on']:>14.2f} "
               f"{f[f'{kind}_broker_cpu_cost_percent']:>7.1f}%")  # fmt: skip
