@@ -30,7 +30,6 @@ from broker.snapshot import MAX_REQUEST_BYTES, REPLY_HWM, SnapshotService
 from protocol import MAX_MESSAGE_BYTES, ProtocolError, decode
 from protocol.endpoints import snapshot_endpoint_for
 
-
 log = logging.getLogger("broker")
 
 SUBSCRIBER_HWM = 10_000
