@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="replay_run",
         default=None,
         metavar="ID",
-        help="with --replay: the recording's run to play (default: its first run)",
+        help="with --replay: the recording's run to play (default: the run with the most messages)",
     )
     parser.add_argument("--port", type=int, default=5006, help="HTTP port of the page")
     parser.add_argument(

@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="run_id",
         default=None,
         metavar="ID",
-        help="export only this run (default: every run for --csv, the first run for --html)",
+        help="export only this run (default: every run for --csv, the run with the most "
+        "messages for --html)",
     )
     parser.add_argument(
         "--theme", choices=THEMES, default="light", help="colour theme of the HTML page"

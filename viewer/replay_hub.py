@@ -87,11 +87,12 @@ class Recording:
     seconds: float
 
     def pick(self, run_id: str | None) -> RecordedRun:
-        """The run ``run_id``, or the first run of the file."""
+        """The run ``run_id``, or the one with the most messages (the first of equals), as
+        ``mnist-live replay`` picks."""
         if not self.runs:
             raise RecordingError(f"{self.path} holds no run; record one with 'mnist-live record'")
         if run_id is None:
-            return next(iter(self.runs.values()))
+            return max(self.runs.values(), key=lambda run: len(run.messages))
         if run_id not in self.runs:
             known = ", ".join(self.runs)
             raise RecordingError(f"{self.path} has no run {run_id!r}; it holds: {known}")
