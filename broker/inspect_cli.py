@@ -167,7 +167,7 @@ def render(summary: Summary) -> str:
     lines.append("")
     if not summary.runs:
         lines.append("no runs")
-        return "\n".join(lines)
+        return "\n".join(map(printable, lines))
     rows = [["run", "dataset", "architecture", "steps", "seq", "messages", "status"]]
     for run in summary.runs:
         steps = "-" if run.first_step is None else f"{run.first_step}-{run.last_step}"
@@ -187,7 +187,12 @@ def render(summary: Summary) -> str:
             status,
         ])  # fmt: skip
     lines.extend(table(rows))
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped: names in a file must not drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -124,12 +124,13 @@ def run(args: argparse.Namespace) -> int:
     out = output_path(args)
     replace = out.exists()  # only with --force: written aside, moved over at the first message
     path = out.with_name(f".{out.name}.{os.getpid()}.partial") if replace else out
+    already_finished = finished_runs(snapshot) if args.until_finished else set()
+    client = CloneClient(args.connect, snapshot)
     try:
         writer = RecordingWriter(path, source=args.connect)
     except OSError as exc:
+        client.close()
         raise CommandError(f"--out {out}: cannot create it ({exc.strerror or exc})") from None
-    already_finished = finished_runs(snapshot) if args.until_finished else set()
-    client = CloneClient(args.connect, snapshot)
     status = StatusLine()
     seen: set[str] = set()
     done = False
@@ -140,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             for message in client.poll(POLL_SECONDS):
                 writer.write(message)
                 if replace:
+                    writer.flush()  # on disk before it takes the old recording's place
                     os.replace(path, out)  # the open file moves with it: still the same one
                     log.info("replaced the previous %s", out)
                     replace, path = False, out

@@ -5,15 +5,16 @@ a message (mcap records, base64 for arrays) is Python work that holds the GIL fo
 the broker's own time per message, and measured 29% (metrics) to 52% (samples) off the
 broker's saturated throughput. So the writing happens in a child process
 (``python -m broker.recorder``), and the broker thread only appends the frames it has already
-validated to a list (:meth:`RunRecorder.submit`), and hands a batch over as one ZeroMQ
-message every few hundred messages or poll rounds (:meth:`RunRecorder.flush`: the frames
-length-prefixed by :func:`pack_batch`, never pickled, and a non-blocking send). The queue is
+validated to a list (:meth:`RunRecorder.submit`), each behind a small head with its run id,
+seq and send time, and hands a batch over as one ZeroMQ message every few hundred messages or
+50 ms (:meth:`RunRecorder.flush`: the frames length-prefixed by :func:`pack_batch`, never
+pickled, and a non-blocking send). The queue is
 bounded by ZeroMQ's high-water marks on both sides; if the writer cannot keep up, the broker
 drops batches for the recording only (counted in ``mnist-live status`` and logged) and never
 waits.
 
-The writer process (:class:`RunFiles`) decodes each message again (it trusts nothing it did
-not validate itself, and it does so on another core), writes ``DIR/<run_id>.mcap`` with
+The writer process (:class:`RunFiles`) takes the broker's word for each message (only a
+``run_started`` is decoded, for the file's metadata), writes ``DIR/<run_id>.mcap`` with
 :class:`~broker.recording.RecordingWriter`, ticks every open file so nothing waits more than
 :data:`~broker.recording.FLUSH_SECONDS` to reach the disk, closes a run's file at its
 ``run_finished`` (and the least recently written beyond :data:`MAX_OPEN_FILES`), and never
@@ -54,12 +55,12 @@ log = logging.getLogger("broker.recorder")
 MAX_OPEN_FILES = 16
 """Runs recorded at once; the least recently written file is closed beyond that."""
 BATCH_MESSAGES = 256
-"""Messages the broker gathers before handing them to the writer (also at every poll round)."""
+"""Messages the broker gathers before handing them to the writer."""
 BATCH_BYTES = 4 * 2**20
+"""Bytes the broker gathers before handing them over (full model messages are megabytes)."""
 HAND_OVER_SECONDS = 0.05
 """Longest a message waits in the broker's batch: at low rates a batch is one message, and a
 hand-over per message would cost the broker more than the message's forwarding."""
-"""Bytes the broker gathers before handing them over (full model messages are megabytes)."""
 QUEUE_BATCHES = 32
 """Batches waiting on each side of the hand-over before the recording drops: a bound on memory
 (at most ~2 x 32 x 4 MB) and minutes of a normal run."""
@@ -207,6 +208,14 @@ class RunRecorder:
         try:
             self.push.send(pack_batch(batch), zmq.NOBLOCK)
         except zmq.Again:
+            if self.process.poll() is not None:
+                self.dropped["writer_exited"] += len(batch)
+                self._drop_log(
+                    "writer_exited",
+                    f"the recording writer exited ({self.process.returncode}); "
+                    f"{len(batch)} not recorded",
+                )
+                return
             self.dropped["queue_full"] += len(batch)
             self._drop_log("queue_full", f"the writer is not keeping up; {len(batch)} not recorded")
         except zmq.ZMQError as exc:
@@ -252,7 +261,11 @@ class RunRecorder:
         except subprocess.TimeoutExpired:
             log.warning("the recording writer did not finish within %g s; stopping it", timeout)
             self.process.terminate()
-            self.process.wait(5)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:  # e.g. stuck on a hung disk
+                self.process.kill()
+                self.process.wait()
         self._read_reports()
         self.push.close()
         self.report.close()

@@ -10,12 +10,14 @@ what was wrong. Everything read up to there has been yielded.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import zstandard
 from mcap.exceptions import EndOfFile
 from mcap.records import Channel, Chunk, Footer, Message, Metadata
 from mcap.stream_reader import StreamReader, breakup_chunk
@@ -24,8 +26,37 @@ from broker.recording import to_frames
 from protocol import Envelope, ProtocolError, decode
 from protocol.errors import CommandError
 
-MAX_CHUNK_BYTES = 256 * 1024 * 1024
-"""Largest chunk (compressed or not) a reader will unpack; ours are about 1 MB."""
+MAX_CHUNK_BYTES = 64 * 1024 * 1024
+"""Largest chunk (compressed or not) a reader will unpack: ours close at 1 MB, plus at most one
+message of up to :data:`protocol.MAX_MESSAGE_BYTES` (16 MB) as base64."""
+_INFLATE_STEP = 1024 * 1024
+
+
+def inflate(chunk: Chunk) -> Chunk:
+    """The chunk uncompressed, never to more bytes than it declares (nor than the bound).
+
+    mcap's own reader trusts a chunk's size fields, so a few kilobytes of crafted file can ask
+    it for gigabytes. Here zstd output is read in steps and cut at the declared size; other
+    compressions (our recordings use none) are refused.
+    """
+    size = chunk.uncompressed_size
+    if max(size, len(chunk.data)) > MAX_CHUNK_BYTES:
+        raise ValueError(f"a chunk of {size} bytes is larger than any recording makes")
+    if chunk.compression == "":
+        return chunk
+    if chunk.compression != "zstd":
+        raise ValueError(f"chunks compressed with {chunk.compression!r} (ours are zstd)")
+    parts, total = [], 0
+    with zstandard.ZstdDecompressor().stream_reader(chunk.data) as reader:
+        while total <= size:
+            block = reader.read(min(_INFLATE_STEP, size + 1 - total))
+            if not block:
+                break
+            parts.append(block)
+            total += len(block)
+    if total != size:
+        raise ValueError(f"a chunk declares {size} bytes but holds {total}" + "+" * (total > size))
+    return dataclasses.replace(chunk, compression="", data=b"".join(parts))
 
 
 class RecordingError(CommandError):
@@ -45,7 +76,8 @@ class RecordingReader:
 
     ``whole`` is True when the file ends with its footer (the recorder closed it);
     ``damage`` names the first damaged record, if any; ``invalid`` counts skipped messages
-    by reason; ``metadata`` holds the metadata records as ``(name, dict)`` in file order.
+    by reason; ``metadata`` holds the metadata records as ``(name, dict)`` in file order;
+    ``read`` counts the messages yielded, ``messages_seen`` every message met, of any kind.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -61,11 +93,12 @@ class RecordingReader:
         self.invalid: Counter[str] = Counter()
         self.metadata: list[tuple[str, dict[str, str]]] = []
         self.read = 0
+        self.messages_seen = 0
 
     def messages(self, kinds: Iterable[str] | None = None) -> Iterator[Recorded]:
         """Every valid message in file order (only ``kinds``, if given)."""
         wanted = frozenset(kinds) if kinds is not None else None
-        self.whole, self.damage, self.read = False, None, 0
+        self.whole, self.damage, self.read, self.messages_seen = False, None, 0, 0
         self.invalid.clear()
         self.metadata.clear()
         topics: dict[int, str] = {}
@@ -96,9 +129,7 @@ class RecordingReader:
     ) -> Iterator[Recorded]:
         match record:
             case Chunk():
-                if max(record.uncompressed_size, len(record.data)) > MAX_CHUNK_BYTES:
-                    raise ValueError(f"a chunk of {record.uncompressed_size} bytes is too large")
-                for inner in breakup_chunk(record, validate_crc=True):
+                for inner in breakup_chunk(inflate(record), validate_crc=True):
                     yield from self._record(inner, topics, wanted)
             case Channel():
                 topics[record.id] = record.topic
@@ -107,6 +138,7 @@ class RecordingReader:
                 if kind is None:
                     self.invalid["unknown_channel"] += 1
                     return
+                self.messages_seen += 1
                 if wanted is not None and kind not in wanted:
                     return
                 try:
@@ -129,5 +161,8 @@ class RecordingReader:
         if self.whole:
             return "whole"
         if self.damage:
-            return f"damaged after {self.read} messages ({self.damage}); kept everything before it"
-        return f"not closed (the recorder stopped early); all {self.read} messages read"
+            return (
+                f"damaged after {self.messages_seen} messages ({self.damage}); "
+                "kept everything before it"
+            )
+        return f"not closed (the recorder stopped early); all {self.messages_seen} messages read"

@@ -463,7 +463,8 @@ class Replay:
         finally:
             progress.close()
             self.dropped += publisher.dropped
-            publisher.close()
+            interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+            publisher.close(1000 if interrupted else None)  # Ctrl-C: wait for a broker briefly
         timed = plan.timed_duration
         effective = timed / sent[1] if sent[1] > 0 else math.inf
         log.info(

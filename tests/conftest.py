@@ -22,6 +22,7 @@ from bokeh.application.handlers.function import FunctionHandler
 from bokeh.server.server import Server
 from tornado.ioloop import IOLoop
 
+from broker.forwarder import Forwarder
 from protocol import ControlCommand, decode, encode_control
 from protocol.endpoints import free_tcp_port
 from trainer.datasets import DIGIT_NAMES, Dataset
@@ -65,6 +66,53 @@ def bokeh_app_server(app) -> Iterator[int]:
 def endpoint() -> Iterator:
     """Factory for fresh loopback TCP endpoints nobody is using."""
     yield lambda: f"tcp://127.0.0.1:{free_tcp_port()}"
+
+
+@pytest.fixture
+def make_broker(endpoint):
+    """Start in-process brokers (a thread each) with any options; all stopped afterwards."""
+    started: list[tuple[Forwarder, threading.Event, threading.Thread]] = []
+
+    def make(**options) -> Forwarder:
+        forwarder = Forwarder(endpoint(), endpoint(), endpoint(), **options)
+        stop = threading.Event()
+        thread = threading.Thread(target=forwarder.run, args=(stop, 10))
+        thread.start()
+        started.append((forwarder, stop, thread))
+        return forwarder
+
+    yield make
+    for forwarder, stop, thread in started:
+        stop.set()
+        thread.join(5)
+        forwarder.close()
+
+
+@pytest.fixture
+def broker(make_broker) -> Forwarder:
+    """A real broker on its own thread, on fresh ports (``endpoints`` = in, out, snapshot)."""
+    return make_broker()
+
+
+def run_cli(
+    *args: str, timeout: float = 60, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``mnist-live *args`` as a real process, run to its end: exit code, stdout, stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "protocol.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], words: str) -> None:
+    """What a user's mistake must get: exit 2 and one line naming it (so never a traceback)."""
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def shared_dataset(name: str) -> Path:

@@ -4,40 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import numpy as np
-import pytest
 
 from broker.client import CloneClient
-from broker.forwarder import Forwarder
 from protocol import Evaluation, TrainingMetrics
 from protocol.endpoints import free_tcp_port
 from tests.conftest import wait_until
 from tests.test_broker import ask, dealer, metrics, progress
 from trainer.publisher import Publisher
 from viewer.hub import Hub
-
-
-@pytest.fixture
-def make_broker(endpoint):
-    """Start in-process brokers (a thread each) with any options; all stopped afterwards."""
-    started: list[tuple[Forwarder, threading.Event, threading.Thread]] = []
-
-    def make(**options) -> Forwarder:
-        forwarder = Forwarder(endpoint(), endpoint(), endpoint(), **options)
-        stop = threading.Event()
-        thread = threading.Thread(target=forwarder.run, args=(stop, 10))
-        thread.start()
-        started.append((forwarder, stop, thread))
-        return forwarder
-
-    yield make
-    for forwarder, stop, thread in started:
-        stop.set()
-        thread.join(5)
-        forwarder.close()
 
 
 def collect(client: CloneClient, until, timeout: float = 10.0) -> list:

@@ -5,24 +5,16 @@ from __future__ import annotations
 import csv
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from broker.recording import RecordingWriter
-from tests.conftest import wait_until
-from tests.test_history import Feed
-from tests.test_view_replay import START, realistic_run, record
+from tests.conftest import assert_one_line_error, run_cli, wait_until
+from tests.recordings import START, Feed, realistic_run, write_recording
 
 
-def export(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "protocol.cli", "export", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def export(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("export", *args, timeout=120)
 
 
 def table(path: Path) -> list[dict[str, str]]:
@@ -39,7 +31,7 @@ def runs() -> tuple[list, list]:
 
 @pytest.fixture
 def recording(tmp_path: Path, runs: tuple[list, list]) -> Path:
-    return record(tmp_path / "two.mcap", *runs)
+    return write_recording(tmp_path / "two.mcap", *runs)
 
 
 def test_csv_holds_every_metric_evaluation_and_run(tmp_path: Path, recording: Path, runs) -> None:
@@ -94,8 +86,7 @@ def test_run_picks_one_and_existing_output_needs_force(tmp_path: Path, recording
     assert [row["run_id"] for row in table(out / "runs.csv")] == ["run-two"]
 
     again = export(str(recording), "--csv", str(out))
-    assert again.returncode == 2 and "metrics.csv exists; pass --force" in again.stderr
-    assert len(again.stderr.strip().splitlines()) == 1
+    assert_one_line_error(again, "metrics.csv exists; pass --force")
     assert {row["run_id"] for row in table(out / "metrics.csv")} == {"run-two"}, "kept"
     assert export(str(recording), "--csv", str(out), "--force").returncode == 0
     assert {row["run_id"] for row in table(out / "metrics.csv")} == {"run-one", "run-two"}
@@ -120,20 +111,12 @@ def test_bad_inputs_are_one_line_errors(
     junk.write_bytes(b"this is not a recording\n" * 20)
     names = {"missing": tmp_path / "none.mcap", "junk": junk, "good": recording, "out": tmp_path}
     done = export(*(a.format(**names) for a in args))
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and words in lines[0], lines
+    assert_one_line_error(done, words)
     assert not (tmp_path / "page.html").exists() and not (tmp_path / "metrics.csv").exists()
 
 
 def test_a_damaged_recording_is_exported_up_to_the_damage(tmp_path: Path, runs) -> None:
-    path = tmp_path / "cut.mcap"
-    writer = RecordingWriter(path, "test")
-    for i, message in enumerate(m for run in runs for m in run):
-        writer.write(message)
-        if i % 20 == 19:
-            writer.flush()  # a chunk on disk, as every half second of a long run
-    writer.close()
+    path = write_recording(tmp_path / "cut.mcap", *runs, chunk=20)  # as every half second
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])  # as a recorder killed mid-run leaves it
     out = tmp_path / "tables"

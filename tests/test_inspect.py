@@ -3,33 +3,22 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from broker.inspect_cli import summarise
-from broker.recording import RecordingWriter
 from protocol.cli import main
-from tests.test_history import Feed
+from tests.conftest import assert_one_line_error, run_cli
+from tests.recordings import Feed, feed_run, write_recording
 
 
 def make_recording(path: Path) -> dict:
     """Two runs (one finished) written in several flushed chunks; what they hold."""
-    writer = RecordingWriter(path, source="test")
     a, b = Feed("run-a"), Feed("run-b", synthetic=False)
-    messages = [a.started()]
-    for step in range(1, 61):
-        messages.append(a.metrics(step))
-        if step % 20 == 0:
-            messages += [a.sample(step), a.evaluation(step), a.weights(step)]
+    messages = [a.started(), *feed_run(a, range(1, 61), every=20)]
     messages += [a.finished(60), b.started(), b.metrics(1), b.metrics(2)]
-    for i, message in enumerate(messages):
-        writer.write(message)
-        if i % 10 == 9:
-            writer.flush()  # a chunk per ten messages, so a cut file keeps the earlier ones
-    writer.close()
+    write_recording(path, messages, chunk=10)  # so a cut file keeps the earlier chunks
     kinds: dict[str, int] = {}
     for message in messages:
         kinds[message.kind] = kinds.get(message.kind, 0) + 1
@@ -119,13 +108,8 @@ def test_files_that_are_no_recording_get_one_line(tmp_path, content, complaint) 
     path = tmp_path / "file.mcap"
     if content is not None:
         path.write_bytes(content)
-    done = subprocess.run(
-        [sys.executable, "-m", "protocol.cli", "inspect", str(path)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 2, done.stdout
-    assert complaint in done.stderr and "Traceback" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    done = run_cli("inspect", str(path))
+    assert_one_line_error(done, complaint)
     assert done.stdout == ""
 
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,22 +22,9 @@ from broker.recording_reader import RecordingReader
 from broker.status_cli import ask
 from protocol import encode
 from protocol.messages import STATE_KINDS
-from tests.conftest import wait_until
-from tests.test_history import Feed
+from tests.conftest import assert_one_line_error, run_cli, wait_until
+from tests.recordings import Feed, feed_run
 from trainer.publisher import Publisher
-
-
-@pytest.fixture
-def broker(endpoint):
-    """An in-process broker on its own thread."""
-    forwarder = Forwarder(endpoint(), endpoint(), endpoint())
-    stop = threading.Event()
-    thread = threading.Thread(target=forwarder.run, args=(stop, 10))
-    thread.start()
-    yield forwarder
-    stop.set()
-    thread.join(5)
-    forwarder.close()
 
 
 def record(programs, broker: Forwarder, out: Path, *extra: str):
@@ -61,16 +47,8 @@ def subscribed(broker: Forwarder, count: int = 1) -> bool:
 
 def publish_run(publisher: Publisher, feed: Feed, steps: range, finish: bool = False) -> None:
     """A run's messages, arrays included, through a real Publisher."""
-    if steps.start == 0:
-        publisher.publish(feed.started())
-    for step in steps:
-        publisher.publish(feed.metrics(step))
-        if step % 10 == 0:
-            publisher.publish(feed.sample(step))
-            publisher.publish(feed.evaluation(step))
-            publisher.publish(feed.weights(step))
-    if finish:
-        publisher.publish(feed.finished(steps.stop))
+    for message in feed_run(feed, steps, finish=finish):
+        publisher.publish(message)
 
 
 @pytest.mark.slow
@@ -201,8 +179,7 @@ def test_a_recorder_killed_with_sigkill_loses_at_most_a_second(broker, programs,
     lost = last_before_kill - max(m.sent_at for m in got)
     assert 0 <= lost <= 1.0, f"lost {lost:.3f} s of messages"
 
-    done = subprocess.run([sys.executable, "-m", "protocol.cli", "inspect", str(killed)],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = run_cli("inspect", str(killed))
     assert done.returncode == 0 and "Traceback" not in done.stderr
     assert "not closed" in done.stdout or "damaged" in done.stdout
     assert f"{len(got):,} messages" in done.stdout
@@ -247,8 +224,8 @@ def test_broker_record_writes_one_whole_file_per_run(programs, endpoint, tmp_pat
     assert len(cloned) == total
 
     def recording() -> dict:
-        status = subprocess.run([sys.executable, "-m", "protocol.cli", "status", "--broker", snap],
-                                capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+        status = run_cli("status", "--broker", snap, timeout=30)
+        assert status.returncode == 0, status.stderr
         return json.loads(status.stdout)["recording"]
 
     figures = wait_until(lambda: (r := recording())["messages_written"] == total and r, 10,
@@ -304,13 +281,8 @@ def test_a_restarted_broker_never_overwrites_a_run_file(programs, endpoint, tmp_
 def test_an_unwritable_record_directory_is_one_line_at_start(tmp_path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    done = subprocess.run(
-        [sys.executable, "-m", "protocol.cli", "broker", "--record", str(blocker / "sub")],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 2
-    assert "--record" in done.stderr and "Traceback" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    done = run_cli("broker", "--record", str(blocker / "sub"))
+    assert_one_line_error(done, "--record")
 
 
 WRAPPED_BROKER = """

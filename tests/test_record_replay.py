@@ -13,6 +13,7 @@ import pytest
 from broker.recording_reader import RecordingReader
 from protocol import Envelope
 from tests.conftest import wait_until
+from tests.recordings import small_run, write_recording
 
 ENVELOPE_ONLY = {"run_id", "sent_at", "replayed"}
 """What a replay changes in a message: whose run it is, when it was sent, that it is replayed."""
@@ -92,16 +93,10 @@ def test_a_replayed_recording_records_the_same_messages(programs, endpoint, tmp_
 @pytest.mark.slow
 def test_replay_waits_for_a_broker_started_after_it(programs, endpoint, tmp_path) -> None:
     """Any order: a replay started before its broker still delivers the whole run."""
-    from broker.recording import RecordingWriter
     from broker.status_cli import ask
-    from tests.test_recording import small_run
 
-    path = tmp_path / "run.mcap"
     messages = small_run("r1", metrics=50)
-    writer = RecordingWriter(path)
-    for message in messages:
-        writer.write(message)
-    writer.close()
+    path = write_recording(tmp_path / "run.mcap", messages)
 
     broker = endpoint(), endpoint(), endpoint()
     replay = programs.start("replay", str(path), "--connect", broker[0], "--speed", "max")

@@ -6,7 +6,6 @@ import json
 import time
 
 import jsonschema
-import numpy as np
 import pytest
 from mcap.reader import make_reader
 
@@ -19,86 +18,8 @@ from broker.recording import (
     to_record,
 )
 from broker.recording_reader import RecordingError, RecordingReader
-from protocol import (
-    MESSAGE_TYPES,
-    Architecture,
-    DatasetInfo,
-    Envelope,
-    Evaluation,
-    FirstLayerWeights,
-    Hyperparameters,
-    ModelWeights,
-    RunFinished,
-    RunStarted,
-    RunStatus,
-    SamplePrediction,
-    TrainingMetrics,
-    decode,
-    encode,
-)
-
-
-def small_run(run_id: str, metrics: int = 20, t0: float = 1_700_000_000.0) -> list[Envelope]:
-    """A run of every kind, a message every 10 ms from ``t0``, as a trainer would send it."""
-    rng = np.random.default_rng(0)
-    classes = [str(i) for i in range(10)]
-    architecture = Architecture(layer_sizes=[784, 4, 10], activation="relu")
-    out: list[Envelope] = []
-
-    def add(model: type[Envelope], **fields) -> None:
-        seq = len(out)
-        out.append(model(run_id=run_id, seq=seq, sent_at=t0 + seq * 0.01, **fields))
-
-    add(
-        RunStarted,
-        dataset=DatasetInfo(
-            name="synthetic", synthetic=True, train_size=100, test_size=20, class_names=classes
-        ),
-        architecture=architecture,
-        hyperparameters=Hyperparameters(
-            optimizer="sgd", learning_rate=0.1, batch_size=4, epochs=1, seed=0
-        ),
-        total_steps=metrics,
-    )
-    add(RunStatus, step=0, state="training")
-    for step in range(1, metrics + 1):
-        add(
-            TrainingMetrics, step=step, epoch=0, samples_seen=4 * step, loss=2.3 / step,
-            batch_accuracy=0.5, learning_rate=0.1, samples_per_second=1000.0,
-        )  # fmt: skip
-        if step % 5 == 0:
-            probabilities = rng.dirichlet(np.ones(10))
-            add(
-                SamplePrediction, step=step, index=step, label=step % 10,
-                image=rng.integers(0, 256, (28, 28), dtype=np.uint8),
-                probabilities=(probabilities / probabilities.sum()).tolist(),
-            )  # fmt: skip
-        if step % 10 == 0:
-            confusion = np.diag(np.full(10, 2))
-            confusion[0, 1] = 1
-            add(
-                Evaluation, step=step, epoch=0, accuracy=20 / 21, loss=0.5, examples=21,
-                per_class_accuracy=[2 / 3] + [1.0] * 9, confusion=confusion.tolist(),
-                misclassified_images=rng.integers(0, 256, (1, 28, 28), dtype=np.uint8),
-                misclassified_index=[3], misclassified_label=[0], misclassified_predicted=[1],
-            )  # fmt: skip
-            add(
-                FirstLayerWeights, step=step, epoch=0, units=[0, 1],
-                tiles=rng.integers(0, 256, (2, 28, 28), dtype=np.uint8), scale=0.1,
-            )  # fmt: skip
-            add(
-                ModelWeights, step=step, epoch=0, architecture=architecture,
-                parameters=rng.standard_normal(784 * 4 + 4 + 4 * 10 + 10).astype(np.float32),
-            )  # fmt: skip
-    add(RunFinished, status="completed", step=metrics, epoch=1, test_accuracy=0.9)
-    return out
-
-
-def write(path, messages: list[Envelope]) -> None:
-    writer = RecordingWriter(path, source="test")
-    for message in messages:
-        writer.write(message)
-    writer.close()
+from protocol import MESSAGE_TYPES, Envelope, decode, encode
+from tests.recordings import small_run, write_recording
 
 
 def same(a: Envelope, b: Envelope) -> bool:
@@ -109,7 +30,7 @@ def test_every_kind_round_trips_exactly(tmp_path) -> None:
     messages = small_run("r1")
     assert {m.kind for m in messages} == set(MESSAGE_TYPES)
     path = tmp_path / "run.mcap"
-    write(path, messages)
+    write_recording(path, messages)
     reader = RecordingReader(path)
     back = list(reader.messages())
     assert reader.whole and reader.damage is None and not reader.invalid
@@ -126,7 +47,7 @@ def test_every_kind_round_trips_exactly(tmp_path) -> None:
 def test_mcaps_own_reader_reads_it_and_the_schemas_validate_every_message(tmp_path) -> None:
     path = tmp_path / "run.mcap"
     messages = small_run("r1")
-    write(path, messages)
+    write_recording(path, messages)
     seen = []
     with open(path, "rb") as stream:
         reader = make_reader(stream)

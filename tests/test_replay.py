@@ -3,158 +3,29 @@ several runs in one file, damaged files and the errors a user can make."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import zmq
 
 from broker.client import CloneClient
-from broker.forwarder import Forwarder
 from broker.history import LATEST_ONLY
 from broker.recording import RecordingWriter
 from broker.replay import Replay, parse_offset, parse_speed, replay_run_id
-from protocol import (
-    Architecture,
-    DatasetInfo,
-    Envelope,
-    Evaluation,
-    FirstLayerWeights,
-    Hyperparameters,
-    ModelWeights,
-    RunFinished,
-    RunStarted,
-    RunStatus,
-    SamplePrediction,
-    TrainingMetrics,
-)
+from protocol import Envelope, Evaluation, TrainingMetrics
 from protocol.errors import CommandError
-from tests.conftest import wait_until
+from tests.conftest import assert_one_line_error, run_cli, wait_until
+from tests.recordings import START, make_run, write_recording
 from trainer.publisher import Publisher
 from viewer.history import weights_piece
 from viewer.hub import Hub
 
-START = 1_700_000_000.0
-TICK = 0.05
-LAYERS = [784, 4, 10]
 STAMP = ("run_id", "seq", "sent_at", "replayed")
-
-
-def make_run(run_id: str, seconds: float = 2.0, *, finished: bool = True) -> list[Envelope]:
-    """A realistic run: start, metrics every tick, samples, evaluations, weights, model,
-    status, and the finish; step 10 per tick, so the step says where in the run it is."""
-    seqs = itertools.count()
-
-    def envelope(t: float) -> dict[str, Any]:
-        return {"run_id": run_id, "seq": next(seqs), "sent_at": START + t}
-
-    ticks = round(seconds / TICK)
-    messages: list[Envelope] = [
-        RunStarted(
-            **envelope(0.0),
-            dataset=DatasetInfo(
-                name="synthetic",
-                synthetic=True,
-                train_size=800,
-                test_size=200,
-                class_names=[str(d) for d in range(10)],
-            ),
-            architecture=Architecture(layer_sizes=LAYERS, activation="relu"),
-            hyperparameters=Hyperparameters(
-                optimizer="sgd", learning_rate=0.1, batch_size=32, epochs=1, seed=0
-            ),
-            total_steps=ticks * 10,
-        )
-    ]
-    for i in range(1, ticks + 1):
-        t, step = i * TICK, i * 10
-        messages.append(
-            TrainingMetrics(
-                **envelope(t),
-                step=step,
-                epoch=0,
-                samples_seen=step * 32,
-                loss=2.0 / i,
-                batch_accuracy=i / ticks,
-                learning_rate=0.1,
-                samples_per_second=1000.0,
-            )
-        )
-        if i % 5 == 0:
-            probabilities = [0.01] * 10
-            probabilities[i % 10] = 0.91
-            messages.append(
-                SamplePrediction(
-                    **envelope(t),
-                    step=step,
-                    index=i,
-                    image=np.full((28, 28), i % 256, np.uint8),
-                    label=i % 10,
-                    probabilities=probabilities,
-                )
-            )
-        if i % 10 == 0:
-            messages.append(
-                Evaluation(
-                    **envelope(t),
-                    step=step,
-                    epoch=0,
-                    accuracy=i / ticks,
-                    loss=1.0 / i,
-                    examples=100,
-                    per_class_accuracy=[1.0] * 10,
-                    confusion=[[10 if r == c else 0 for c in range(10)] for r in range(10)],
-                    misclassified_images=np.full((2, 28, 28), i % 256, np.uint8),
-                    misclassified_index=[1, 2],
-                    misclassified_label=[3, 4],
-                    misclassified_predicted=[5, 6],
-                )
-            )
-        if i % 10 == 5:
-            messages.append(
-                FirstLayerWeights(
-                    **envelope(t),
-                    step=step,
-                    epoch=0,
-                    units=[0, 1, 2, 3],
-                    tiles=np.full((4, 28, 28), i % 256, np.uint8),
-                    scale=0.1,
-                )
-            )
-        if i % 20 == 0:
-            messages.append(
-                ModelWeights(
-                    **envelope(t),
-                    step=step,
-                    epoch=0,
-                    architecture=Architecture(layer_sizes=LAYERS, activation="relu"),
-                    parameters=np.full(784 * 4 + 4 + 4 * 10 + 10, i, np.float32),
-                )
-            )
-        if i % 15 == 0:
-            messages.append(RunStatus(**envelope(t), step=step, state="training"))
-    if finished:
-        messages.append(
-            RunFinished(**envelope(ticks * TICK), status="completed", step=ticks * 10, epoch=0)
-        )
-    return messages
-
-
-def write_recording(path: Path, *runs: list[Envelope]) -> Path:
-    writer = RecordingWriter(path, "tests")
-    for message in itertools.chain(*runs):
-        writer.write(message)
-    writer.close()
-    return path
 
 
 def same_contents(replayed: Envelope, original: Envelope) -> bool:
@@ -167,19 +38,6 @@ def same_contents(replayed: Envelope, original: Envelope) -> bool:
     return all(
         np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) else a[k] == b[k] for k in a
     )
-
-
-@pytest.fixture
-def broker(endpoint):
-    """A real broker on its own thread."""
-    forwarder = Forwarder(endpoint(), endpoint(), endpoint())
-    stop = threading.Event()
-    thread = threading.Thread(target=forwarder.run, args=(stop, 10))
-    thread.start()
-    yield forwarder
-    stop.set()
-    thread.join(5)
-    forwarder.close()
 
 
 @pytest.fixture
@@ -329,7 +187,7 @@ def test_a_damaged_recording_replays_every_whole_message_before_the_damage(
 ) -> None:
     original = make_run("killed", seconds=2.0)
     half = len(original) // 2
-    writer = RecordingWriter(tmp_path / "whole.mcap", "tests")
+    writer = RecordingWriter(tmp_path / "whole.mcap", "test")
     for message in original[:half]:
         writer.write(message)
     writer.flush()
@@ -378,16 +236,6 @@ def test_speed_and_offset_parsing() -> None:
     assert len(replay_run_id(long_id)) == 200 and replay_run_id("a") != replay_run_id("a")
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "protocol.cli", "replay", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-    )
-
-
 @pytest.mark.parametrize(
     ("args", "complaint"),
     [
@@ -408,11 +256,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_user_errors_are_one_line(tmp_path, args, complaint) -> None:
     write_recording(tmp_path / "run.mcap", make_run("one-run", seconds=0.5))
     (tmp_path / "notes.txt").write_text("not a recording\n")
-    done = run_cli(*args, cwd=tmp_path)
-    assert done.returncode == 2, done.stderr
-    assert complaint in done.stderr
-    assert "Traceback" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert_one_line_error(run_cli("replay", *args, cwd=tmp_path), complaint)
 
 
 def test_loop_replays_again_as_a_new_run_until_stopped(tmp_path, broker, client, programs) -> None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 
 import pytest
 from bokeh.client import pull_session
 
 from protocol.endpoints import free_tcp_port, free_tcp_port_pair
-from tests.conftest import make_idx_dir, wait_until
+from tests.conftest import assert_one_line_error, make_idx_dir, run_cli, wait_until
 
 
 def source_length(url: str, name: str) -> int:
@@ -85,9 +83,9 @@ def test_viewer_then_broker_then_trainer(programs, endpoint, tmp_path) -> None:
 )
 def test_help_explains_every_option(command: str) -> None:
     args = [command, "--help"] if command else ["--help"]
-    out = subprocess.run(
-        [sys.executable, "-m", "protocol.cli", *args], capture_output=True, text=True, check=True
-    ).stdout
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
     assert "usage: mnist-live" in out
     lines = out.splitlines()
     for i, line in enumerate(lines):
@@ -107,10 +105,4 @@ def test_help_explains_every_option(command: str) -> None:
     ],
 )
 def test_bad_input_gets_one_line_not_a_traceback(args, complaint) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "protocol.cli", *args], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 2
-    assert complaint in done.stderr
-    assert "Traceback" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert_one_line_error(run_cli(*args), complaint)

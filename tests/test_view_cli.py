@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import urllib.request
 
 import pytest
 
 from protocol.cli import main
 from protocol.endpoints import free_tcp_port, free_tcp_port_pair
-from tests.conftest import wait_until
+from tests.conftest import run_cli, wait_until
 from viewer.settings import ViewerSettings, app_argv, parse_app_args
 
 
-def view(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "protocol.cli", "view", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def view(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("view", *args)
 
 
 def test_help_explains_every_option() -> None:
@@ -72,11 +66,7 @@ def test_two_processes_serve_and_both_subscribe(programs) -> None:
     )  # fmt: skip
 
     def subscribers() -> int:
-        result = subprocess.run(
-            [sys.executable, "-m", "protocol.cli", "status", "--broker",
-             f"tcp://127.0.0.1:{out_port + 1}"],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+        result = run_cli("status", "--broker", f"tcp://127.0.0.1:{out_port + 1}", timeout=30)
         return json.loads(result.stdout)["subscribers"] if result.returncode == 0 else 0
 
     wait_until(lambda: subscribers() >= 2, 30, interval=0.5, message="two subscriptions")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -16,74 +14,16 @@ import pytest
 from bokeh.client import pull_session
 from bokeh.document import Document
 
-from broker.recording import RecordingWriter
-from protocol import Architecture, Envelope, ModelWeights
+from protocol import Envelope
 from protocol.endpoints import free_tcp_port
-from tests.conftest import Programs, wait_until
+from tests.conftest import Programs, run_cli, wait_until
+from tests.recordings import RUN_SECONDS, START, Feed, realistic_run, write_recording
 from tests.test_dashboard import SOURCES, header, receive, rows
-from tests.test_history import Feed
 from viewer.dashboard import Dashboard
 from viewer.history import RunHistory
 from viewer.panels.playback import PlaybackControls
 from viewer.replay_hub import ReplayHub, clock_text, load
 from viewer.settings import ViewerSettings
-
-START = 1_700_000_000.0
-RUN_SECONDS = 6.0
-TICK = 0.05
-
-
-def realistic_run(feed: Feed, seconds: float = RUN_SECONDS, start: float = START) -> list:
-    """Every kind of message at a trainer's cadences, each stamped with its send time."""
-    steps = round(seconds / TICK)
-    timed: list[tuple[float, Envelope]] = [
-        (0.0, feed.started(total_steps=steps, steps_per_epoch=steps // 2)),
-        (0.0, feed.status(0, "training")),
-    ]
-    paused = 0.0  # the trainer pauses half-way for half a second
-    for step in range(1, steps + 1):
-        t = step * TICK + paused
-        timed.append((t, feed.metrics(step, loss=3.0 / step, accuracy=min(1.0, step / steps))))
-        if step % 5 == 0:
-            timed.append((t, feed.sample(step, label=step % 10, predicted=(step // 5) % 10)))
-        if step % 10 == 0:
-            evaluation = feed.evaluation(step, mistakes=1 + step // 10 % 8)
-            per_class = [round(step / (steps + i + 1), 4) for i in range(10)]
-            update = {"accuracy": step / steps, "per_class_accuracy": per_class}
-            timed.append((t, evaluation.model_copy(update=update)))
-        if step % 20 == 0:
-            timed.append((t, feed.weights(step, tiles=16)))
-        if step % 40 == 0:
-            timed.append((t, model_message(feed, step)))
-        if step == steps // 2:
-            timed.append((t, feed.evaluation(step, split="test")))
-            timed.append((t, feed.status(step, "paused")))
-            paused = 0.5
-            timed.append((t + paused, feed.status(step, "training")))
-    timed.append((t + 0.01, feed.evaluation(steps, split="test")))
-    timed.append((t + 0.02, feed.finished(steps)))
-    return [m.model_copy(update={"sent_at": start + t}) for t, m in timed]
-
-
-def model_message(feed: Feed, step: int) -> ModelWeights:
-    architecture = Architecture(layer_sizes=[784, 8, 10], activation="relu")
-    size = 784 * 8 + 8 + 8 * 10 + 10
-    return ModelWeights(
-        **feed._next(),
-        step=step,
-        epoch=0,
-        architecture=architecture,
-        parameters=np.zeros(size, np.float32),
-    )
-
-
-def record(path: Path, *runs: list) -> Path:
-    writer = RecordingWriter(path, "test")
-    for messages in runs:
-        for message in messages:
-            writer.write(message)
-    writer.close()
-    return path
 
 
 def reference(messages: list, until: float) -> RunHistory:
@@ -118,7 +58,7 @@ def run_messages() -> list:
 
 @pytest.fixture
 def recording(tmp_path: Path, run_messages: list) -> Path:
-    return record(tmp_path / "run.mcap", run_messages)
+    return write_recording(tmp_path / "run.mcap", run_messages)
 
 
 def test_loading_keeps_every_shown_message_in_order_and_leaves_models_out(
@@ -208,7 +148,7 @@ def test_a_jump_within_a_long_run_is_well_under_a_second(tmp_path: Path) -> None
             timed.append((t, feed.sample(tick + 1)))
         if tick % 20 == 0:
             timed += [(t, feed.evaluation(tick + 1, mistakes=8)), (t, feed.weights(tick, 64))]
-    path = record(
+    path = write_recording(
         tmp_path / "long.mcap", [m.model_copy(update={"sent_at": START + t}) for t, m in timed]
     )
     hub = ReplayHub(load(path).pick(None))
@@ -276,15 +216,6 @@ def test_a_session_without_the_controls_cannot_move_the_clock(recording: Path) -
 # -- the real program ----------------------------------------------------------------------------
 
 
-def view(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "protocol.cli", "view", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @pytest.mark.parametrize(
     ("make", "words"),
     [
@@ -296,7 +227,7 @@ def view(*args: str) -> subprocess.CompletedProcess:
     ],
 )
 def test_a_bad_file_is_a_one_line_error_before_serving(tmp_path: Path, make, words: str) -> None:
-    result = view("--replay", str(make(tmp_path)), "--port", str(free_tcp_port()))
+    result = run_cli("view", "--replay", str(make(tmp_path)), "--port", str(free_tcp_port()))
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and words in errors[0], result.stderr
@@ -304,7 +235,9 @@ def test_a_bad_file_is_a_one_line_error_before_serving(tmp_path: Path, make, wor
 
 
 def test_an_unknown_run_is_a_one_line_error(recording: Path) -> None:
-    result = view("--replay", str(recording), "--run", "nope", "--port", str(free_tcp_port()))
+    result = run_cli(
+        "view", "--replay", str(recording), "--run", "nope", "--port", str(free_tcp_port())
+    )
     assert result.returncode == 2 and "has no run 'nope'" in result.stderr
     assert "it holds: run-replay" in result.stderr and "Traceback" not in result.stderr
 
@@ -314,7 +247,7 @@ def test_the_served_replay_says_replay_and_plays_to_a_full_page(
     programs: Programs, tmp_path: Path, run_messages: list
 ) -> None:
     other = realistic_run(Feed("run-other"), seconds=1.0, start=START + 100)
-    path = record(tmp_path / "two.mcap", other, run_messages)
+    path = write_recording(tmp_path / "two.mcap", other, run_messages)
     port = free_tcp_port()
     viewer = programs.start(
         "view", "--replay", str(path), "--run", "run-replay", "--port", str(port)

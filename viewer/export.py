@@ -304,7 +304,7 @@ def export_html(
     theme: str = "light",
     large: bool = False,
 ) -> RunHistory:
-    """Write the standalone page of one run (``run_id``, else the recording's first)."""
+    """Write the standalone page of one run (``run_id``, else the recording's longest)."""
     out = Path(out)
     check_outputs([out], force)
     if not out.parent.is_dir():

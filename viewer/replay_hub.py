@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker.recording_reader import RecordingError, RecordingReader
-from protocol import Envelope, RunStarted
+from protocol import MESSAGE_TYPES, STATE_KINDS, Envelope
 from viewer.history import RunHistory
 
 log = logging.getLogger("viewer")
 
 SKIPPED_KINDS = frozenset({"model"})
 """Kinds the dashboard never shows: not even loaded."""
-LATEST_ONLY = ("sample", "weights")
+LATEST_ONLY = tuple(sorted(STATE_KINDS - SKIPPED_KINDS))
 """Kinds of which the page shows only the latest: a fold skips the superseded ones."""
 SPEEDS = (1.0, 2.0, 4.0, 10.0, 50.0)
 """The speeds the playback controls offer."""
@@ -53,11 +53,6 @@ class RecordedRun:
     @property
     def duration(self) -> float:
         return self.offsets[-1] if self.offsets else 0.0
-
-    @property
-    def started(self) -> RunStarted | None:
-        first = self.messages[0] if self.messages else None
-        return first if isinstance(first, RunStarted) else None
 
     def count_until(self, offset: float) -> int:
         """How many messages were logged at or before ``offset`` seconds into the run."""
@@ -107,7 +102,7 @@ def load(path: str | Path, kinds: Sequence[str] | None = None) -> Recording:
     """
     began = time.perf_counter()
     reader = RecordingReader(path)
-    wanted = kinds or [k for k in _ALL_KINDS if k not in SKIPPED_KINDS]
+    wanted = kinds or [k for k in MESSAGE_TYPES if k not in SKIPPED_KINDS]
     by_run: dict[str, dict[int, tuple[float, Envelope]]] = {}
     for recorded in reader.messages(wanted):
         message = recorded.message
@@ -129,18 +124,6 @@ def load(path: str | Path, kinds: Sequence[str] | None = None) -> Recording:
     if reader.invalid:
         note += f"; skipped invalid messages: {dict(reader.invalid)}"
     return Recording(Path(path), runs, note, time.perf_counter() - began)
-
-
-_ALL_KINDS = (
-    "run_started",
-    "metrics",
-    "evaluation",
-    "sample",
-    "weights",
-    "model",
-    "status",
-    "run_finished",
-)
 
 
 def fold(run: RecordedRun, count: int, replayed: bool = True) -> RunHistory:
@@ -210,12 +193,6 @@ class ReplayHub:
             self._thread.join(timeout=2)
 
     # -- the clock ------------------------------------------------------------------------------
-
-    @property
-    def position(self) -> float:
-        """Seconds into the run the clock shows now."""
-        with self._control:
-            return self._position(time.monotonic())
 
     def _position(self, now: float) -> float:
         if not self.playing:

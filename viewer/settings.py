@@ -31,7 +31,7 @@ class ViewerSettings:
     replay: str | None = None
     """A recording to play back instead of subscribing to a broker (``view --replay``)."""
     replay_run: str | None = None
-    """The recording's run to play (default: its first)."""
+    """The recording's run to play (default: the one with the most messages)."""
     open_controls: bool = False
     """Every session gets the playback controls, not only the presenter's (this machine only)."""
 

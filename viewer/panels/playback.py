@@ -23,8 +23,6 @@ from viewer.replay_hub import SPEEDS, ReplayHub, clock_text
 
 log = logging.getLogger("viewer")
 
-PLAYBACK_NAMES = frozenset({"play", "speed", "position"})
-
 
 def speed_label(speed: float) -> str:
     return f"{speed:g}x"
