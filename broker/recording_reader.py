@@ -13,9 +13,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import zstandard
 from mcap.exceptions import EndOfFile
@@ -26,6 +27,7 @@ from broker.recording import to_frames
 from protocol import Envelope, ProtocolError, decode
 from protocol.errors import CommandError
 
+Run = TypeVar("Run")
 MAX_CHUNK_BYTES = 64 * 1024 * 1024
 """Largest chunk (compressed or not) a reader will unpack: ours close at 1 MB, plus at most one
 message of up to :data:`protocol.MAX_MESSAGE_BYTES` (16 MB) as base64."""
@@ -57,6 +59,29 @@ def inflate(chunk: Chunk) -> Chunk:
     if total != size:
         raise ValueError(f"a chunk declares {size} bytes but holds {total}" + "+" * (total > size))
     return dataclasses.replace(chunk, compression="", data=b"".join(parts))
+
+
+def pick_run(
+    runs: Mapping[str, Run],
+    wanted: str | None,
+    path: str | os.PathLike[str],
+    size: Callable[[Run], int],
+) -> Run:
+    """The run asked for, else the one with the most messages (the first of equals).
+
+    Every command that shows or plays one run of a file (replay, view --replay, export --html)
+    picks by this rule, and refuses an unknown id listing the runs there are.
+    """
+    if not runs:
+        raise RecordingError(f"{path} holds no run; record one with 'mnist-live record'")
+    if wanted is None:
+        return max(runs.values(), key=size)
+    if wanted not in runs:
+        listed = ", ".join(f"{run_id} ({size(run)} messages)" for run_id, run in runs.items())
+        raise RecordingError(
+            f"{path} has no run {wanted!r}; its runs: {listed}; pick one with --run"
+        )
+    return runs[wanted]
 
 
 class RecordingError(CommandError):

@@ -36,7 +36,7 @@ from typing import TextIO
 import zmq
 
 from broker.history import LATEST_ONLY
-from broker.recording_reader import Recorded, RecordingError, RecordingReader
+from broker.recording_reader import Recorded, RecordingReader, pick_run
 from protocol import MESSAGE_TYPES, Envelope
 from protocol.errors import CommandError
 from trainer.progress import format_duration
@@ -151,15 +151,8 @@ def scan(reader: RecordingReader) -> dict[str, RunIndex]:
 
 
 def choose_run(runs: dict[str, RunIndex], wanted: str | None, path: Path) -> RunIndex:
-    """The run asked for, else the one with the most messages (the first of equals)."""
-    if not runs:
-        raise RecordingError(f"{path} holds no messages to replay")
-    if wanted is None:
-        return max(runs.values(), key=lambda run: run.messages)
-    if wanted in runs:
-        return runs[wanted]
-    listed = ", ".join(f"{run.run_id} ({run.messages} messages)" for run in runs.values())
-    raise CommandError(f"{path} holds no run {wanted!r}; its runs: {listed}; pick one with --run")
+    """The run asked for, else the one with the most messages (:func:`pick_run`)."""
+    return pick_run(runs, wanted, path, lambda run: run.messages)
 
 
 @dataclass(frozen=True)

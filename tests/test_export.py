@@ -91,6 +91,14 @@ def test_run_picks_one_and_existing_output_needs_force(tmp_path: Path, recording
     assert export(str(recording), "--csv", str(out), "--force").returncode == 0
     assert {row["run_id"] for row in table(out / "metrics.csv")} == {"run-one", "run-two"}
 
+    page = tmp_path / "page.html"
+    page.write_text("keep me")
+    fresh = tmp_path / "fresh"
+    both = export(str(recording), "--csv", str(fresh), "--html", str(page))
+    assert_one_line_error(both, "page.html exists; pass --force")
+    assert not fresh.exists(), "nothing is written when any output would be refused"
+    assert page.read_text() == "keep me"
+
 
 @pytest.mark.parametrize(
     ("args", "words"),

@@ -119,3 +119,12 @@ def test_summarise_counts_each_kind_once_per_message(tmp_path) -> None:
     summary = summarise(str(path))
     assert sum(summary.kinds.values()) == summary.messages == len(made["messages"])
     assert [r.run_id for r in summary.runs] == ["run-a", "run-b"]
+
+
+def test_names_from_the_file_cannot_drive_the_terminal(tmp_path, capsys) -> None:
+    hostile = Feed("run-\x1b[2J\x07-x")
+    write_recording(tmp_path / "odd.mcap", [hostile.started(), hostile.metrics(1)])
+    assert main(["inspect", str(tmp_path / "odd.mcap")]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "run-\\x1b[2J\\x07-x" in out

@@ -184,3 +184,59 @@ def test_an_existing_file_is_never_overwritten(tmp_path) -> None:
     with pytest.raises(FileExistsError):
         RecordingWriter(path)
     assert path.read_bytes() == b"precious"
+
+
+def test_splicing_arrays_into_the_json_gives_what_parsing_gives() -> None:
+    from broker.recording import _to_record_parsed
+
+    for message in small_run("r1"):
+        frames = encode(message)
+        assert json.loads(to_record(frames)) == json.loads(_to_record_parsed(frames))
+    sample = next(m for m in small_run("r1") if m.kind == "sample")
+    frames = encode(sample)
+    spaced = [frames[0], frames[1].replace(b'{"frame":2,', b'{"frame": 2, '), *frames[2:]]
+    assert encode(decode(spaced)) == frames  # another encoder's spacing is still valid ...
+    assert encode(decode(to_frames("sample", to_record(spaced)))) == frames  # ... and recorded
+
+
+def crafted_chunk(path, compression: str, data: bytes, declared: int) -> None:
+    """A file whose one chunk claims ``declared`` bytes uncompressed."""
+    from mcap.data_stream import RecordBuilder
+    from mcap.records import Chunk
+    from mcap.writer import CompressionType, Writer
+
+    with open(path, "wb") as stream:
+        writer = Writer(stream, compression=CompressionType.NONE)
+        writer.start(profile="mnist-live", library="test")
+        builder = RecordBuilder()
+        Chunk(
+            message_start_time=0, message_end_time=0, uncompressed_size=declared,
+            uncompressed_crc=0, compression=compression, data=data,
+        ).write(builder)  # fmt: skip
+        stream.write(builder.end())
+
+
+@pytest.mark.parametrize(
+    ("compression", "declared", "damage"),
+    [
+        ("zstd", 100, "declares 100 bytes but holds 101+"),
+        ("zstd", 2**40, "larger than any recording makes"),
+        ("lz4", 100, "chunks compressed with 'lz4'"),
+    ],
+)
+def test_a_chunk_never_inflates_past_what_it_declares(
+    tmp_path, compression: str, declared: int, damage: str
+) -> None:
+    import resource
+
+    import zstandard
+
+    bomb = zstandard.ZstdCompressor().compress(bytes(200 * 2**20))  # 200 MB of zeros, ~6 KB
+    path = tmp_path / "bomb.mcap"
+    crafted_chunk(path, compression, bomb, declared)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    reader = RecordingReader(path)
+    assert list(reader.messages()) == []
+    assert damage in (reader.damage or "")
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 50, f"reading the file took {grown_mb:.0f} MB more"

@@ -239,7 +239,7 @@ def test_an_unknown_run_is_a_one_line_error(recording: Path) -> None:
         "view", "--replay", str(recording), "--run", "nope", "--port", str(free_tcp_port())
     )
     assert result.returncode == 2 and "has no run 'nope'" in result.stderr
-    assert "it holds: run-replay" in result.stderr and "Traceback" not in result.stderr
+    assert "its runs: run-replay (" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from broker.recording_reader import RecordingError, RecordingReader
+from broker.recording_reader import RecordingReader, pick_run
 from protocol import MESSAGE_TYPES, STATE_KINDS, Envelope
 from viewer.history import RunHistory
 
@@ -82,16 +82,8 @@ class Recording:
     seconds: float
 
     def pick(self, run_id: str | None) -> RecordedRun:
-        """The run ``run_id``, or the one with the most messages (the first of equals), as
-        ``mnist-live replay`` picks."""
-        if not self.runs:
-            raise RecordingError(f"{self.path} holds no run; record one with 'mnist-live record'")
-        if run_id is None:
-            return max(self.runs.values(), key=lambda run: len(run.messages))
-        if run_id not in self.runs:
-            known = ", ".join(self.runs)
-            raise RecordingError(f"{self.path} has no run {run_id!r}; it holds: {known}")
-        return self.runs[run_id]
+        """The run ``run_id``, or the one with the most messages, as every command picks."""
+        return pick_run(self.runs, run_id, self.path, lambda run: len(run.messages))
 
 
 def load(path: str | Path, kinds: Sequence[str] | None = None) -> Recording:
