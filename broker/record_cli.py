@@ -28,18 +28,9 @@ POLL_SECONDS = 0.1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--connect",
-        default=endpoints.BROKER_OUT,
-        metavar="ENDPOINT",
-        help="the broker's subscriber endpoint (its --out)",
-    )
-    parser.add_argument(
-        "--snapshot",
-        default=None,
-        metavar="ENDPOINT",
-        help="the broker's snapshot endpoint (default: the --connect port + 1)",
-    )
+    from broker.client import add_subscriber_arguments
+
+    add_subscriber_arguments(parser, ", for the runs so far")
     parser.add_argument(
         "--out",
         default=None,

@@ -41,21 +41,10 @@ LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from broker.client import add_subscriber_arguments
     from viewer.settings import FRAME_RATE, THEMES
 
-    parser.add_argument(
-        "--connect",
-        default=endpoints.BROKER_OUT,
-        metavar="ENDPOINT",
-        help="broker endpoint to subscribe to (the broker's --out)",
-    )
-    parser.add_argument(
-        "--snapshot",
-        default=None,
-        metavar="ENDPOINT",
-        help="the broker's snapshot endpoint, for late-joiner history and presenter commands "
-        "(default: --connect's port + 1)",
-    )
+    add_subscriber_arguments(parser, ", for late-joiner history and presenter commands")
     parser.add_argument(
         "--replay",
         default=None,
