@@ -20,9 +20,11 @@ The last line printed is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -96,6 +98,8 @@ def replay_once(path: Path) -> dict[str, Any]:
             received += 1
             if frames[0] == b"run_finished":
                 break
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            replay.wait(30)  # it exits by itself once its last message has left
         wall = time.perf_counter() - began
     finally:
         socket.close()
