@@ -17,6 +17,11 @@ start, so sleeping errors never add up.
 Starting from a point: everything before it that the page needs is sent at once first
 (``run_started``, every curve point, and only the last of each "latest-only" kind), so a
 viewer shows the run exactly as it was at that moment, and the rest follows with its timing.
+
+The presenter's commands reach a replay as they reach a trainer: Pause holds it (announced as a
+``status`` message of its own, not marked replayed, so the page says PAUSED) until Resume, and
+the rest of the run follows that much later; Stop ends it; Pace is ignored, ``--speed`` sets
+the pace.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import zmq
 
 from broker.history import LATEST_ONLY
 from broker.recording_reader import Recorded, RecordingReader, pick_run
-from protocol import MESSAGE_TYPES, Envelope
+from protocol import MESSAGE_TYPES, Envelope, RunStatus
 from protocol.errors import CommandError
 from trainer.progress import format_duration
 from trainer.publisher import Publisher
@@ -361,6 +366,7 @@ class Replay:
         self.sent = 0
         self.dropped = 0
         self.stopped = False
+        self.stop_requested = False
 
     @property
     def original(self) -> RunIndex:
@@ -402,7 +408,10 @@ class Replay:
         try:
             while True:
                 self._play_once(context)
-                if not self.loop:
+                if self.stop_requested:
+                    self.stopped = True
+                    log.info("stopped by the presenter")
+                if not self.loop or self.stop_requested:
                     break
         except KeyboardInterrupt:
             self.stopped = True
@@ -476,24 +485,52 @@ class Replay:
         first_time = plan.run.first_time
         sent = 0
         start: float | None = None
+        step = 0
         for recorded in in_seq_order(self.reader, plan):
             if recorded.message.seq >= plan.point_seq:
                 if start is None:
                     start = time.monotonic()
                 if not math.isinf(self.speed):
-                    self._wait(
-                        publisher, start + (recorded.log_time - plan.point_time) / self.speed
-                    )
+                    due = start + (recorded.log_time - plan.point_time) / self.speed
+                    start += self._wait(publisher, due, step)  # a pause moves the timeline on
+                if self.stop_requested:
+                    break
+            step = getattr(recorded.message, "step", step)
             publisher.publish(recorded.message, replayed=True)
             sent += 1
             self.sent += 1
             progress.update(sent, recorded.log_time - first_time)
         return sent, (time.monotonic() - start) if start is not None else 0.0
 
-    @staticmethod
-    def _wait(publisher: Publisher, due: float) -> None:
-        """Sleep until ``due`` (monotonic), serving the broker's upstream traffic meanwhile."""
-        while (remaining := due - time.monotonic()) > 0:
-            time.sleep(min(remaining, WAIT_SLICE))
+    def _wait(self, publisher: Publisher, due: float, step: int) -> float:
+        """Sleep until ``due`` (monotonic), serving the broker and the presenter meanwhile.
+
+        The presenter's Pause holds the replay here until Resume (or Start); Stop ends it.
+        Each change is announced as a ``status`` message, as a trainer does. Returns the
+        seconds spent paused, by which the rest of the replay moves later.
+        """
+        paused_since: float | None = None
+        paused_for = 0.0
+        while True:
+            now = time.monotonic()
             for command in publisher.poll_commands():
-                log.info("a replay takes no presenter commands; ignored %r", command.command)
+                if command.run_id not in ("*", publisher.run_id):
+                    continue
+                log.info("presenter command: %s", command.command)
+                match command.command:
+                    case "pause" if paused_since is None:
+                        paused_since = now
+                        publisher.send(RunStatus, step=step, state="paused")
+                    case "resume" | "start" if paused_since is not None:
+                        paused_for += now - paused_since
+                        paused_since = None
+                        publisher.send(RunStatus, step=step, state="training")
+                    case "stop":
+                        self.stop_requested = True
+                        return paused_for
+                    case "pace":
+                        log.info("a replay keeps its --speed; 'pace' ignored")
+            if paused_since is None and now >= due + paused_for:
+                return paused_for
+            remaining = due + paused_for - now if paused_since is None else WAIT_SLICE
+            time.sleep(min(remaining, WAIT_SLICE))

@@ -181,3 +181,27 @@ def test_a_missing_broker_is_reported_not_fatal(tmp_path: Path, programs: Progra
         assert "token=***" in output  # Tornado's access log line, redacted
     finally:
         session.close()
+
+
+def test_a_replay_can_be_paused_resumed_and_stopped_like_a_run() -> None:
+    from bokeh.document import Document
+
+    from tests.recordings import Feed
+    from viewer.history import RunHistory
+    from viewer.presenter import PresenterControls
+    from viewer.settings import ViewerSettings
+
+    controls = PresenterControls(Document(), ViewerSettings(presenter_token=TOKEN), None)
+    feed = Feed()
+    run = RunHistory(feed.run_id)
+    run.apply(feed.metrics(3).model_copy(update={"replayed": True}))
+
+    def enabled() -> set[str]:
+        controls.refresh(run)
+        return {name for name, button in controls.buttons.items() if not button.disabled}
+
+    assert run.status == "replay" and enabled() == {"pause", "stop"}
+    run.apply(feed.status(3, "paused").model_copy(update={"replayed": True}))
+    assert run.status == "replay", "a pause the recorded run went through is not the replay's"
+    run.apply(feed.status(3, "paused"))  # the replay's own, as a presenter's Pause makes it
+    assert run.status == "paused" and enabled() == {"resume", "stop"}

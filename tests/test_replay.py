@@ -359,3 +359,69 @@ def test_a_blocking_publisher_waits_at_the_high_water_mark_where_a_trainer_drops
         assert publisher.dropped == 0 and len(received) == count
     else:  # a trainer's XPUB drops silently at the mark: it never waits
         assert len(received) < count
+
+
+def until_state(client: CloneClient, state: str, timeout: float = 5.0) -> list[Envelope]:
+    """Messages received until a ``status`` saying ``state`` is among them (all of them)."""
+    got: list[Envelope] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got += client.poll(0.05)
+        if any(m.kind == "status" and getattr(m, "state", None) == state for m in got):
+            return got
+    raise AssertionError(f"no status {state!r} within {timeout} s: {[m.kind for m in got]}")
+
+
+def test_the_presenter_pauses_resumes_and_stops_a_replay(tmp_path, broker, client) -> None:
+    from broker.status_cli import ask
+    from protocol import ControlCommand
+    from viewer.history import RunHistory
+
+    def command(name: str) -> None:
+        body = ControlCommand(command=name).model_dump()  # type: ignore[arg-type]
+        ask(broker.snapshot_endpoint, {"type": "control", "command": body}, 5.0)
+
+    original = make_run("talk", seconds=4.0)
+    path = write_recording(tmp_path / "talk.mcap", original)
+    replay = Replay(path, broker.endpoints[0], speed=1, progress=False)
+    thread = threading.Thread(target=replay.run)
+    thread.start()
+    try:
+        received = receive(client, 20)
+        page = RunHistory(received[0].run_id)
+        for message in received:
+            page.apply(message)
+        assert page.status == "replay"
+
+        command("pause")
+        received += until_state(client, "paused")
+        (paused,) = [m for m in received if getattr(m, "state", None) == "paused"]
+        for message in received[20:]:
+            page.apply(message)
+        assert page.status == "paused"
+        time.sleep(0.8)
+        held = client.poll(0.1)
+        assert held == [], f"{len(held)} messages sent while paused"
+
+        command("resume")
+        after = until_state(client, "training")
+        resumed = next(m for m in after if getattr(m, "state", None) == "training")
+        assert not resumed.replayed, "the replay's own announcement, not a recorded one"
+        page.apply(resumed)
+        assert page.status == "replay"
+        after += receive(client, 5)
+        # the rest of the run keeps its timing, moved later by the pause
+        gap = after[-5].sent_at - paused.sent_at
+        assert gap >= 0.8, gap
+
+        command("stop")
+        thread.join(10)
+        assert not thread.is_alive() and replay.stopped
+        rest = client.poll(0.5)
+        sent = received + after + rest
+        assert len(sent) < len(original), "stopped before the end"
+        assert "run_finished" not in {m.kind for m in sent}
+        assert [m.seq for m in sent] == list(range(len(sent))), "gapless, statuses included"
+    finally:
+        replay.stop_requested = True
+        thread.join(10)

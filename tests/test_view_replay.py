@@ -29,7 +29,7 @@ from viewer.settings import ViewerSettings
 def reference(messages: list, until: float) -> RunHistory:
     """The plain fold, message by message, of everything sent up to ``until`` seconds in."""
     history = RunHistory(messages[0].run_id)
-    history.replayed = True
+    history.replayed = history.played_back = True
     for message in messages:
         if message.sent_at - START <= until + 1e-9 and message.kind != "model":
             history.apply(message)

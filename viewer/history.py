@@ -133,6 +133,8 @@ class RunHistory:
         self.finished: RunFinished | None = None
         self.sample: SamplePrediction | None = None
         self.replayed = False
+        self.played_back = False
+        """Folded from a file by ``view --replay``: every status in it is the recorded run's."""
         self.curves = {name: Columns(names) for name, names in CURVES.items()}
         self.pieces = {name: Piece() for name in PIECES}
         self.version = 0
@@ -264,7 +266,12 @@ class RunHistory:
         if self.finished:
             return FINISHED_WORDS[self.finished.status]
         if self.replayed:
-            return "replay"
+            # A replay's own pause (a presenter's, announced live and so not marked replayed)
+            # shows; a pause that is part of the recorded run does not: the replay plays on.
+            status = self.run_status
+            own = status is not None and not status.replayed and not self.played_back
+            paused = own and status is not None and status.state == "paused"
+            return "paused" if paused else "replay"
         if self.run_status:
             return self.run_status.state
         return "training" if self.latest_metrics else "waiting"

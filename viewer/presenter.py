@@ -36,8 +36,8 @@ COMMAND_TIMEOUT = 2.0
 """Seconds to wait for the broker's acknowledgement of a command."""
 PACE_MAX = 200
 """The pace slider's top, in steps per second; 0 on the slider lifts the limit."""
-ACTIVE = ("waiting", "training", "paused")
-"""Run statuses a trainer can still be commanded in."""
+ACTIVE = ("waiting", "training", "paused", "replay")
+"""Run statuses a trainer (or a replay) can still be commanded in."""
 
 BUTTONS: tuple[tuple[str, ButtonType], ...] = (
     ("start", "success"),
@@ -204,8 +204,8 @@ class PresenterControls:
         self.status, self.run_id = status, run_id
         live = status in ACTIVE
         enabled = {
-            "start": status not in ("training", "paused"),
-            "pause": status == "training",
+            "start": status not in ("training", "paused", "replay"),
+            "pause": status in ("training", "replay"),
             "resume": status == "paused",
             "stop": live,
         }

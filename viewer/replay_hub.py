@@ -125,7 +125,7 @@ def fold(run: RecordedRun, count: int, replayed: bool = True) -> RunHistory:
     shows it); an export shows the run as it was.
     """
     history = RunHistory(run.run_id)
-    history.replayed = replayed
+    history.replayed = history.played_back = replayed
     history.apply_many(run.needed(0, count))
     return history
 
