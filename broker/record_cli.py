@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
 from protocol import Envelope, RunStarted, endpoints
 from protocol.errors import CommandError
+from trainer.progress import TerminalLine
 
 log = logging.getLogger("broker.record")
 
@@ -79,29 +79,23 @@ def finished_runs(snapshot: str) -> set[str]:
 
 
 class StatusLine:
-    """One line on a terminal, redrawn in place: messages, size, elapsed time."""
+    """Messages, runs, size and elapsed time on one terminal line (nothing off a terminal:
+    the log lines say what matters there)."""
 
     def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
         self.started = time.monotonic()
-        self._next = 0.0
+        self.line = TerminalLine(interval=STATUS_SECONDS, logger=None)
 
-    def update(self, messages: int, size: int, runs: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now < self._next and not force):
-            return
-        self._next = now + STATUS_SECONDS
-        elapsed = int(now - self.started)
-        sys.stderr.write(
-            f"\rrecording: {messages:,} messages, {runs} run(s), {size / 2**20:.1f} MB, "
-            f"{elapsed // 60}:{elapsed % 60:02d} elapsed  "
-        )
-        sys.stderr.flush()
+    def update(self, messages: int, size: int, runs: int) -> None:
+        if self.line.due():
+            elapsed = int(time.monotonic() - self.started)
+            self.line.show(
+                f"recording: {messages:,} messages, {runs} run(s), {size / 2**20:.1f} MB, "
+                f"{elapsed // 60}:{elapsed % 60:02d} elapsed"
+            )
 
-    def clear(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+    def close(self) -> None:
+        self.line.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         pass
     finally:
         with signals_ignored():
-            status.clear()
+            status.close()
             client.close()
             size = writer.size()
             writer.close()

@@ -48,6 +48,7 @@ import zmq
 from broker.ratelog import RateLimitedLog
 from broker.recording import RecordingWriter
 from protocol import Envelope, ProtocolError, RunStarted, decode
+from protocol.cli import configure_logging
 from protocol.errors import CommandError
 
 log = logging.getLogger("broker.recorder")
@@ -495,12 +496,7 @@ def main() -> None:
     parser.add_argument("--log-level", default="INFO", help="logging level")
     parser.add_argument("--parent", type=int, default=0, help="the broker's pid")
     args = parser.parse_args()
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level)  # the same lines as the broker's own
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the broker says when to close
     with contextlib.suppress(OSError):
         os.nice(NICENESS)  # on a busy machine, forwarding (and the viewers) come first

@@ -36,7 +36,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 import zmq
 
@@ -44,7 +43,7 @@ from broker.history import LATEST_ONLY
 from broker.recording_reader import Recorded, RecordingReader, pick_run
 from protocol import MESSAGE_TYPES, Envelope, RunStatus
 from protocol.errors import CommandError
-from trainer.progress import format_duration
+from trainer.progress import TerminalLine, format_duration
 from trainer.publisher import Publisher
 
 log = logging.getLogger("broker.replay")
@@ -289,43 +288,23 @@ def in_seq_order(
 
 
 class Progress:
-    """One line on a terminal (position in the run, messages sent); a log line every 10 s
-    otherwise."""
+    """Where the replay is in the run, on one terminal line (a log line every 10 s otherwise)."""
 
-    def __init__(
-        self, duration: float, *, enabled: bool = True, stream: TextIO = sys.stderr
-    ) -> None:
+    def __init__(self, duration: float, *, enabled: bool = True) -> None:
         self.duration = duration
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.enabled = enabled
-        self.interval = 0.2 if self.tty else 10.0
-        self._last = time.monotonic()
-        self._shown = False
+        self.line = TerminalLine(enabled=enabled, logger=log)
 
     def update(self, sent: int, position: float) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self._last < self.interval:
-            return
-        self._last = now
-        line = (
-            f"{format_duration(position)} / {format_duration(self.duration)}, {sent} messages sent"
-        )
-        if self.tty:
-            width = 24
+        if self.line.due():
             done = position / self.duration if self.duration > 0 else 1.0
-            filled = int(min(max(done, 0.0), 1.0) * width)
-            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {line}\033[K")
-            self.stream.flush()
-            self._shown = True
-        else:
-            log.info("replaying: %s", line)
+            self.line.show(
+                f"replaying {format_duration(position)} / {format_duration(self.duration)}, "
+                f"{sent} messages sent",
+                done=done,
+            )
 
     def close(self) -> None:
-        if self._shown:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._shown = False
+        self.line.close()
 
 
 class Replay:

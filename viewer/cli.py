@@ -142,7 +142,7 @@ def settings_from(args: argparse.Namespace) -> ViewerSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    from viewer import hub, replay_hub
+    from viewer import hub
     from viewer.server import lan_addresses, make_server, page_urls
 
     settings = settings_from(args)
@@ -190,7 +190,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         server.stop()
         hub.stop()
-        replay_hub.stop()
     return 0
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import zmq
 
@@ -73,6 +76,17 @@ class Hub:
         if self._thread.is_alive():
             self._thread.join(timeout=2)
 
+    def figures(self) -> dict[str, Any]:
+        """For ``/healthz`` and ``/metrics``: is the subscription alive, what arrived, when."""
+        with self.lock:
+            last = max((run.last_received_at for run in self.runs.values()), default=0.0)
+        return {
+            "running": self._thread.is_alive(),
+            "received": self.received,
+            "rejected": self.rejected,
+            "last_message_age": round(time.time() - last, 3) if last else None,
+        }
+
     def _receive_loop(self) -> None:
         client = CloneClient(
             self.endpoint, self.snapshot_endpoint, max_runs=RUNS_KEPT, context=self._context
@@ -99,19 +113,40 @@ class Hub:
             run.apply(message)
 
 
-_hub: Hub | None = None
+class Source(Protocol):
+    """What feeds this process's sessions: a :class:`Hub`, or a recording played back
+    (:class:`viewer.replay_hub.ReplayHub`). It folds runs for the dashboard
+    (:class:`viewer.dashboard.Runs`) and reports its own health for ``/healthz``."""
+
+    def stop(self) -> None: ...
+
+    def figures(self) -> dict[str, Any]: ...
 
 
-def start(endpoint: str, snapshot_endpoint: str | None = None) -> Hub:
-    """Start this process's hub (idempotent per endpoint: a second app load reuses it)."""
+_hub: Source | None = None
+
+
+def start(endpoint: str, snapshot_endpoint: str | None = None) -> Source:
+    """Subscribe this process to the broker (see :func:`install`)."""
+
+    def subscribe() -> Hub:
+        live = Hub(endpoint, snapshot_endpoint)
+        live.start()
+        return live
+
+    return install(subscribe)
+
+
+def install(make: Callable[[], Source]) -> Source:
+    """What this process's sessions show: made (and started) by ``make`` the first time, the
+    same one after that (Bokeh may load the app more than once)."""
     global _hub
     if _hub is None:
-        _hub = Hub(endpoint, snapshot_endpoint)
-        _hub.start()
+        _hub = make()
     return _hub
 
 
-def current() -> Hub:
+def current() -> Source:
     if _hub is None:
         raise RuntimeError("the viewer hub is not running; serve the app with 'mnist-live view'")
     return _hub

@@ -19,7 +19,7 @@ from typing import Any
 
 from tornado.web import RequestHandler
 
-from viewer import hub, replay_hub
+from viewer import hub
 from viewer.stats import ViewerStats, stats
 
 RECEIVING_WITHIN = 10.0
@@ -27,35 +27,12 @@ RECEIVING_WITHIN = 10.0
 
 
 def hub_state() -> dict[str, Any]:
-    """The subscription's figures; a process whose hub has not started reports zeros.
-
-    Under ``view --replay`` there is no subscription: the playback thread stands in for it,
-    and what it has folded so far counts as received.
-    """
+    """What feeds this process says of itself (a broker subscription, or a replay's playback);
+    a process whose hub has not started reports zeros."""
     try:
-        playback = replay_hub.current()
-    except RuntimeError:
-        pass
-    else:
-        return {
-            "running": playback.alive,
-            "received": playback.folded,
-            "rejected": 0,
-            "last_message_age": None,
-        }
-    try:
-        current = hub.current()
+        return hub.current().figures()
     except RuntimeError:
         return {"running": False, "received": 0, "rejected": 0, "last_message_age": None}
-    with current.lock:
-        last = max((run.last_received_at for run in current.runs.values()), default=0.0)
-    thread = getattr(current, "_thread", None)
-    return {
-        "running": bool(thread is not None and thread.is_alive()),
-        "received": current.received,
-        "rejected": current.rejected,
-        "last_message_age": round(time.time() - last, 3) if last else None,
-    }
 
 
 def resident_memory_bytes() -> int:

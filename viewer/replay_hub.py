@@ -22,9 +22,11 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from broker.recording_reader import RecordingReader, pick_run
 from protocol import MESSAGE_TYPES, STATE_KINDS, Envelope
+from viewer import hub
 from viewer.history import RunHistory
 
 log = logging.getLogger("viewer")
@@ -170,14 +172,15 @@ class ReplayHub:
     def start(self) -> None:
         self._thread.start()
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    @property
-    def folded(self) -> int:
-        """Messages of the run now on the page."""
-        return self._folded
+    def figures(self) -> dict[str, Any]:
+        """For ``/healthz`` and ``/metrics``: the playback thread stands in for a subscription,
+        and the messages now on the page count as received."""
+        return {
+            "running": self._thread.is_alive(),
+            "received": self._folded,
+            "rejected": 0,
+            "last_message_age": None,
+        }
 
     def stop(self) -> None:
         self._stop.set()
@@ -281,7 +284,6 @@ def clock_text(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-_hub: ReplayHub | None = None
 _preloaded: Recording | None = None
 
 
@@ -295,26 +297,18 @@ def preload(path: str | Path, run_id: str | None) -> Recording:
 
 
 def start(path: str | Path, run_id: str | None) -> ReplayHub:
-    """This process's replay hub (idempotent), from the preloaded recording if it is this one."""
-    global _hub
-    if _hub is None:
-        recording = _preloaded
-        if recording is None or recording.path != Path(path):
-            recording = load(path)
-            log.info("recording %s loaded in %.2f s (%s)", path, recording.seconds, recording.note)
-        _hub = ReplayHub(recording.pick(run_id))
-        _hub.start()
-    return _hub
+    """Play the recording in this process (from the preloaded copy if it is this one) as what
+    its sessions show (:func:`viewer.hub.install`)."""
+    current = hub.install(lambda: _playing(path, run_id))
+    assert isinstance(current, ReplayHub), "this process already shows something else"
+    return current
 
 
-def current() -> ReplayHub:
-    if _hub is None:
-        raise RuntimeError("no replay is loaded; serve it with 'mnist-live view --replay FILE'")
-    return _hub
-
-
-def stop() -> None:
-    global _hub
-    if _hub is not None:
-        _hub.stop()
-        _hub = None
+def _playing(path: str | Path, run_id: str | None) -> ReplayHub:
+    recording = _preloaded
+    if recording is None or recording.path != Path(path):
+        recording = load(path)
+        log.info("recording %s loaded in %.2f s (%s)", path, recording.seconds, recording.note)
+    playback = ReplayHub(recording.pick(run_id))
+    playback.start()
+    return playback

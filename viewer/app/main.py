@@ -7,15 +7,18 @@ instead: for every session when served to this machine only, else for the presen
 
 from bokeh.io import curdoc
 
-from viewer import hub, replay_hub, settings
+from viewer import hub, settings
 from viewer.dashboard import Dashboard
+from viewer.hub import Hub
 from viewer.panels.playback import PlaybackControls
 from viewer.presenter import PresenterControls, is_presenter
+from viewer.replay_hub import ReplayHub
 
 doc = curdoc()
 config = settings.current()
 if config.replay:
-    replay = replay_hub.current()
+    replay = hub.current()
+    assert isinstance(replay, ReplayHub)
 
     def allowed() -> bool:
         return config.open_controls or is_presenter(doc, config)
@@ -24,5 +27,6 @@ if config.replay:
     Dashboard(doc, replay, config, playback, live=False)
 else:
     shared = hub.current()
+    assert isinstance(shared, Hub)
     controls = PresenterControls(doc, config, shared) if is_presenter(doc, config) else None
     Dashboard(doc, shared, config, controls)

@@ -53,7 +53,6 @@ def _keep_sessions_frozen() -> None:
 
 def on_server_unloaded(server_context) -> None:
     hub.stop()
-    replay_hub.stop()
 
 
 def on_session_created(session_context) -> None:
