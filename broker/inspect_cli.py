@@ -13,10 +13,10 @@ import json
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import Envelope, RunFinished, RunStarted
+from broker.run_summary import RunSummary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,42 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object instead of a table"
     )
-
-
-@dataclass
-class RunSummary:
-    """What one run in a recording was, and how far the recording holds it."""
-
-    run_id: str
-    dataset: str | None = None
-    synthetic: bool | None = None
-    architecture: str | None = None
-    first_step: int | None = None
-    last_step: int | None = None
-    first_seq: int | None = None
-    last_seq: int | None = None
-    messages: int = 0
-    status: str = "unfinished"
-    test_accuracy: float | None = None
-    replayed: bool = False
-
-    def add(self, message: Envelope) -> None:
-        self.messages += 1
-        self.first_seq = message.seq if self.first_seq is None else min(self.first_seq, message.seq)
-        self.last_seq = message.seq if self.last_seq is None else max(self.last_seq, message.seq)
-        self.replayed = self.replayed or message.replayed
-        step = getattr(message, "step", None)
-        if isinstance(step, int):
-            self.first_step = step if self.first_step is None else min(self.first_step, step)
-            self.last_step = step if self.last_step is None else max(self.last_step, step)
-        if isinstance(message, RunStarted):
-            self.dataset = message.dataset.name
-            self.synthetic = message.dataset.synthetic
-            layers = "-".join(map(str, message.architecture.layer_sizes))
-            self.architecture = f"{layers} {message.architecture.activation}"
-        elif isinstance(message, RunFinished):
-            self.status = message.status
-            self.test_accuracy = message.test_accuracy
 
 
 @dataclass
@@ -87,7 +51,29 @@ class Summary:
         return self.last_time - self.first_time
 
     def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "duration": round(self.duration, 6)}
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return fields | {
+            "runs": list(map(run_json, self.runs)),
+            "duration": round(self.duration, 6),
+        }
+
+
+def run_json(run: RunSummary) -> dict[str, Any]:
+    started, finished = run.started, run.finished
+    return {
+        "run_id": run.run_id,
+        "dataset": started.dataset.name if started else None,
+        "synthetic": started.dataset.synthetic if started else None,
+        "architecture": run.architecture,
+        "first_step": run.first_step,
+        "last_step": run.last_step,
+        "first_seq": run.first_seq,
+        "last_seq": run.last_seq,
+        "messages": run.messages,
+        "status": run.status,
+        "test_accuracy": finished.test_accuracy if finished else None,
+        "replayed": run.replayed,
+    }
 
 
 def summarise(path: str) -> Summary:
@@ -170,12 +156,13 @@ def render(summary: Summary) -> str:
         return "\n".join(map(printable, lines))
     rows = [["run", "dataset", "architecture", "steps", "seq", "messages", "status"]]
     for run in summary.runs:
+        about = run_json(run)
         steps = "-" if run.first_step is None else f"{run.first_step}-{run.last_step}"
         status = run.status
-        if run.test_accuracy is not None:
-            status += f" (test {run.test_accuracy:.1%})"
-        dataset = run.dataset or "?"
-        if run.synthetic:
+        if about["test_accuracy"] is not None:
+            status += f" (test {about['test_accuracy']:.1%})"
+        dataset = about["dataset"] or "?"
+        if about["synthetic"]:
             dataset += " (synthetic)" if dataset != "synthetic" else ""
         rows.append([
             run.run_id + (" (replayed)" if run.replayed else ""),

@@ -181,6 +181,13 @@ class RecordingReader:
             case Footer():
                 self.whole = True
 
+    def note(self) -> str:
+        """How the file ended, and what was skipped on the way: one line for the terminal."""
+        note = self.describe_damage()
+        if self.invalid:
+            note += f"; skipped invalid messages: {dict(self.invalid)}"
+        return note
+
     def describe_damage(self) -> str:
         """One line for the terminal about how the file ended."""
         if self.whole:

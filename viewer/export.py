@@ -22,11 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from broker.recording_reader import RecordingReader
+from broker.run_summary import RunSummary
 from protocol import (
     Evaluation,
-    RunFinished,
-    RunStarted,
-    RunStatus,
     TrainingMetrics,
 )
 from protocol.errors import CommandError
@@ -78,60 +76,35 @@ RUN_FIELDS = (
 )
 
 
-@dataclass
-class RunSummary:
-    """What runs.csv says about one run, gathered as its messages go by."""
-
-    run_id: str
-    started: RunStarted | None = None
-    finished: RunFinished | None = None
-    state: str | None = None
-    step: int = 0
-    messages: int = 0
-    first_at: float | None = None
-    last_at: float = 0.0
-
-    def see(self, message: Any) -> None:
-        self.messages += 1
-        self.first_at = message.sent_at if self.first_at is None else self.first_at
-        self.last_at = max(self.last_at, message.sent_at)
-        self.step = max(self.step, getattr(message, "step", 0))
-        match message:
-            case RunStarted():
-                self.started = message
-            case RunStatus():
-                self.state = message.state
-            case RunFinished():
-                self.finished = message
-
-    def row(self) -> dict[str, Any]:
-        row: dict[str, Any] = {"run_id": self.run_id, "messages": self.messages}
-        if started := self.started:
-            data, hp = started.dataset, started.hyperparameters
-            row |= {
-                "dataset": data.name,
-                "synthetic": data.synthetic,
-                "train_size": data.train_size,
-                "validation_size": data.validation_size,
-                "test_size": data.test_size,
-                "class_names": ";".join(data.class_names),
-                "layer_sizes": "-".join(map(str, started.architecture.layer_sizes)),
-                "activation": started.architecture.activation,
-                "total_steps": started.total_steps,
-                "steps_per_epoch": started.steps_per_epoch,
-                "start_step": started.start_step,
-                **{name: getattr(hp, name) for name in RUN_FIELDS if name in type(hp).model_fields},
-            }
-        finished = self.finished
+def run_row(summary: RunSummary) -> dict[str, Any]:
+    """What runs.csv says about one run."""
+    row: dict[str, Any] = {"run_id": summary.run_id, "messages": summary.messages}
+    if started := summary.started:
+        data, hp = started.dataset, started.hyperparameters
         row |= {
-            "status": finished.status if finished else f"unfinished ({self.state or 'waiting'})",
-            "final_step": finished.step if finished else self.step,
-            "test_accuracy": finished.test_accuracy if finished else None,
-            "message": finished.message if finished else "",
-            "started_at": self.first_at,
-            "ended_at": self.last_at,
+            "dataset": data.name,
+            "synthetic": data.synthetic,
+            "train_size": data.train_size,
+            "validation_size": data.validation_size,
+            "test_size": data.test_size,
+            "class_names": ";".join(data.class_names),
+            "layer_sizes": "-".join(map(str, started.architecture.layer_sizes)),
+            "activation": started.architecture.activation,
+            "total_steps": started.total_steps,
+            "steps_per_epoch": started.steps_per_epoch,
+            "start_step": started.start_step,
+            **{name: getattr(hp, name) for name in RUN_FIELDS if name in type(hp).model_fields},
         }
-        return row
+    finished = summary.finished
+    row |= {
+        "status": finished.status if finished else f"unfinished ({summary.state or 'waiting'})",
+        "final_step": finished.step if finished else (summary.last_step or 0),
+        "test_accuracy": finished.test_accuracy if finished else None,
+        "message": finished.message if finished else "",
+        "started_at": summary.first_at,
+        "ended_at": summary.last_at,
+    }
+    return row
 
 
 @dataclass
@@ -153,7 +126,7 @@ def read_tables(reader: RecordingReader, run_id: str | None) -> Tables:
         if run_id is not None and message.run_id != run_id:
             continue
         summary = tables.runs.setdefault(message.run_id, RunSummary(message.run_id))
-        summary.see(message)
+        summary.add(message)
         start = summary.first_at or message.sent_at
         common = {"run_id": message.run_id, "sent_at": message.sent_at}
         common["elapsed"] = round(message.sent_at - start, 6)
@@ -225,7 +198,7 @@ def export_csv(
     texts = (
         csv_text(metric_fields, tables.metrics),
         csv_text(evaluation_fields, tables.evaluations),
-        csv_text(RUN_FIELDS, (summary.row() for summary in tables.runs.values())),
+        csv_text(RUN_FIELDS, map(run_row, tables.runs.values())),
     )
     for target, text in zip(targets, texts, strict=True):
         write_atomically(target, text)
@@ -243,10 +216,7 @@ def _check_runs(reader: RecordingReader, runs: Iterable[str], run_id: str | None
 
 def warn_if_damaged(reader: RecordingReader) -> None:
     if reader.damage or reader.invalid or not reader.whole:
-        note = reader.describe_damage()
-        if reader.invalid:
-            note += f"; skipped invalid messages: {dict(reader.invalid)}"
-        log.warning("%s: %s; exporting what is whole", reader.path, note)
+        log.warning("%s: %s; exporting what is whole", reader.path, reader.note())
 
 
 class _OneRun:

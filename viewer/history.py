@@ -150,8 +150,7 @@ class RunHistory:
 
     def apply(self, message: Envelope) -> None:
         """Fold one message in and refresh whatever it changes."""
-        self._fold(message)
-        self._put("header", {"html": self.header_html(), "status": self.status})
+        self.apply_many((message,))
 
     def apply_many(self, messages: Iterable[Envelope]) -> None:
         """Fold messages in order, building the header once at the end (a replay's jump)."""
@@ -269,9 +268,12 @@ class RunHistory:
             # A replay's own pause (a presenter's, announced live and so not marked replayed)
             # shows; a pause that is part of the recorded run does not: the replay plays on.
             status = self.run_status
-            own = status is not None and not status.replayed and not self.played_back
-            paused = own and status is not None and status.state == "paused"
-            return "paused" if paused else "replay"
+            own_pause = (
+                status is not None
+                and status.state == "paused"
+                and not (status.replayed or self.played_back)
+            )
+            return "paused" if own_pause else "replay"
         if self.run_status:
             return self.run_status.state
         return "training" if self.latest_metrics else "waiting"

@@ -114,10 +114,7 @@ def load(path: str | Path, kinds: Sequence[str] | None = None) -> Recording:
             run.messages.append(message)
             run.offsets.append(clock)
         runs[run_id] = run
-    note = reader.describe_damage()
-    if reader.invalid:
-        note += f"; skipped invalid messages: {dict(reader.invalid)}"
-    return Recording(Path(path), runs, note, time.perf_counter() - began)
+    return Recording(Path(path), runs, reader.note(), time.perf_counter() - began)
 
 
 def fold(run: RecordedRun, count: int, replayed: bool = True) -> RunHistory:
