@@ -21,7 +21,6 @@ stops polling is exactly a slow subscriber: its queue overflows and the gaps get
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import logging
@@ -34,7 +33,7 @@ import zmq
 
 from broker.drain import drain
 from protocol import MAX_MESSAGE_BYTES, Envelope, ProtocolError, decode
-from protocol.endpoints import BROKER_OUT, snapshot_endpoint_for
+from protocol.endpoints import snapshot_endpoint_for
 
 log = logging.getLogger("broker.client")
 
@@ -56,22 +55,6 @@ class _Run:
     retry_at: float = 0.0
     live: bool = False  # the first snapshot (or first in-order message) has been applied
     broker_last: int = -1  # the broker's last seq for this run at the previous check
-
-
-def add_subscriber_arguments(parser: argparse.ArgumentParser, snapshot_use: str = "") -> None:
-    """``--connect`` and ``--snapshot``, as every program that subscribes to a broker takes them."""
-    parser.add_argument(
-        "--connect",
-        default=BROKER_OUT,
-        metavar="ENDPOINT",
-        help="the broker's subscriber endpoint (its --out)",
-    )
-    parser.add_argument(
-        "--snapshot",
-        default=None,
-        metavar="ENDPOINT",
-        help=f"the broker's snapshot endpoint{snapshot_use} (default: the --connect port + 1)",
-    )
 
 
 class CloneClient:

@@ -28,9 +28,7 @@ POLL_SECONDS = 0.1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from broker.client import add_subscriber_arguments
-
-    add_subscriber_arguments(parser, ", for the runs so far")
+    endpoints.add_subscriber_arguments(parser, ", for the runs so far")
     parser.add_argument(
         "--out",
         default=None,

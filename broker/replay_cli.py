@@ -19,12 +19,7 @@ log = logging.getLogger("broker.replay")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recording", metavar="FILE", help="the .mcap recording to replay")
-    parser.add_argument(
-        "--connect",
-        default=endpoints.BROKER_IN,
-        metavar="ENDPOINT",
-        help="the broker's --in endpoint, where trainers publish",
-    )
+    endpoints.add_publisher_argument(parser)
     parser.add_argument(
         "--speed",
         default="1",

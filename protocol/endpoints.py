@@ -6,6 +6,7 @@ network, only the viewer's web page is.
 
 from __future__ import annotations
 
+import argparse
 import re
 
 BROKER_IN = "tcp://127.0.0.1:5555"
@@ -77,3 +78,29 @@ def free_tcp_port_pair(host: str = "127.0.0.1", attempts: int = 50) -> int:
                 continue
         return port
     raise OSError(f"found no two adjacent free TCP ports on {host}")
+
+
+def add_publisher_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--connect``, as every program that publishes to a broker (trainer, replay) takes it."""
+    parser.add_argument(
+        "--connect",
+        default=BROKER_IN,
+        metavar="ENDPOINT",
+        help="broker endpoint to publish to (the broker's --in)",
+    )
+
+
+def add_subscriber_arguments(parser: argparse.ArgumentParser, snapshot_use: str = "") -> None:
+    """``--connect`` and ``--snapshot``, as every program that subscribes to a broker takes them."""
+    parser.add_argument(
+        "--connect",
+        default=BROKER_OUT,
+        metavar="ENDPOINT",
+        help="the broker's subscriber endpoint (its --out)",
+    )
+    parser.add_argument(
+        "--snapshot",
+        default=None,
+        metavar="ENDPOINT",
+        help=f"the broker's snapshot endpoint{snapshot_use} (default: the --connect port + 1)",
+    )

@@ -241,12 +241,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     live = parser.add_argument_group("publishing and pacing")
-    live.add_argument(
-        "--connect",
-        default=endpoints.BROKER_IN,
-        metavar="ENDPOINT",
-        help="broker endpoint to publish to (the broker's --in)",
-    )
+    endpoints.add_publisher_argument(live)
     live.add_argument(
         "--wait-for-broker",
         type=float,

@@ -41,10 +41,9 @@ LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from broker.client import add_subscriber_arguments
-    from viewer.settings import FRAME_RATE, THEMES
+    from viewer.settings import FRAME_RATE, add_look_arguments
 
-    add_subscriber_arguments(parser, ", for late-joiner history and presenter commands")
+    endpoints.add_subscriber_arguments(parser, ", for late-joiner history and presenter commands")
     parser.add_argument(
         "--replay",
         default=None,
@@ -80,14 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the secret in the presenter's URL (?token=...), 8-128 letters, digits, - or _ "
         "(default: a new random one, printed at start-up)",
     )
-    parser.add_argument(
-        "--theme", choices=THEMES, default="light", help="colour theme (a page can add ?theme=)"
-    )
-    parser.add_argument(
-        "--large",
-        action="store_true",
-        help="large type for projectors (a page can add ?large=1)",
-    )
+    add_look_arguments(parser, " (a page can add ?theme=dark or ?large=1)")
     parser.add_argument(
         "--frame-rate",
         type=float,

@@ -21,7 +21,7 @@ log = logging.getLogger("viewer.export")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from viewer.settings import THEMES
+    from viewer.settings import add_look_arguments
 
     parser.add_argument("recording", metavar="FILE", help="the recording (.mcap) to export")
     parser.add_argument(
@@ -44,9 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="export only this run (default: every run for --csv, the run with the most "
         "messages for --html)",
     )
-    parser.add_argument(
-        "--theme", choices=THEMES, default="light", help="colour theme of the HTML page"
-    )
+    add_look_arguments(parser, " of the HTML page")
     parser.add_argument(
         "--force", action="store_true", help="overwrite output files that already exist"
     )
@@ -73,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.html is not None:
         began = time.perf_counter()
-        history = export_html(args.recording, args.html, args.run_id, args.force, args.theme)
+        history = export_html(
+            args.recording, args.html, args.run_id, args.force, args.theme, args.large
+        )
         log.info(
             "wrote run %s (%s, step %d) to %s in %.1f s",
             history.run_id,

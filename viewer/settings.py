@@ -41,6 +41,12 @@ class ViewerSettings:
         return self.snapshot or endpoints.snapshot_endpoint_for(self.connect)
 
 
+def add_look_arguments(parser: argparse.ArgumentParser, page: str) -> None:
+    """``--theme`` and ``--large``, for every program that draws the dashboard."""
+    parser.add_argument("--theme", choices=THEMES, default="light", help=f"colour theme{page}")
+    parser.add_argument("--large", action="store_true", help=f"large type for projectors{page}")
+
+
 def new_token() -> str:
     return secrets.token_urlsafe(12)
 
