@@ -42,15 +42,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def loopback_endpoints() -> tuple[str, str, str]:
+    """A broker's --in, --out and --snapshot on free loopback ports."""
+    return tuple(f"tcp://127.0.0.1:{free_tcp_port()}" for _ in range(3))  # type: ignore[return-value]
+
+
+def broker_command(ports: tuple[str, str, str], *extra: str) -> list[str]:
+    """``mnist-live broker`` on ``ports``, quiet, as its own process."""
+    return [sys.executable, "-m", "protocol.cli", "broker", "--log-level", "WARNING",
+            "--in", ports[0], "--out", ports[1], "--snapshot", ports[2], *extra]  # fmt: skip
+
+
 def one_broker(record: str | None, metrics: int, samples: int, latency_rate: float) -> dict:
     """Throughput and latency of one fresh broker, and its recording figures if any."""
-    in_ep, out_ep, snap = (f"tcp://127.0.0.1:{free_tcp_port()}" for _ in range(3))
-    command = [sys.executable, "-m", "protocol.cli", "broker", "--log-level", "WARNING",
-               "--in", in_ep, "--out", out_ep, "--snapshot", snap,
-               "--history-mb", "1024"]  # fmt: skip
-    if record:
-        command += ["--record", record]
-    broker = start(command)
+    in_ep, out_ep, snap = ports = loopback_endpoints()
+    extra = ["--history-mb", "1024", *(["--record", record] if record else [])]
+    broker = start(broker_command(ports, *extra))
     try:
         time.sleep(1.0)
         result: dict[str, Any] = {}

@@ -37,26 +37,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_broker import start, stop
-from bench_recording import compare
+from bench_recording import broker_command, compare, loopback_endpoints
 
 from broker.recording_reader import RecordingReader
-from protocol.endpoints import free_tcp_port
 
 CLI = [sys.executable, "-m", "protocol.cli"]
 
 
-def endpoints() -> tuple[str, str, str]:
-    return tuple(f"tcp://127.0.0.1:{free_tcp_port()}" for _ in range(3))  # type: ignore[return-value]
-
-
-def broker_command(ports: tuple[str, str, str], *extra: str) -> list[str]:
-    return [*CLI, "broker", "--log-level", "WARNING", "--in", ports[0], "--out", ports[1],
-            "--snapshot", ports[2], *extra]  # fmt: skip
-
-
 def record_a_run(directory: Path, seconds: float) -> Path:
     """A real trainer's run at default cadences, recorded by the broker; the file's path."""
-    ports = endpoints()
+    ports = loopback_endpoints()
     broker = start(broker_command(ports, "--record", str(directory)))
     trainer = None
     try:
@@ -77,7 +67,7 @@ def record_a_run(directory: Path, seconds: float) -> Path:
 
 def replay_once(path: Path) -> dict[str, Any]:
     """One ``--speed max`` replay into a fresh broker, timed by a subscriber."""
-    ports = endpoints()
+    ports = loopback_endpoints()
     broker = start(broker_command(ports))
     socket = zmq.Context.instance().socket(zmq.SUB)
     socket.setsockopt(zmq.SUBSCRIBE, b"")
