@@ -17,7 +17,7 @@ Target (issue 3): ours at least 1.5x PyTorch on every configuration. PyTorch com
 optional ``bench`` extra (``pip install -e .[bench]``); without it only our side and the
 ceiling are measured. The last line is one JSON object with every figure.
 
-    python scripts/bench_trainer.py [--seconds 60] [--rounds 5] [--threads N]
+    python scripts/bench_trainer.py [--seconds 60] [--rounds 5] [--threads N] [--only b256]
 """
 
 from __future__ import annotations
@@ -210,6 +210,9 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=THREADS, help="threads for BLAS and PyTorch (default: all)"
     )
+    parser.add_argument(
+        "--only", metavar="TEXT", help="only the configurations whose name contains TEXT"
+    )
     parser.add_argument("--worker", choices=["ours", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -222,12 +225,17 @@ def main() -> None:
         print("PyTorch not installed: measuring our side and the GEMM ceiling only.", end=" ")
         print("For the comparison: pip install -e '.[bench]'  (torch==2.13.0, CPU build)")
 
+    chosen = [i for i, b in enumerate(BENCHES) if args.only is None or args.only in b.name]
+    if not chosen:
+        names = ", ".join(b.name for b in BENCHES)
+        raise SystemExit(f"no configuration's name contains {args.only!r}; they are: {names}")
     dataset_name = bench_dataset().name
     sides = {"ours": Worker("ours")} | ({"torch": Worker("torch")} if torch else {})
-    per_run = args.seconds / len(BENCHES) / args.rounds / len(sides) * 0.7
+    per_run = args.seconds / len(chosen) / args.rounds / len(sides) * 0.7
     rows = []
     try:
-        for index, bench in enumerate(BENCHES):
+        for index in chosen:
+            bench = BENCHES[index]
             # Size each run to ~per_run seconds from a short calibration run of our side.
             probe = sides["ours"].rate(index, 60)
             steps = max(50, int(per_run * probe / bench.config.batch_size))

@@ -182,11 +182,30 @@ def test_schedules() -> None:
         make_schedule("warm", 0.1, 10)
 
 
-def test_pixel_batches_equal_the_float_rows_to_the_bit() -> None:
+def test_pixel_batches_hand_over_the_counts_that_scale_to_the_float_rows() -> None:
     images = np.random.default_rng(4).integers(0, 256, (50, 28, 28), dtype=np.uint8)
     batches = PixelBatches(images, batch_size=8)
     whole = pixels(images)
     for batch in (np.array([3, 1, 49, 0, 7, 7, 12, 30]), np.array([5, 2])):  # full, and short
-        rows = batches.take(batch)
-        assert rows.dtype == np.float32 and rows.shape == (len(batch), 784)
-        np.testing.assert_array_equal(rows, whole[batch])
+        counts = batches.take(batch)
+        assert counts.dtype == np.float32 and counts.shape == (len(batch), 784)
+        np.testing.assert_array_equal(counts, images[batch].reshape(len(batch), -1))
+        np.testing.assert_allclose(batches.scale * counts, whole[batch], rtol=1e-6)
+
+
+@pytest.mark.parametrize("products", [False, True])
+def test_an_input_scale_gives_what_the_scaled_input_gives(products: bool) -> None:
+    """Counts with ``x_scale`` train the model exactly as the pixels they stand for do."""
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (16, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, 16)
+    model = MLP([784, 32, 10], "relu", rng)
+    loss, accuracy, grads = model.loss_and_gradients(pixels(images), y, products=products)
+    expected = [np.array(g) for g in grads]  # the model reuses its buffers
+    batches = PixelBatches(images, batch_size=16)
+    counts = batches.take(np.arange(16))
+    scaled = model.loss_and_gradients(counts, y, products=products, x_scale=batches.scale)
+    assert scaled[:2] == pytest.approx((loss, accuracy), rel=1e-5)
+    for got, want in zip(scaled[2], expected, strict=True):
+        np.testing.assert_allclose(np.array(got), want, rtol=1e-4, atol=1e-6)
+    assert np.abs(expected[0]).max() > 1e-4  # the first layer's gradient is not trivially 0

@@ -65,17 +65,41 @@ _SGEMM = _function(
 )  # fmt: skip
 # saxpby(n, alpha, x, incx, beta, y, incy): y = alpha * x + beta * y
 _SAXPBY = _function("saxpby", int, _real, _pointer, int, _real, _pointer, int)
+# saxpy(n, alpha, x, incx, y, incy): y += alpha * x; OpenBLAS splits it across its threads
+_SAXPY = _function("saxpy", int, _real, _pointer, int, _pointer, int)
+
+
+def _float32_rows(*arrays: np.ndarray) -> bool:
+    """Whether BLAS can take every one of ``arrays`` as it is: float32, C-contiguous."""
+    return all(x.dtype == np.float32 and x.flags.c_contiguous for x in arrays)
+
+
+def _address(x: np.ndarray) -> object:
+    """``x``'s first element as a pointer argument.
+
+    ``x.ctypes.data`` builds a helper object and costs a microsecond; a training step passes a
+    dozen pointers, so a writable array (every buffer the step writes, and most it reads) is
+    passed as a reference to a ctypes view of its buffer instead, a few times cheaper.
+    """
+    try:
+        return ctypes.byref(ctypes.c_char.from_buffer(x))
+    except (TypeError, ValueError):  # read-only or empty
+        return x.ctypes.data
 
 
 @dataclass(frozen=True)
 class Product:
-    """The gradient ``a.T @ b``, left unevaluated so an optimizer can fuse it into its update."""
+    """The gradient ``alpha * a.T @ b``, left unevaluated so an optimizer can fuse it into its
+    update."""
 
     a: np.ndarray
     b: np.ndarray
+    alpha: float = 1.0
 
     def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
         product = self.a.T @ self.b
+        if self.alpha != 1.0:
+            product *= self.alpha
         return product if dtype is None else product.astype(dtype)
 
 
@@ -87,22 +111,25 @@ def fused() -> bool:
 def add_product(
     c: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: float, beta: float = 1.0
 ) -> None:
-    """``c = beta * c + alpha * (a.T @ b)``, in place; ``a`` is ``[k, m]``, ``b`` ``[k, n]``."""
+    """``c = beta * c + alpha * (a.T @ b)``, in place; ``a`` is ``[k, m]``, ``b`` ``[k, n]``.
+
+    With ``beta`` 0 what ``c`` held is not read, so it may be uninitialised.
+    """
     k, m = a.shape
     n = b.shape[1]
-    if (
-        _SGEMM is None
-        or c.shape != (m, n)
-        or b.shape[0] != k
-        or not all(x.dtype == np.float32 and x.flags.c_contiguous for x in (a, b, c))
-    ):
+    if _SGEMM is None or c.shape != (m, n) or b.shape[0] != k or not _float32_rows(a, b, c):
+        product = a.T @ b
+        product *= alpha
+        if beta == 0.0:
+            c[...] = product
+            return
         if beta != 1.0:
             c *= beta
-        c += np.float32(alpha) * (a.T @ b)
+        c += product
         return
     _SGEMM(
-        _ROW_MAJOR, _TRANS, _NO_TRANS, m, n, k, alpha, a.ctypes.data, m, b.ctypes.data, n,
-        beta, c.ctypes.data, n,
+        _ROW_MAJOR, _TRANS, _NO_TRANS, m, n, k, alpha, _address(a), m, _address(b), n,
+        beta, _address(c), n,
     )  # fmt: skip
 
 
@@ -112,31 +139,29 @@ def scale_add(y: np.ndarray, x: np.ndarray, alpha: float, beta: float = 1.0) -> 
     Optimizers are a chain of such updates over every parameter; each pass saved is one fewer
     trip through memory for arrays too big for the core's cache.
     """
-    if (
-        _SAXPBY is None
-        or x.shape != y.shape
-        or not all(a.dtype == np.float32 and a.flags.c_contiguous for a in (x, y))
-    ):
+    if _SAXPBY is None or x.shape != y.shape or not _float32_rows(x, y):
         if beta != 1.0:
             y *= beta
         y += alpha * x
         return
-    _SAXPBY(y.size, alpha, x.ctypes.data, 1, beta, y.ctypes.data, 1)
+    if beta == 1.0 and _SAXPY is not None:  # the common case, on all of BLAS's threads
+        _SAXPY(y.size, alpha, _address(x), 1, _address(y), 1)
+        return
+    _SAXPBY(y.size, alpha, _address(x), 1, beta, _address(y), 1)
 
 
-def add_matmul(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
-    """``c += a @ b`` in place: a layer's bias, put in ``c`` first, rides on its product."""
+def add_matmul(c: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: float = 1.0) -> None:
+    """``c += alpha * (a @ b)`` in place: a layer's bias, put in ``c`` first, rides on its
+    product, and so does a scale on its input (``alpha``)."""
     m, k = a.shape
     n = b.shape[1]
-    if (
-        _SGEMM is None
-        or c.shape != (m, n)
-        or b.shape[0] != k
-        or not all(x.dtype == np.float32 and x.flags.c_contiguous for x in (a, b, c))
-    ):
-        c += a @ b
+    if _SGEMM is None or c.shape != (m, n) or b.shape[0] != k or not _float32_rows(a, b, c):
+        product = a @ b
+        if alpha != 1.0:
+            product *= alpha
+        c += product
         return
     _SGEMM(
-        _ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, 1.0, a.ctypes.data, k, b.ctypes.data, n,
-        1.0, c.ctypes.data, n,
+        _ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, alpha, _address(a), k, _address(b), n,
+        1.0, _address(c), n,
     )  # fmt: skip

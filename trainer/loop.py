@@ -201,7 +201,7 @@ def train(
         optimizer.lr = learning_rate(step)
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked just below
             loss, accuracy, grads = model.loss_and_gradients(
-                xb, y[batch], products=optimizer.takes_products
+                xb, y[batch], products=optimizer.takes_products, x_scale=x.scale
             )
         if not np.isfinite(loss):
             status = "diverged"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from trainer.blas import Product, add_matmul
+from trainer.blas import Product, add_matmul, add_product
 
 Activation = tuple[
     Callable[[np.ndarray, np.ndarray | None], np.ndarray], Callable[[np.ndarray, np.ndarray], None]
@@ -105,9 +105,13 @@ class MLP:
         return softmax(self.forward(x)[-1])
 
     def loss_and_gradients(
-        self, x: np.ndarray, y: np.ndarray, *, products: bool = False
+        self, x: np.ndarray, y: np.ndarray, *, products: bool = False, x_scale: float = 1.0
     ) -> tuple[float, float, list[np.ndarray]]:
         """Mean cross-entropy, accuracy and the gradient of the loss for every parameter.
+
+        The network's input is ``x_scale * x``. The scale rides on the first layer's two
+        matrix products (BLAS's ``alpha``) for free, where scaling ``x`` itself would be a pass
+        over the whole batch (:class:`PixelBatches` hands over pixel counts 0-255 this way).
 
         With ``products`` the weight gradients come back as unevaluated ``inputs.T @ delta``
         (:class:`~trainer.blas.Product`) for an optimizer that fuses them into its update.
@@ -126,7 +130,7 @@ class MLP:
         for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
             z = outputs[i + 1]
             np.copyto(z, b)
-            add_matmul(z, outputs[i], w)
+            add_matmul(z, outputs[i], w, x_scale if i == 0 else 1.0)
             if i < last:
                 activation(z, buffers.deltas[i])  # that delta is free until the backward pass
 
@@ -151,10 +155,11 @@ class MLP:
         if products:
             grads = list(grads)
         for layer in range(last, -1, -1):
+            scale = x_scale if layer == 0 else 1.0
             if products:
-                grads[2 * layer] = Product(outputs[layer], delta)  # type: ignore[call-overload]
+                grads[2 * layer] = Product(outputs[layer], delta, scale)  # type: ignore[call-overload]
             else:
-                np.dot(outputs[layer].T, delta, out=grads[2 * layer])
+                add_product(grads[2 * layer], outputs[layer], delta, scale, 0.0)
             np.dot(buffers.ones[:n], delta, out=grads[2 * layer + 1])  # the column sums
             if layer > 0:  # the input needs no gradient
                 delta = np.dot(delta, weights[layer].T, out=buffers.deltas[layer - 1])
@@ -207,21 +212,28 @@ def pixels(images: np.ndarray) -> np.ndarray:
 
 
 class PixelBatches:
-    """Training images kept as uint8 and turned into :func:`pixels` rows a batch at a time.
+    """Training images kept as uint8 and handed to the model a batch at a time.
 
     A float32 copy of the training set is four times the memory (188 MB for Fashion-MNIST's
-    60,000) and, gathered a batch at a time, four times the bytes read; the conversion of one
-    batch costs less than reading those bytes. The rows equal ``pixels(images)[batch]``.
+    60,000) and, gathered a batch at a time, four times the bytes read. A batch comes back as
+    float32 pixel counts (0-255): ``scale * take(batch)`` equals ``pixels(images)[batch]``,
+    and the model applies ``scale`` inside its first layer's products
+    (``loss_and_gradients(..., x_scale=scale)``), so the conversion is one cast, not a cast
+    and a division.
     """
+
+    scale = 1 / 255
 
     def __init__(self, images: np.ndarray, batch_size: int) -> None:
         self.rows = images.reshape(len(images), -1)
         self._raw = np.empty((batch_size, self.rows.shape[1]), np.uint8)
-        self._rows = np.empty((batch_size, self.rows.shape[1]), np.float32)
+        self._counts = np.empty((batch_size, self.rows.shape[1]), np.float32)
 
     def take(self, batch: np.ndarray) -> np.ndarray:
         raw = np.take(self.rows, batch, axis=0, out=self._raw[: len(batch)])
-        return np.divide(raw, np.float32(255), out=self._rows[: len(batch)], dtype=np.float32)
+        counts = self._counts[: len(batch)]
+        np.copyto(counts, raw)
+        return counts
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -116,7 +116,7 @@ class SGD(Optimizer):
         self.steps += 1
         for p, g in zip(self.params, grads, strict=True):
             if isinstance(g, Product):
-                add_product(p, g.a, g.b, -self.lr, 1 - self.lr * self.weight_decay)
+                add_product(p, g.a, g.b, -self.lr * g.alpha, 1 - self.lr * self.weight_decay)
             else:
                 self.update(p, g)
         return None
@@ -174,7 +174,6 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.m = [np.zeros_like(p) for p in self.groups]
         self.v = [np.zeros_like(p) for p in self.groups]
-        self._scratch = [np.empty_like(p) for p in self.groups]
 
     def _slots(self) -> dict[str, list[np.ndarray]]:
         return {"m": self.m, "v": self.v}
@@ -188,16 +187,18 @@ class Adam(Optimizer):
         super().step(grads)
 
     def _group_state(self, i: int) -> tuple[np.ndarray, ...]:
-        return self.m[i], self.v[i], self._scratch[i]
+        return self.m[i], self.v[i]
 
     def update(self, p: np.ndarray, g: np.ndarray, *state: np.ndarray) -> None:
-        m, v, scratch = state
+        m, v = state
         scale_add(m, g, 1 - self.beta1, self.beta1)
         np.multiply(g, g, out=g)
         scale_add(v, g, 1 - self.beta2, self.beta2)
-        denominator = np.sqrt(v, out=scratch)
+        # The gradient is spent: its array holds the step from here on, so the update touches
+        # one array fewer (for a large first layer the arrays outgrow the core's cache).
+        denominator = np.sqrt(v, out=g)
         denominator += self._eps
-        update = np.divide(m, denominator, out=scratch)
+        update = np.divide(m, denominator, out=g)
         # The decoupled weight decay rides on the same pass: p = (1 - lr * wd) * p - update.
         scale_add(p, update, -self._step_size, 1 - self.lr * self.weight_decay)
 
