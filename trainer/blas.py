@@ -82,7 +82,7 @@ def _address(x: np.ndarray) -> object:
     passed as a reference to a ctypes view of its buffer instead, a few times cheaper.
     """
     try:
-        return ctypes.byref(ctypes.c_char.from_buffer(x))
+        return ctypes.byref(ctypes.c_char.from_buffer(x))  # type: ignore[arg-type]
     except (TypeError, ValueError):  # read-only or empty
         return x.ctypes.data
 
