@@ -66,6 +66,23 @@ def test_add_matmul_matches_numpy(contiguous: bool) -> None:
     np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])  # BLAS, and NumPy's fallback
+def test_read_only_inputs_a_scale_and_an_ignored_output(dtype: type) -> None:
+    """Inputs BLAS cannot view as writable buffers (a loaded dataset, say) are passed as they
+    are; ``alpha`` scales the product and ``beta`` 0 ignores what the output held."""
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((16, 30)).astype(dtype)
+    b = rng.standard_normal((30, 20)).astype(dtype)
+    a.setflags(write=False)
+    b.setflags(write=False)
+    c = np.zeros((16, 20), dtype)
+    blas.add_matmul(c, a, b, alpha=0.5)
+    np.testing.assert_allclose(c, 0.5 * (a.astype(np.float64) @ b), rtol=1e-5, atol=1e-5)
+    g = np.full((30, 20), np.nan, dtype)  # beta 0: NaN in the output must not survive
+    blas.add_product(g, a, c, 2.0, 0.0)
+    np.testing.assert_allclose(g, 2 * (a.T.astype(np.float64) @ c), rtol=1e-5, atol=1e-5)
+
+
 def test_numpy_wheels_get_the_fused_call() -> None:
     if not list(Path(np.__file__).resolve().parent.parent.glob("numpy.libs/*openblas*")):
         pytest.skip("this NumPy does not bundle OpenBLAS")
