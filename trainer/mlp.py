@@ -216,8 +216,8 @@ class PixelBatches:
 
     A float32 copy of the training set is four times the memory (188 MB for Fashion-MNIST's
     60,000) and, gathered a batch at a time, four times the bytes read. A batch comes back as
-    float32 pixel counts (0-255): ``scale * take(batch)`` equals ``pixels(images)[batch]``,
-    and the model applies ``scale`` inside its first layer's products
+    float32 pixel counts (0-255), which ``scale`` turns into ``pixels(images)[batch]`` (equal but
+    for float32's last bit). The model applies ``scale`` inside its first layer's products
     (``loss_and_gradients(..., x_scale=scale)``), so the conversion is one cast, not a cast
     and a division.
     """
