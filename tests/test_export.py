@@ -98,6 +98,9 @@ def test_run_picks_one_and_existing_output_needs_force(tmp_path: Path, recording
     assert_one_line_error(both, "page.html exists; pass --force")
     assert not fresh.exists(), "nothing is written when any output would be refused"
     assert page.read_text() == "keep me"
+    nowhere = export(str(recording), "--csv", str(fresh), "--html", str(tmp_path / "no/page.html"))
+    assert_one_line_error(nowhere, "no directory")
+    assert not fresh.exists(), "nor when the page's directory is missing"
 
 
 @pytest.mark.parametrize(

@@ -119,7 +119,8 @@ def add_product(
     n = b.shape[1]
     if _SGEMM is None or c.shape != (m, n) or b.shape[0] != k or not _float32_rows(a, b, c):
         product = a.T @ b
-        product *= alpha
+        if alpha != 1.0:
+            product *= alpha
         if beta == 0.0:
             c[...] = product
             return

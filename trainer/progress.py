@@ -18,7 +18,7 @@ def format_duration(seconds: float) -> str:
 class TerminalLine:
     """One line redrawn in place on a terminal, or a log line now and then elsewhere.
 
-    Every long job's progress (training, a replay, a recording, a download) goes through it:
+    The training bar, a replay's progress and a recording's status all go through it:
     :meth:`due` says whether to redraw yet (``interval`` on a terminal, ``quiet_interval``
     otherwise, never when disabled), :meth:`show` draws, with a bar when the fraction done is
     known. With ``logger`` None nothing is printed off a terminal.

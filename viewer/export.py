@@ -164,6 +164,13 @@ def check_outputs(paths: Iterable[Path], force: bool) -> None:
             raise CommandError(f"{path} exists; pass --force to overwrite it")
 
 
+def check_html_output(path: Path, force: bool) -> None:
+    """What :func:`check_outputs` refuses, and a page whose directory does not exist."""
+    check_outputs([path], force)
+    if not path.parent.is_dir():
+        raise CommandError(f"--html {path}: no directory {path.parent}")
+
+
 def write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -276,9 +283,7 @@ def export_html(
 ) -> RunHistory:
     """Write the standalone page of one run (``run_id``, else the recording's longest)."""
     out = Path(out)
-    check_outputs([out], force)
-    if not out.parent.is_dir():
-        raise CommandError(f"--html {out}: no directory {out.parent}")
+    check_html_output(out, force)
     loaded = load(recording)
     run = loaded.pick(run_id)
     if loaded.note != "whole":

@@ -51,13 +51,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from viewer.export import CSV_FILES, check_outputs, export_csv, export_html
+    from viewer.export import (
+        CSV_FILES,
+        check_html_output,
+        check_outputs,
+        export_csv,
+        export_html,
+    )
 
     if args.csv is None and args.html is None:
         raise CommandError("say what to write: --csv DIR, --html FILE, or both")
-    outputs = [Path(args.csv) / name for name in CSV_FILES] if args.csv is not None else []
-    outputs += [Path(args.html)] if args.html is not None else []
-    check_outputs(outputs, args.force)  # all of them before writing any: no half an export
+    # Every output is checked before any is written: no half an export.
+    if args.csv is not None:
+        check_outputs([Path(args.csv) / name for name in CSV_FILES], args.force)
+    if args.html is not None:
+        check_html_output(Path(args.html), args.force)
     if args.csv is not None:
         began = time.perf_counter()
         tables = export_csv(args.recording, args.csv, args.run_id, args.force)

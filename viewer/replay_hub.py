@@ -19,13 +19,14 @@ import bisect
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from broker import history as broker_history
 from broker.recording_reader import RecordingReader, pick_run
-from protocol import MESSAGE_TYPES, STATE_KINDS, Envelope
+from protocol import MESSAGE_TYPES, Envelope
 from viewer import hub
 from viewer.history import RunHistory
 
@@ -33,8 +34,9 @@ log = logging.getLogger("viewer")
 
 SKIPPED_KINDS = frozenset({"model"})
 """Kinds the dashboard never shows: not even loaded."""
-LATEST_ONLY = tuple(sorted(STATE_KINDS - SKIPPED_KINDS))
-"""Kinds of which the page shows only the latest: a fold skips the superseded ones."""
+LATEST_ONLY = broker_history.LATEST_ONLY - SKIPPED_KINDS
+"""Kinds of which the page shows only the latest (the broker's last-value cache keeps the same
+ones): a fold skips the superseded ones."""
 SPEEDS = (1.0, 2.0, 4.0, 10.0, 50.0)
 """The speeds the playback controls offer."""
 TICK_SECONDS = 0.05
@@ -88,7 +90,7 @@ class Recording:
         return pick_run(self.runs, run_id, self.path, lambda run: len(run.messages))
 
 
-def load(path: str | Path, kinds: Sequence[str] | None = None) -> Recording:
+def load(path: str | Path) -> Recording:
     """Read a recording into memory, run by run in sequence order (duplicates dropped).
 
     Raises :class:`RecordingError` for a file that is not a recording; a damaged one is kept up
@@ -96,7 +98,7 @@ def load(path: str | Path, kinds: Sequence[str] | None = None) -> Recording:
     """
     began = time.perf_counter()
     reader = RecordingReader(path)
-    wanted = kinds or [k for k in MESSAGE_TYPES if k not in SKIPPED_KINDS]
+    wanted = [k for k in MESSAGE_TYPES if k not in SKIPPED_KINDS]
     by_run: dict[str, dict[int, tuple[float, Envelope]]] = {}
     for recorded in reader.messages(wanted):
         message = recorded.message
