@@ -95,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--runs-kept must be at least 1, got {args.runs_kept}")
     recorder = None
     if args.record is not None:
-        from broker.recorder import RunRecorder, prepare_directory
+        from broker.recorder import RunRecorder
 
-        prepare_directory(args.record)  # a one-line error before anything is bound
+        recorder = RunRecorder(args.record, source=args.in_endpoint)  # its errors come first
     try:
         forwarder = Forwarder(
             args.in_endpoint,
@@ -106,14 +106,15 @@ def run(args: argparse.Namespace) -> int:
             max_message_bytes=args.max_message_bytes,
             history_bytes=int(args.history_mb * 2**20),
             runs_kept=args.runs_kept,
+            recorder=recorder,
         )
     except zmq.ZMQError as exc:
+        if recorder is not None:
+            recorder.close()
         raise CommandError(
             f"cannot bind {args.in_endpoint} / {args.out_endpoint} / {snapshot}: {exc}; "
             "is another broker running? choose other ports with --in/--out/--snapshot"
         ) from None
-    if args.record is not None:
-        recorder = forwarder.recorder = RunRecorder(args.record, source=forwarder.endpoints[0])
     log.info(
         "broker up: publishers -> %s, subscribers <- %s, snapshots/status/control at %s",
         *forwarder.endpoints,

@@ -150,7 +150,7 @@ class Forwarder:
             if self.frontend in ready:
                 self._drain_frontend()
             if recorder is not None:
-                recorder.flush_if_due()
+                recorder.tick()
             if self.backend in ready:
                 self._drain_subscriptions()
             if self.router in ready:

@@ -130,9 +130,9 @@ def open_new(directory: Path, run_id: str, source: str) -> RecordingWriter:
 class RunRecorder:
     """The broker's end of the recording: gathers frames, hands batches to the writer process.
 
-    :meth:`submit` and :meth:`flush` are the broker thread's calls (never block, never raise);
-    :meth:`stats` merges the broker's drop counts with the writer's last report; :meth:`close`
-    has the writer close every file whole and waits for it.
+    :meth:`submit`, :meth:`tick` and :meth:`flush` are the broker thread's calls (never block,
+    never raise); :meth:`stats` merges the broker's drop counts with the writer's last report;
+    :meth:`close` has the writer close every file whole and waits for it.
     """
 
     def __init__(
@@ -171,6 +171,7 @@ class RunRecorder:
         self.dropped: Counter[str] = Counter()
         self._drop_log = RateLimitedLog(log, "recording dropped messages")
         self._report: dict[str, Any] = {}
+        self._next_read = 0.0
         self.closed = False
         # A PUSH socket with no peer yet refuses everything: wait for the writer's first report.
         if not self.report.poll(int(START_SECONDS * 1000)):
@@ -199,19 +200,30 @@ class RunRecorder:
     def pending(self) -> bool:
         return bool(self._batch)
 
-    def flush_if_due(self) -> None:
-        """Hand the batch over once its first message has waited :data:`HAND_OVER_SECONDS`."""
-        if self._batch and time.monotonic() - self._batch_since >= HAND_OVER_SECONDS:
+    def tick(self) -> None:
+        """The broker loop's regular call: hands the batch over once its first message has
+        waited :data:`HAND_OVER_SECONDS`, and takes in the writer's reports as they come (left
+        unread until someone asks for ``status``, they would pile up until the writer's sends
+        block)."""
+        now = time.monotonic()
+        if self._batch and now - self._batch_since >= HAND_OVER_SECONDS:
             self.flush()
+        if now >= self._next_read:
+            self._next_read = now + STATS_SECONDS
+            self._read_reports()
 
-    def flush(self) -> None:
-        """Hand the batch to the writer now, or drop it if the writer is that far behind."""
+    def flush(self, wait: bool = False) -> None:
+        """Hand the batch to the writer now, or drop it if the writer is that far behind.
+
+        ``wait`` (at close) waits for room, up to the socket's send timeout, instead.
+        """
         batch = self._batch
         if not batch:
             return
         self._batch, self._batch_bytes = [], 0
         try:
-            self.push.send(pack_batch(batch), zmq.NOBLOCK)
+            # copy=False: the packed batch can be megabytes, and pyzmq would copy it again.
+            self.push.send(pack_batch(batch), 0 if wait else zmq.NOBLOCK, copy=False)
         except zmq.Again:
             if self.process.poll() is not None:
                 self.dropped["writer_exited"] += len(batch)
@@ -255,12 +267,14 @@ class RunRecorder:
         """Hand over the last batch, have the writer close every file, wait for it."""
         if self.closed:
             return
-        self.flush()
         self.closed = True
         if self.process.poll() is None:
             self.push.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
+            self.flush(wait=True)  # the last batch often holds run_finished: wait for room
             with contextlib.suppress(zmq.ZMQError):  # a writer that stalled that long is stopped
                 self.push.send(_CLOSE)
+        else:
+            self.flush()  # counted as dropped: the writer is gone
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -441,6 +455,7 @@ def serve(args: argparse.Namespace) -> None:
     pull.connect(args.endpoint)
     report = context.socket(zmq.PUSH)
     report.setsockopt(zmq.SNDHWM, 4)
+    report.setsockopt(zmq.SNDTIMEO, 2000)  # the last report must not hold the close up
     report.setsockopt(zmq.LINGER, 2000)
     report.connect(args.report)
     files = RunFiles(Path(args.directory), args.source, args.max_open)
