@@ -84,7 +84,6 @@ def summarise(path: str) -> Summary:
     reader = RecordingReader(path)
     kinds: Counter[str] = Counter()
     runs: dict[str, RunSummary] = {}
-    first = last = None
     for recorded in reader.messages():
         message = recorded.message
         kinds[message.kind] += 1
@@ -92,8 +91,9 @@ def summarise(path: str) -> Summary:
         if run is None:
             run = runs[message.run_id] = RunSummary(message.run_id)
         run.add(message)
-        first = recorded.log_time if first is None else min(first, recorded.log_time)
-        last = recorded.log_time if last is None else max(last, recorded.log_time)
+    # A message's log time is its sent_at (broker.recording), which each run's summary spans.
+    first = min((r.first_at for r in runs.values() if r.first_at is not None), default=None)
+    last = max((r.last_at for r in runs.values() if r.last_at is not None), default=None)
     about = next((m for name, m in reader.metadata if name == RECORDING_METADATA), {})
     return Summary(
         file=str(path),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from protocol import Envelope, RunStarted, endpoints
 from protocol.errors import CommandError
-from trainer.progress import TerminalLine
+from trainer.progress import TerminalLine, format_duration
 
 log = logging.getLogger("broker.record")
 
@@ -86,10 +86,10 @@ class StatusLine:
 
     def update(self, messages: int, size: int, runs: int) -> None:
         if self.line.due():
-            elapsed = int(time.monotonic() - self.started)
+            elapsed = format_duration(time.monotonic() - self.started)
             self.line.show(
                 f"recording: {messages:,} messages, {runs} run(s), {size / 2**20:.1f} MB, "
-                f"{elapsed // 60}:{elapsed % 60:02d} elapsed"
+                f"{elapsed} elapsed"
             )
 
     def close(self) -> None:
@@ -101,9 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from broker.recorder import signals_ignored
     from broker.recording import RecordingWriter
 
-    endpoints.check_endpoint(args.connect, "--connect")
-    snapshot = args.snapshot or endpoints.snapshot_endpoint_for(args.connect)
-    endpoints.check_endpoint(snapshot, "--snapshot")
+    _, snapshot = endpoints.subscriber_endpoints(args)
     out = output_path(args)
     replace = out.exists()  # only with --force: written aside, moved over at the first message
     path = out.with_name(f".{out.name}.{os.getpid()}.partial") if replace else out
@@ -141,18 +139,16 @@ def run(args: argparse.Namespace) -> int:
         with signals_ignored():
             status.close()
             client.close()
-            size = writer.size()
             writer.close()
             if replace:  # nothing arrived: the old recording stays as it was
                 path.unlink(missing_ok=True)
                 log.info("nothing recorded; %s left as it was", out)
             else:
-                size = out.stat().st_size
                 log.info(
                     "recorded %d messages of %d run(s), %d bytes, to %s",
                     writer.messages,
                     len(writer.runs),
-                    size,
+                    out.stat().st_size,
                     out,
                 )
     return 0
@@ -161,13 +157,11 @@ def run(args: argparse.Namespace) -> int:
 def _log_new(message: Envelope) -> None:
     """One line per run, at its first message (its run_started, unless the broker lost it)."""
     if isinstance(message, RunStarted):
-        layers = "-".join(map(str, message.architecture.layer_sizes))
         log.info(
-            "recording run %s: %s, %s %s, %d steps",
+            "recording run %s: %s, %s, %d steps",
             message.run_id,
             message.dataset.name,
-            layers,
-            message.architecture.activation,
+            message.architecture.label,
             message.total_steps,
         )
     else:

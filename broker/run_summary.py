@@ -52,10 +52,7 @@ class RunSummary:
     @property
     def architecture(self) -> str | None:
         """Like ``784-128-10 relu``."""
-        if self.started is None:
-            return None
-        layers = "-".join(map(str, self.started.architecture.layer_sizes))
-        return f"{layers} {self.started.architecture.activation}"
+        return None if self.started is None else self.started.architecture.label
 
     @property
     def status(self) -> str:

@@ -104,3 +104,12 @@ def add_subscriber_arguments(parser: argparse.ArgumentParser, snapshot_use: str 
         metavar="ENDPOINT",
         help=f"the broker's snapshot endpoint{snapshot_use} (default: the --connect port + 1)",
     )
+
+
+def subscriber_endpoints(args: argparse.Namespace) -> tuple[str, str]:
+    """``--connect`` and the snapshot endpoint (``--snapshot``, or derived from ``--connect``),
+    both checked: what :func:`add_subscriber_arguments` asked for, ready to use."""
+    check_endpoint(args.connect, "--connect")
+    snapshot = args.snapshot or snapshot_endpoint_for(args.connect)
+    check_endpoint(snapshot, "--snapshot")
+    return args.connect, snapshot

@@ -166,6 +166,11 @@ class Architecture(BaseModel):
     )
     activation: Activation
 
+    @property
+    def label(self) -> str:
+        """Like ``784-128-10 relu``, as the terminal and tables show a model."""
+        return f"{'-'.join(map(str, self.layer_sizes))} {self.activation}"
+
 
 class Hyperparameters(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -101,12 +101,7 @@ def settings_from(args: argparse.Namespace) -> ViewerSettings:
     """Check the options and turn them into the settings every server process gets."""
     from viewer.settings import ViewerSettings, new_token
 
-    endpoints.check_endpoint(args.connect, "--connect")
-    snapshot = args.snapshot
-    if snapshot is not None:
-        endpoints.check_endpoint(snapshot, "--snapshot")
-    else:
-        endpoints.snapshot_endpoint_for(args.connect)  # fails early if it cannot be derived
+    endpoints.subscriber_endpoints(args)  # fails early if either is wrong
     if not 0 < args.port < 65536:
         raise CommandError(f"--port must be 1..65535, got {args.port}")
     if not 0 < args.frame_rate <= 60:
@@ -122,7 +117,7 @@ def settings_from(args: argparse.Namespace) -> ViewerSettings:
         )
     return ViewerSettings(
         connect=args.connect,
-        snapshot=snapshot,
+        snapshot=args.snapshot,
         presenter_token=token or new_token(),
         theme=args.theme,
         large=args.large,
