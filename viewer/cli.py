@@ -185,8 +185,7 @@ def _load_replay(path: str, run_id: str | None) -> None:
     from viewer.replay_hub import clock_text, preload
 
     log.info("loading recording %s", path)
-    recording = preload(path, run_id)
-    run = recording.pick(run_id)
+    recording, run = preload(path, run_id)
     others = len(recording.runs) - 1
     log.info(
         "recording loaded in %.2f s: run %s, %d messages over %s (%s)%s",

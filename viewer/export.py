@@ -192,7 +192,7 @@ def export_csv(
     reader = RecordingReader(recording)
     tables = read_tables(reader, run_id)
     _check_runs(reader, tables.runs, run_id)
-    warn_if_damaged(reader)
+    warn_if_damaged(reader.path, reader.note())
     directory.mkdir(parents=True, exist_ok=True)
     metric_fields = ("run_id", *METRIC_FIELDS, "sent_at", "elapsed")
     evaluation_fields = (
@@ -221,9 +221,10 @@ def _check_runs(reader: RecordingReader, runs: Iterable[str], run_id: str | None
     raise CommandError(f"{reader.path} holds no run ({reader.describe_damage()})")
 
 
-def warn_if_damaged(reader: RecordingReader) -> None:
-    if reader.damage or reader.invalid or not reader.whole:
-        log.warning("%s: %s; exporting what is whole", reader.path, reader.note())
+def warn_if_damaged(path: str | Path, note: str) -> None:
+    """One warning for a recording that was not read whole (``note`` from the reader)."""
+    if note != "whole":
+        log.warning("%s: %s; exporting what is whole", path, note)
 
 
 class _OneRun:
@@ -286,8 +287,7 @@ def export_html(
     check_html_output(out, force)
     loaded = load(recording)
     run = loaded.pick(run_id)
-    if loaded.note != "whole":
-        log.warning("%s: %s; exporting what is whole", recording, loaded.note)
+    warn_if_damaged(recording, loaded.note)
     history = fold(run, len(run.messages), replayed=False)
     write_atomically(out, page_html(history, theme, large))
     return history

@@ -286,13 +286,13 @@ def clock_text(seconds: float) -> str:
 _preloaded: Recording | None = None
 
 
-def preload(path: str | Path, run_id: str | None) -> Recording:
-    """Load and check the recording before the server starts (children inherit it)."""
+def preload(path: str | Path, run_id: str | None) -> tuple[Recording, RecordedRun]:
+    """Load the recording and pick its run before the server starts (children inherit it)."""
     global _preloaded
     recording = load(path)
-    recording.pick(run_id)
+    run = recording.pick(run_id)
     _preloaded = recording
-    return recording
+    return recording, run
 
 
 def start(path: str | Path, run_id: str | None) -> ReplayHub:

@@ -36,6 +36,7 @@ class PlaybackControls:
         self.allowed = allowed
         self.interactive = interactive
         self.shown: tuple[bool, str, float, float] | None = None
+        self.duration_text = clock_text(hub.duration)  # a recording's length never changes
         self.position_text = Div(text="", name="playback_position", styles={"margin": "6px 8px"})
         # A toggle, not a button: its state is the clock's, so every session shows it.
         self.play = Toggle(label="Play", name="play", button_type="success", width=80)
@@ -113,7 +114,7 @@ class PlaybackControls:
     def refresh(self, run: RunHistory | None) -> None:
         """Show the clock as it is now; touches a widget only when what it shows changed."""
         playing, position, speed = self.hub.state()
-        text = f"{clock_text(position)} / {clock_text(self.hub.duration)}"
+        text = f"{clock_text(position)} / {self.duration_text}"
         value = round(position / self.position.step) * self.position.step
         shown = (playing, text, speed, value)
         if shown == self.shown:
