@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from bokeh.application.handlers.function import FunctionHandler
 from bokeh.server.server import Server
 from tornado.ioloop import IOLoop
 
+from broker.client import CloneClient
 from broker.forwarder import Forwarder
 from protocol import ControlCommand, decode, encode_control
 from protocol.endpoints import free_tcp_port
@@ -129,11 +130,18 @@ class Programs:
         self.log_dir = log_dir
         self.started: list[tuple[str, subprocess.Popen]] = []
 
-    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        python_args: Sequence[str] = ("-m", "protocol.cli"),
+    ) -> subprocess.Popen:
+        """``mnist-live *args``; ``python_args`` replaces what runs it (e.g. ``-c`` a wrapper
+        that sets limits first and then calls ``protocol.cli.main`` with ``*args``)."""
         name = f"{len(self.started)}-{args[0]}"
         log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
-            [sys.executable, "-m", "protocol.cli", *args],
+            [sys.executable, *python_args, *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
@@ -186,6 +194,31 @@ def wait_until(condition, timeout: float, interval: float = 0.1, message: str = 
             return result
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+def collect(
+    client: CloneClient,
+    until: int | Callable[[list], object],
+    timeout: float = 10.0,
+    message: str | None = None,
+) -> list:
+    """Poll ``client`` until ``until`` messages have arrived (or ``until(messages)`` holds): all
+    of them, in order; fail after ``timeout`` seconds saying how many came."""
+
+    def done(got: list) -> object:
+        return len(got) >= until if isinstance(until, int) else until(got)
+
+    wanted = message or (f"{until} messages" if isinstance(until, int) else "the messages")
+    messages: list = []
+    deadline = time.monotonic() + timeout
+    while not done(messages):
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {wanted}: got {len(messages)}, "
+                f"client counts {dict(client.counts)}"
+            )
+        messages.extend(client.poll(0.05))
+    return messages
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

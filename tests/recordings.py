@@ -187,6 +187,29 @@ class Feed:
         return RunFinished(**self._next(), status=status, step=step, epoch=4, test_accuracy=0.9)  # type: ignore[arg-type]
 
 
+REPLAY_STAMP = frozenset({"run_id", "seq", "sent_at", "replayed"})
+"""What a replay changes in a message: whose run it is, its place in that run (a catch-up
+leaves messages out), when it was sent, and that it is replayed."""
+
+
+def contents(message: Envelope) -> dict[str, Any]:
+    """A message's fields minus the replay's stamp, arrays as (dtype, shape, bytes) so that
+    two messages compare by value with ``==``."""
+    fields: dict[str, Any] = {}
+    for name in type(message).model_fields:
+        if name not in REPLAY_STAMP:
+            value = getattr(message, name)
+            if isinstance(value, np.ndarray):
+                value = (value.dtype.str, value.shape, value.tobytes())
+            fields[name] = value
+    return fields
+
+
+def same_contents(replayed: Envelope, original: Envelope) -> bool:
+    """Whether a replayed message says what the original said (see ``contents``)."""
+    return type(replayed) is type(original) and contents(replayed) == contents(original)
+
+
 def feed_run(feed: Feed, steps: range, every: int = 10, finish: bool = False) -> list[Envelope]:
     """Metrics each step and a sample, evaluation and weights every ``every`` steps; the start
     when ``steps`` begins at 0 and the finish when asked (a run published in pieces)."""

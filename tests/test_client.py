@@ -11,20 +11,10 @@ import numpy as np
 from broker.client import CloneClient
 from protocol import Evaluation, TrainingMetrics
 from protocol.endpoints import free_tcp_port
-from tests.conftest import wait_until
+from tests.conftest import collect, wait_until
 from tests.test_broker import ask, dealer, metrics, progress
 from trainer.publisher import Publisher
 from viewer.hub import Hub
-
-
-def collect(client: CloneClient, until, timeout: float = 10.0) -> list:
-    """Poll the client until ``until(messages)`` holds."""
-    messages: list = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not until(messages):
-        messages.extend(client.poll(0.05))
-    assert until(messages), f"gave up with {len(messages)} messages, counts {client.counts}"
-    return messages
 
 
 def evaluation(publisher: Publisher, step: int) -> None:
@@ -55,7 +45,7 @@ def test_late_subscriber_gets_all_thousand_messages_in_order(make_broker) -> Non
     client.start()
     for step in range(1000, 1100):  # live traffic while the snapshot is being fetched
         metrics(publisher, step)
-    received = collect(client, lambda got: len(got) >= 1100)
+    received = collect(client, 1100)
     assert [m.seq for m in received] == list(range(1100))
     assert [m.step for m in received] == list(range(1100))
     assert client.counts["from_snapshot"] >= 1000 and client.counts["duplicates"] >= 0
@@ -73,7 +63,7 @@ def test_paused_subscriber_over_its_high_water_mark_is_repaired(make_broker) -> 
     )
     client.start()
     metrics(publisher, 0)
-    collect(client, lambda got: len(got) >= 1)  # live and caught up
+    collect(client, 1)  # live and caught up
 
     for step in range(1, 3001):  # the client is not polled: a sleeping laptop
         metrics(publisher, step)
@@ -148,7 +138,7 @@ def test_kill_9_and_restart_of_the_broker_restores_the_history(programs) -> None
     progress(publisher, range(400))
     watcher = CloneClient(out, snap)
     watcher.start()
-    collect(watcher, lambda got: len(got) >= 400, timeout=10)
+    collect(watcher, 400, timeout=10)
     watcher.close()
 
     os.killpg(broker.pid, signal.SIGKILL)

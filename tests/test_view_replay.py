@@ -19,6 +19,7 @@ from protocol.endpoints import free_tcp_port
 from tests.conftest import Programs, run_cli, wait_until
 from tests.recordings import RUN_SECONDS, START, Feed, realistic_run, write_recording
 from tests.test_dashboard import SOURCES, header, receive, rows
+from viewer.cli import LOCAL_ADDRESSES
 from viewer.dashboard import Dashboard
 from viewer.history import RunHistory
 from viewer.panels.playback import PlaybackControls
@@ -282,18 +283,23 @@ def test_the_served_replay_says_replay_and_plays_to_a_full_page(
     assert "Traceback" not in programs.output(viewer)
 
 
+ROOM = "127.0.0.2"
+"""An address that is not ``LOCAL_ADDRESSES``, so served "to a room", yet still loopback."""
+
+
 @pytest.mark.slow
 def test_in_a_room_only_the_presenter_gets_the_controls(
     programs: Programs, recording: Path
 ) -> None:
+    assert ROOM not in LOCAL_ADDRESSES, "the viewer would give every page the controls"
     port = free_tcp_port()
     token = "replay-presenter-token"
     viewer = programs.start(
-        "view", "--replay", str(recording), "--port", str(port), "--address", "0.0.0.0",
+        "view", "--replay", str(recording), "--port", str(port), "--address", ROOM,
         "--presenter-token", token,
     )  # fmt: skip
     wait_until(lambda: "dashboard at" in programs.output(viewer), 30, message="the viewer")
-    url = f"http://127.0.0.1:{port}/"
+    url = f"http://{ROOM}:{port}/"
     audience = pull_session(url=url)
     presenter = pull_session(url=url, arguments={"token": token})
     try:
