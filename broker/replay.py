@@ -41,7 +41,7 @@ import zmq
 
 from broker.history import LATEST_ONLY
 from broker.recording_reader import Recorded, RecordingReader, pick_run
-from protocol import MESSAGE_TYPES, Envelope, RunStatus
+from protocol import MESSAGE_TYPES, Envelope, RunFinished, RunStatus
 from protocol.errors import CommandError
 from trainer.progress import TerminalLine, format_duration
 from trainer.publisher import Publisher
@@ -152,11 +152,6 @@ def scan(reader: RecordingReader) -> dict[str, RunIndex]:
             run = runs[message.run_id] = RunIndex(message.run_id)
         run.add(message, recorded.log_time)
     return runs
-
-
-def choose_run(runs: dict[str, RunIndex], wanted: str | None, path: Path) -> RunIndex:
-    """The run asked for, else the one with the most messages (:func:`pick_run`)."""
-    return pick_run(runs, wanted, path, lambda run: run.messages)
 
 
 @dataclass(frozen=True)
@@ -340,7 +335,8 @@ class Replay:
         self.reader = RecordingReader(self.path)
         self.runs = scan(self.reader)
         self.damage = None if self.reader.whole else self.reader.describe_damage()
-        self.plan = plan(choose_run(self.runs, run_id, self.path), from_seconds, from_step)
+        chosen = pick_run(self.runs, run_id, self.path, lambda run: run.messages)
+        self.plan = plan(chosen, from_seconds, from_step)
         self.run_ids: list[str] = []
         self.sent = 0
         self.dropped = 0
@@ -355,10 +351,7 @@ class Replay:
         """Play (and loop) until done or interrupted; returns the messages sent in all."""
         plan, run = self.plan, self.plan.run
         if self.damage:
-            log.warning(
-                "%s is damaged or was not closed: replaying every whole message before the end",
-                self.path,
-            )
+            log.warning("%s: %s", self.path, self.damage)
         speed = "max" if math.isinf(self.speed) else f"{self.speed:g}x"
         start = ""
         if plan.point_seq != plan.order[0]:
@@ -378,7 +371,7 @@ class Replay:
         if not run.finished:
             log.info(
                 "run %s has no run_finished in the recording (its recorder stopped early): "
-                "the replay ends without one",
+                "the replay ends it as stopped",
                 run.run_id,
             )
         context = zmq.Context()
@@ -439,8 +432,6 @@ class Replay:
             )
             self.run_ids.append(run_id)
             sent = self._send_all(publisher, progress)
-            if self.damage and len(self.run_ids) == 1:
-                log.warning("%s: %s", self.path, self.reader.describe_damage())
         finally:
             progress.close()
             self.dropped += publisher.dropped
@@ -464,21 +455,29 @@ class Replay:
         first_time = plan.run.first_time
         sent = 0
         start: float | None = None
-        step = 0
+        step = epoch = 0
+        finished = False
         for recorded in in_seq_order(self.reader, plan):
             if recorded.message.seq >= plan.point_seq:
                 if start is None:
                     start = time.monotonic()
+                due = start  # at --speed max every message is due at once
                 if not math.isinf(self.speed):
-                    due = start + (recorded.log_time - plan.point_time) / self.speed
-                    start += self._wait(publisher, due, step)  # a pause moves the timeline on
+                    due += (recorded.log_time - plan.point_time) / self.speed
+                # The presenter is heard at any speed; a pause moves the timeline on.
+                start += self._wait(publisher, due, step)
                 if self.stop_requested:
                     break
             step = getattr(recorded.message, "step", step)
+            epoch = getattr(recorded.message, "epoch", epoch)
+            finished = finished or recorded.message.kind == "run_finished"
             publisher.publish(recorded.message, replayed=True)
             sent += 1
             self.sent += 1
             progress.update(sent, recorded.log_time - first_time)
+        if not finished:  # stopped, or a recording cut short: end the run as a trainer would
+            why = "stopped by the presenter" if self.stop_requested else "the recording ends here"
+            publisher.send(RunFinished, status="stopped", step=step, epoch=epoch, message=why)
         return sent, (time.monotonic() - start) if start is not None else 0.0
 
     def _wait(self, publisher: Publisher, due: float, step: int) -> float:

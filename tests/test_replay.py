@@ -14,30 +14,17 @@ import pytest
 import zmq
 
 from broker.client import CloneClient
+from broker.forwarder import Forwarder
 from broker.history import LATEST_ONLY
 from broker.recording import RecordingWriter
 from broker.replay import Replay, parse_offset, parse_speed, replay_run_id
 from protocol import Envelope, Evaluation, TrainingMetrics
 from protocol.errors import CommandError
-from tests.conftest import assert_one_line_error, run_cli, wait_until
-from tests.recordings import START, make_run, write_recording
+from tests.conftest import assert_one_line_error, collect, run_cli, wait_until
+from tests.recordings import START, make_run, same_contents, write_recording
 from trainer.publisher import Publisher
 from viewer.history import weights_piece
 from viewer.hub import Hub
-
-STAMP = ("run_id", "seq", "sent_at", "replayed")
-
-
-def same_contents(replayed: Envelope, original: Envelope) -> bool:
-    """Every field but the stamp equal (arrays by value)."""
-    a, b = dict(replayed), dict(original)
-    for name in STAMP:
-        a.pop(name), b.pop(name)
-    if a.keys() != b.keys():
-        return False
-    return all(
-        np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) else a[k] == b[k] for k in a
-    )
 
 
 @pytest.fixture
@@ -46,15 +33,6 @@ def client(broker):
     client.start()
     yield client
     client.close()
-
-
-def receive(client: CloneClient, count: int, timeout: float = 10.0) -> list[Envelope]:
-    messages: list[Envelope] = []
-    deadline = time.monotonic() + timeout
-    while len(messages) < count and time.monotonic() < deadline:
-        messages.extend(client.poll(0.05))
-    assert len(messages) >= count, f"got {len(messages)} of {count}; {client.counts}"
-    return messages
 
 
 def by_run(messages: list[Envelope]) -> dict[str, list[Envelope]]:
@@ -73,7 +51,7 @@ def test_replay_at_max_speed_sends_the_same_messages_in_the_same_order(
     began = time.monotonic()
     assert replay.run() == len(original)
     assert time.monotonic() - began < 3.0  # far faster than the 3 s the run took
-    received = receive(client, len(original))
+    received = collect(client, len(original))
     assert len(received) == len(original)
     [run_id] = replay.run_ids
     assert run_id.startswith("20250101-120000-abcdef-replay-") and len(run_id) <= 200
@@ -92,7 +70,7 @@ def test_speed_4_takes_a_quarter_of_the_original_time(tmp_path, broker, client) 
     duration = original[-1].sent_at - original[0].sent_at
     path = write_recording(tmp_path / "run.mcap", original)
     Replay(path, broker.endpoints[0], speed=4, progress=False).run()
-    received = receive(client, len(original))
+    received = collect(client, len(original))
     took = received[-1].sent_at - received[0].sent_at
     assert duration / 4 * 0.9 < took < duration / 4 * 1.1, (duration, took)
     # the pacing holds all along, not only on average: each message at its scaled time
@@ -122,7 +100,7 @@ def test_from_step_sends_the_page_as_it_was_at_that_step_first(tmp_path, broker,
     replay = Replay(path, broker.endpoints[0], speed=math.inf, from_step=from_step, progress=False)
     assert replay.plan.catch_up == len(indexed)
     replay.run()
-    received = receive(client, len(expected) + 1)
+    received = collect(client, len(expected) + 1)
     assert [m.seq for m in received] == list(range(len(received)))
     catch_up, first_timed = received[: len(expected)], received[len(expected)]
     assert all(same_contents(r, o) for r, o in zip(catch_up, expected, strict=True))
@@ -146,15 +124,15 @@ def test_from_step_sends_the_page_as_it_was_at_that_step_first(tmp_path, broker,
     assert page.step < from_step
 
 
-def test_from_time_picks_the_first_message_at_that_time(tmp_path) -> None:
+def test_from_time_picks_the_first_message_at_that_time(tmp_path, endpoint) -> None:
     original = make_run("from-time", seconds=3.0)
     path = write_recording(tmp_path / "run.mcap", original)
-    replay = Replay(path, "tcp://127.0.0.1:9", from_seconds=1.5, progress=False)
+    replay = Replay(path, endpoint(), from_seconds=1.5, progress=False)
     point = next(m for m in original if m.sent_at >= START + 1.5)
     assert replay.plan.point_seq == point.seq
     assert replay.plan.point_time == point.sent_at
     assert math.isclose(replay.plan.timed_duration, original[-1].sent_at - point.sent_at)
-    from_zero = Replay(path, "tcp://127.0.0.1:9", from_step=0, progress=False).plan
+    from_zero = Replay(path, endpoint(), from_step=0, progress=False).plan
     assert from_zero.point_seq == 1 and from_zero.catch_up == 1  # run_started, then step 0+
 
 
@@ -166,7 +144,7 @@ def test_run_picks_one_run_of_several_and_the_default_is_the_longest(
     assert Replay(path, broker.endpoints[0]).original.run_id == "long-run"
     replay = Replay(path, broker.endpoints[0], speed=math.inf, run_id="short-run", progress=False)
     replay.run()
-    received = receive(client, len(short))
+    received = collect(client, len(short))
     assert replay.run_ids[0].startswith("short-run-replay-")
     assert all(same_contents(r, o) for r, o in zip(received, short, strict=True))
 
@@ -176,7 +154,7 @@ def test_out_of_order_and_duplicate_seqs_go_out_once_in_seq_order(tmp_path, brok
     shuffled = original[:10] + original[14:18] + original[10:14] + original[5:8] + original[18:]
     path = write_recording(tmp_path / "run.mcap", shuffled)
     Replay(path, broker.endpoints[0], speed=math.inf, progress=False).run()
-    received = receive(client, len(original))
+    received = collect(client, len(original))
     assert [m.kind for m in received] == [m.kind for m in original]
     assert all(same_contents(r, o) for r, o in zip(received, original, strict=True))
 
@@ -206,13 +184,17 @@ def test_a_damaged_recording_replays_every_whole_message_before_the_damage(
     caplog.set_level(logging.INFO, logger="broker.replay")
     replay = Replay(damaged, broker.endpoints[0], speed=math.inf, progress=False)
     assert replay.run() == half
-    received = receive(client, half)
+    *received, closing = collect(client, half + 1)
     assert all(same_contents(r, o) for r, o in zip(received, original[:half], strict=True))
     warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
     assert any(
         f"damaged after {half} messages" in w or f"all {half} messages" in w for w in warnings
     )
-    assert any("ends without one" in r.message for r in caplog.records)  # no run_finished
+    assert any("ends it as stopped" in r.message for r in caplog.records)  # no run_finished
+    # ...so the replay ends the run itself, as a trainer would: the page does not wait forever
+    assert closing.kind == "run_finished" and closing.status == "stopped"
+    assert not closing.replayed and closing.message == "the recording ends here"
+    assert closing.seq == half and closing.run_id == received[0].run_id
 
 
 def test_without_a_broker_it_gives_up_after_the_wait(tmp_path, endpoint) -> None:
@@ -308,7 +290,7 @@ def test_a_real_trainer_run_replays_whole(tmp_path, broker, client, programs) ->
     path = write_recording(tmp_path / "trained.mcap", live)
     replay = Replay(path, broker.endpoints[0], speed=math.inf, progress=False)
     replay.run()
-    received = [m for m in receive(client, len(live)) if m.run_id == replay.run_ids[0]]
+    received = [m for m in collect(client, len(live)) if m.run_id == replay.run_ids[0]]
     assert [m.kind for m in received] == [m.kind for m in live]
     assert all(same_contents(r, o) for r, o in zip(received, live, strict=True))
     assert replay.damage is None
@@ -372,14 +354,35 @@ def until_state(client: CloneClient, state: str, timeout: float = 5.0) -> list[E
     raise AssertionError(f"no status {state!r} within {timeout} s: {[m.kind for m in got]}")
 
 
-def test_the_presenter_pauses_resumes_and_stops_a_replay(tmp_path, broker, client) -> None:
+def present(broker: Forwarder, name: str) -> None:
+    """Send the presenter's command ``name`` through the broker, as the viewer does."""
     from broker.status_cli import ask
     from protocol import ControlCommand
+
+    body = ControlCommand(command=name).model_dump()  # type: ignore[arg-type]
+    ask(broker.snapshot_endpoint, {"type": "control", "command": body}, 5.0)
+
+
+def test_the_presenter_stops_a_looping_replay_at_full_speed(tmp_path, broker, client) -> None:
+    path = write_recording(tmp_path / "talk.mcap", make_run("talk", seconds=4.0))
+    replay = Replay(path, broker.endpoints[0], speed=math.inf, loop=True, progress=False)
+    thread = threading.Thread(target=replay.run)
+    thread.start()
+    try:
+        collect(client, 20)  # it is playing, pass after pass
+        present(broker, "stop")
+        thread.join(10)
+        assert not thread.is_alive() and replay.stopped, "Stop is heard at --speed max too"
+    finally:
+        replay.stop_requested = True
+        thread.join(10)
+
+
+def test_the_presenter_pauses_resumes_and_stops_a_replay(tmp_path, broker, client) -> None:
     from viewer.history import RunHistory
 
     def command(name: str) -> None:
-        body = ControlCommand(command=name).model_dump()  # type: ignore[arg-type]
-        ask(broker.snapshot_endpoint, {"type": "control", "command": body}, 5.0)
+        present(broker, name)
 
     original = make_run("talk", seconds=4.0)
     path = write_recording(tmp_path / "talk.mcap", original)
@@ -387,7 +390,7 @@ def test_the_presenter_pauses_resumes_and_stops_a_replay(tmp_path, broker, clien
     thread = threading.Thread(target=replay.run)
     thread.start()
     try:
-        received = receive(client, 20)
+        received = collect(client, 20)
         page = RunHistory(received[0].run_id)
         for message in received:
             page.apply(message)
@@ -409,7 +412,7 @@ def test_the_presenter_pauses_resumes_and_stops_a_replay(tmp_path, broker, clien
         assert not resumed.replayed, "the replay's own announcement, not a recorded one"
         page.apply(resumed)
         assert page.status == "replay"
-        after += receive(client, 5)
+        after += collect(client, 5)
         # the rest of the run keeps its timing, moved later by the pause
         gap = after[-5].sent_at - paused.sent_at
         assert gap >= 0.8, gap
@@ -420,7 +423,10 @@ def test_the_presenter_pauses_resumes_and_stops_a_replay(tmp_path, broker, clien
         rest = client.poll(0.5)
         sent = received + after + rest
         assert len(sent) < len(original), "stopped before the end"
-        assert "run_finished" not in {m.kind for m in sent}
+        # No recorded end was sent; the replay ended the run itself, so the page says so.
+        ends = [(m.status, m.replayed, m.message) for m in sent if m.kind == "run_finished"]
+        assert ends == [("stopped", False, "stopped by the presenter")]
+        assert sent[-1].kind == "run_finished"
         assert [m.seq for m in sent] == list(range(len(sent))), "gapless, statuses included"
     finally:
         replay.stop_requested = True
