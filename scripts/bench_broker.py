@@ -112,12 +112,21 @@ def measure(in_ep: str, out_ep: str, kind: str, count: int, rate: float = 0.0) -
     run_id = f"bench-{kind}-{time.monotonic_ns()}"
     go, results = mp.Event(), mp.Queue()
     sub = mp.Process(target=subscriber, args=(out_ep, run_id, count, go, results, bool(rate)))
-    sub.start()
     pub = mp.Process(target=publisher, args=(in_ep, kind, run_id, count, go, rate))
-    pub.start()
-    result = results.get(timeout=300)
-    sub.join(10)
-    pub.join(60)
+    try:
+        sub.start()
+        pub.start()
+        result = results.get(timeout=300)
+        sub.join(10)
+        pub.join(60)
+    finally:  # a subscriber that never reported must not leave either child behind
+        for process in (sub, pub):
+            if process.is_alive():
+                process.terminate()
+                process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
     seconds = result["seconds"] or 1e-9
     latencies = sorted(result["latencies"])
     return {

@@ -9,8 +9,8 @@
    replay command's whole wall time (Python start-up and reading the file included) is shown
    too.
 3. Forwarding with and without ``--record``, alternating in rounds (``bench_recording.compare``):
-   saturated throughput, latency at a steady rate, and the broker process's own CPU per
-   forwarded message (target: recording costs at most 2%).
+   saturated throughput, latency at a steady rate, and the CPU of the broker and its recording
+   writer process per forwarded message (target: recording costs at most 2%).
 
     python scripts/bench_replay.py [--seconds 30] [--rounds 3] [--metrics 100000]
 
@@ -37,7 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_broker import start, stop
-from bench_recording import broker_command, compare, loopback_endpoints
+from bench_recording import (
+    broker_command,
+    compare,
+    loopback_endpoints,
+    print_forwarding,
+    wait_for_broker,
+)
 
 from broker.recording_reader import RecordingReader
 
@@ -50,13 +56,19 @@ def record_a_run(directory: Path, seconds: float) -> Path:
     broker = start(broker_command(ports, "--record", str(directory)))
     trainer = None
     try:
-        time.sleep(1.0)
+        wait_for_broker(ports[2])
         trainer = start([*CLI, "train", "--dataset", "synthetic", "--quiet", "--log-level",
                          "WARNING", "--epochs", "1000", "--connect", ports[0]])  # fmt: skip
         time.sleep(seconds)
         trainer.send_signal(signal.SIGINT)  # the run ends "stopped", with its run_finished
         trainer.wait(30)
-        time.sleep(1.5)  # the recording's last flush
+        # the writer closes the run's file once it has written the run_finished
+        wait_for_broker(
+            ports[2],
+            lambda stats: stats["recording"]["files"] >= 1 and not stats["recording"]["open_files"],
+            "close the recorded run's file (a --seconds too short for the trainer to start "
+            "its run records nothing)",
+        )
     finally:
         if trainer is not None:
             stop(trainer)
@@ -73,8 +85,10 @@ def replay_once(path: Path) -> dict[str, Any]:
     socket.setsockopt(zmq.SUBSCRIBE, b"")
     socket.setsockopt(zmq.RCVHWM, 0)
     socket.connect(ports[1])
+    replay = None
     try:
-        time.sleep(1.0)
+        # up, and this subscriber's subscription has reached it: nothing replayed is missed
+        wait_for_broker(ports[2], lambda stats: stats["subscribers"] >= 1, "see the subscriber")
         began = time.perf_counter()
         replay = start([*CLI, "replay", str(path), "--connect", ports[0], "--speed", "max",
                         "--log-level", "WARNING"])  # fmt: skip
@@ -93,7 +107,8 @@ def replay_once(path: Path) -> dict[str, Any]:
         wall = time.perf_counter() - began
     finally:
         socket.close()
-        stop(replay)  # finished by now, unless something went wrong
+        if replay is not None:
+            stop(replay)  # finished by now, unless something went wrong
         stop(broker)
     return {"received": received, "span": last - first, "command_wall": wall}
 
@@ -127,20 +142,7 @@ def main() -> None:
     print(f"{'command wall, start-up incl. (s)':<34} {statistics.median(walls):>10.2f} "
           f"{min(walls):>10.2f} {max(walls):>10.2f}")  # fmt: skip
     print(f"every message delivered: {complete}")
-    print(f"{'forwarding':<30} {'recording off':>14} {'recording on':>14} {'cost':>8}")
-    f = forwarding
-    for kind in ("metrics", "sample"):
-        off, on, cost = (f[f"{kind}_{x}"] for x in ("per_second_off", "per_second_on",
-                                                      "cost_percent"))  # fmt: skip
-        print(f"{kind + ' msgs/s (saturated)':<30} {off:>14,.0f} {on:>14,.0f} {cost:>7.1f}%")
-    for kind in ("metrics", "sample", "latency"):
-        print(f"{'broker CPU us/msg, ' + kind:<30} {f[f'{kind}_broker_cpu_us_off']:>14.2f} "
-              f"{f[f'{kind}_broker_cpu_us_on']:>14.2f} "
-              f"{f[f'{kind}_broker_cpu_cost_percent']:>7.1f}%")  # fmt: skip
-    for figure in ("p50_ms", "p99_ms"):
-        print(f"{'latency ' + figure + ' at 1,000/s':<30} "
-              f"{forwarding[f'latency_{figure}_off']:>14.3f} "
-              f"{forwarding[f'latency_{figure}_on']:>14.3f}")  # fmt: skip
+    print_forwarding(forwarding)
     print(json.dumps({
         "recording": {"messages": messages, "seconds": round(duration, 3), "bytes": size},
         "replay": {
