@@ -30,11 +30,11 @@ from protocol import (
     SamplePrediction,
     TrainingMetrics,
 )
+from trainer.datasets import DIGIT_NAMES
 
 START = 1_700_000_000.0
 """When every built run starts, in epoch seconds (a fixed time, so offsets are exact)."""
 TICK = 0.05
-NAMES = [str(i) for i in range(10)]
 
 
 def parameter_count(layers: list[int]) -> int:
@@ -60,7 +60,7 @@ def run_started(
             synthetic=synthetic,
             train_size=train_size,
             test_size=test_size,
-            class_names=NAMES,
+            class_names=list(DIGIT_NAMES),
         ),
         architecture=Architecture(layer_sizes=layers, activation="relu"),
         hyperparameters=Hyperparameters(
