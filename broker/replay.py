@@ -31,7 +31,6 @@ import logging
 import math
 import re
 import secrets
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -377,9 +376,13 @@ class Replay:
         context = zmq.Context()
         linger: int | None = LINGER_MS
         began = time.monotonic()
+        publisher: Publisher | None = None
         try:
+            # One connection for every pass: the broker, and the presenter's commands through
+            # it, reach the replay between passes too.
+            publisher = self._connect(context)
             while True:
-                self._play_once(context)
+                self._play_once(publisher)
                 if self.stop_requested:
                     self.stopped = True
                     log.info("stopped by the presenter")
@@ -387,8 +390,11 @@ class Replay:
                     break
         except KeyboardInterrupt:
             self.stopped = True
-            linger = 1000
+            linger = 1000  # Ctrl-C: wait for a broker only briefly
         finally:
+            if publisher is not None:
+                self.dropped = publisher.dropped
+                publisher.close(linger)
             context.setsockopt(zmq.LINGER, linger)
             context.term()  # waits (up to the linger) until everything queued has left
         if self.loop or self.stopped or self.dropped:
@@ -402,41 +408,44 @@ class Replay:
             )
         return self.sent
 
-    def _play_once(self, context: zmq.Context) -> None:
-        plan = self.plan
-        run_id = replay_run_id(plan.run.run_id)
+    def _connect(self, context: zmq.Context) -> Publisher:
+        """A publisher for the first pass, once a broker has subscribed to it."""
         publisher = Publisher(
-            self.endpoint, run_id, linger_ms=LINGER_MS, blocking=True, context=context
+            self.endpoint,
+            replay_run_id(self.plan.run.run_id),
+            linger_ms=LINGER_MS,
+            blocking=True,
+            context=context,
         )
+        waited = time.monotonic()
+        first_look = min(0.5, self.wait_for_broker)
+        if not publisher.wait_for_subscriber(first_look):
+            log.info(
+                "waiting up to %g s for a broker to subscribe at %s",
+                self.wait_for_broker,
+                self.endpoint,
+            )
+        if not publisher.wait_for_subscriber(self.wait_for_broker - first_look):
+            publisher.close(0)
+            raise CommandError(
+                f"no broker subscribed at {self.endpoint} within {self.wait_for_broker:g} s; "
+                "start 'mnist-live broker' and point --connect at its --in endpoint"
+            )
+        log.info("broker at %s subscribed after %.2f s", self.endpoint, time.monotonic() - waited)
+        return publisher
+
+    def _play_once(self, publisher: Publisher) -> None:
+        plan = self.plan
+        if self.run_ids:  # a later pass of --loop: a new run on the same connection
+            publisher.begin_run(replay_run_id(plan.run.run_id))
+        run_id = publisher.run_id
+        log.info("replaying as run %s", run_id)
+        self.run_ids.append(run_id)
         progress = Progress(plan.run.duration, enabled=self.progress_enabled)
         try:
-            waited = time.monotonic()
-            first_look = min(0.5, self.wait_for_broker)
-            if not publisher.wait_for_subscriber(first_look):
-                log.info(
-                    "waiting up to %g s for a broker to subscribe at %s",
-                    self.wait_for_broker,
-                    self.endpoint,
-                )
-            if not publisher.wait_for_subscriber(self.wait_for_broker - first_look):
-                publisher.close(0)
-                raise CommandError(
-                    f"no broker subscribed at {self.endpoint} within {self.wait_for_broker:g} s; "
-                    "start 'mnist-live broker' and point --connect at its --in endpoint"
-                )
-            log.info(
-                "broker at %s subscribed after %.2f s; replaying as run %s",
-                self.endpoint,
-                time.monotonic() - waited,
-                run_id,
-            )
-            self.run_ids.append(run_id)
             sent = self._send_all(publisher, progress)
         finally:
             progress.close()
-            self.dropped += publisher.dropped
-            interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
-            publisher.close(1000 if interrupted else None)  # Ctrl-C: wait for a broker briefly
         timed = plan.timed_duration
         effective = timed / sent[1] if sent[1] > 0 else math.inf
         log.info(

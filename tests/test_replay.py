@@ -260,6 +260,7 @@ def test_loop_replays_again_as_a_new_run_until_stopped(tmp_path, broker, client,
     assert len(runs) >= 2 and all(r.startswith("looped-replay-") for r in runs)
     for messages in list(runs.values())[:2]:
         assert all(same_contents(r, o) for r, o in zip(messages, original, strict=True))
+        assert [m.seq for m in messages] == list(range(len(messages))), "each pass from seq 0"
     output = programs.output(process)
     assert "replaying run.mcap: run looped" in output and "replay stopped" in output
     assert "Traceback" not in output

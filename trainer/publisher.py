@@ -60,6 +60,7 @@ class Publisher:
         self.run_id = run_id or new_run_id()
         self.endpoint = endpoint
         self.seq = 0
+        self._history_bytes = history_bytes
         self.history = RunLog(self.run_id, history_bytes)
         self.republished = 0
         self.subscriptions = 0
@@ -93,6 +94,16 @@ class Publisher:
             if self._socket.poll(int(remaining * 1000), zmq.POLLIN):
                 self._drain_upstream()
         return self.subscribed
+
+    def begin_run(self, run_id: str) -> None:
+        """Stamp what follows as run ``run_id`` from seq 0, on the same connection.
+
+        A replay's next ``--loop`` pass is a new run; a new socket for it would leave a window
+        in which the broker knows no publisher and a presenter's command goes nowhere.
+        """
+        self.run_id, self.seq = run_id, 0
+        self.history = RunLog(run_id, self._history_bytes)
+        self._replay.clear()
 
     def send(self, model: type[Envelope], **fields: Any) -> Envelope:
         """Build, validate and send one message; returns it for the caller's own records."""
