@@ -19,7 +19,8 @@ log = logging.getLogger("broker")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from broker.history import HISTORY_BYTES, RUNS_KEPT
+    from broker.history import RUNS_KEPT
+    from protocol.runlog import HISTORY_BYTES
 
     parser.add_argument(
         "--in",
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     import zmq
 
     from broker.forwarder import Forwarder
+    from protocol.cli.signals import signals_ignored
     from protocol.errors import CommandError
 
     endpoints.check_endpoint(args.in_endpoint, "--in")
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--runs-kept must be at least 1, got {args.runs_kept}")
     recorder = None
     if args.record is not None:
-        from broker.recorder import RunRecorder
+        from broker.recording.recorder import RunRecorder
 
         recorder = RunRecorder(args.record, source=args.in_endpoint)  # its errors come first
     try:
@@ -106,11 +108,9 @@ def run(args: argparse.Namespace) -> int:
             max_message_bytes=args.max_message_bytes,
             history_bytes=int(args.history_mb * 2**20),
             runs_kept=args.runs_kept,
-            recorder=recorder,
+            tap=recorder,
         )
-    except zmq.ZMQError as exc:
-        if recorder is not None:
-            recorder.close()
+    except zmq.ZMQError as exc:  # the forwarder has closed the recorder
         raise CommandError(
             f"cannot bind {args.in_endpoint} / {args.out_endpoint} / {snapshot}: {exc}; "
             "is another broker running? choose other ports with --in/--out/--snapshot"
@@ -131,12 +131,9 @@ def run(args: argparse.Namespace) -> int:
             sum(stats.dropped.values()),
         )
     finally:
-        forwarder.close()
+        with signals_ignored():  # the recording's files are being closed
+            forwarder.close()
         if recorder is not None:
-            from broker.recorder import signals_ignored
-
-            with signals_ignored():
-                recorder.close()
             figures = recorder.stats()
             log.info(
                 "recording closed: %d file(s), %d messages written, %d dropped%s",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from broker.status_cli import add_broker_arguments, ask
+from broker.status_cli import add_broker_arguments
 
 log = logging.getLogger("control")
 
@@ -38,8 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from broker.clients.request import ask
     from protocol import ControlCommand
     from protocol.errors import CommandError
+    from protocol.snapshot import ControlRequest
 
     if args.steps_per_second is not None and args.action != "pace":
         raise CommandError("--steps-per-second goes with the 'pace' command only")
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise CommandError(f"invalid command: {str(exc).splitlines()[-1].strip()}") from None
-    ask(args.broker, {"type": "control", "command": command.model_dump()}, args.timeout)
+    ask(args.broker, ControlRequest(type="control", command=command.model_dump()), args.timeout)
     target = "every run" if args.run_id == "*" else f"run {args.run_id}"
     log.info("sent %s to %s via %s", args.action, target, args.broker)
     print(f"sent {args.action} to {target}")

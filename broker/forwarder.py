@@ -3,8 +3,9 @@
 Publishers connect to an XSUB socket and subscribers to an XPUB socket, as in ZeroMQ's proxy
 pattern, but every message is validated once on the way through, so a confused or hostile
 publisher can never reach a viewer, and every valid one is added to the run's
-:class:`~broker.history.History` before it is forwarded. A ROUTER socket answers snapshot,
-stats and control requests (:mod:`broker.snapshot`): the Clone pattern of the ZeroMQ guide.
+:class:`~broker.history.History` before it is forwarded, and handed to the tap, if any (the
+recording, :mod:`broker.tap`). A ROUTER socket answers snapshot, stats and control requests
+(:mod:`broker.snapshot_service`): the Clone pattern of the ZeroMQ guide.
 The XSUB subscribes to everything itself, so the broker hears the whole run even when no
 viewer is connected yet. One thread does all of it; no step ever waits on a peer.
 """
@@ -23,12 +24,14 @@ from typing import Any
 import zmq
 
 from broker.drain import drain
-from broker.history import HISTORY_BYTES, RUNS_KEPT, History
+from broker.history import RUNS_KEPT, History
 from broker.ratelog import RateLimitedLog
-from broker.recorder import HAND_OVER_SECONDS, RunRecorder
-from broker.snapshot import MAX_REQUEST_BYTES, REPLY_HWM, SnapshotService
+from broker.snapshot_service import REPLY_HWM, SnapshotService
+from broker.tap import Tap
 from protocol import MAX_MESSAGE_BYTES, ProtocolError, decode
 from protocol.endpoints import snapshot_endpoint_for
+from protocol.runlog import HISTORY_BYTES
+from protocol.snapshot import MAX_REQUEST_BYTES
 
 log = logging.getLogger("broker")
 
@@ -71,10 +74,10 @@ class Forwarder:
         runs_kept: int = RUNS_KEPT,
         subscriber_hwm: int = SUBSCRIBER_HWM,
         context: zmq.Context | None = None,
-        recorder: RunRecorder | None = None,
+        tap: Tap | None = None,
     ) -> None:
         self.max_message_bytes = max_message_bytes
-        self.recorder = recorder
+        self.tap = tap
         self.stats = Stats()
         self.history = History(history_bytes, runs_kept)
         self.broker_id = secrets.token_hex(4)
@@ -129,8 +132,8 @@ class Forwarder:
         for i, frame in enumerate(frames):  # send_multipart minus its per-call overhead
             send(frame, _MORE if i < last else _LAST)
         self.stats.accepted[kind] += 1
-        if self.recorder is not None:  # hands over what is at hand; the recording process writes
-            self.recorder.submit(message, frames)
+        if self.tap is not None:  # the recording: hands over what is at hand, never waits
+            self.tap.submit(message, frames)
 
     def _drop(self, reason: str, detail: str) -> None:
         self.stats.dropped[reason] += 1
@@ -141,16 +144,14 @@ class Forwarder:
         poller = zmq.Poller()
         for socket in (self.frontend, self.backend, self.router):
             poller.register(socket, zmq.POLLIN)
-        recorder = self.recorder
+        tap, tap_due = self.tap, poll_ms
         while not (stop and stop.is_set()):
-            timeout = 1 if self.service.busy else poll_ms
-            if recorder is not None and recorder.pending:
-                timeout = min(timeout, int(HAND_OVER_SECONDS * 1000))
+            timeout = 1 if self.service.busy else min(poll_ms, tap_due)
             ready = dict(poller.poll(timeout))
             if self.frontend in ready:
                 self._drain_frontend()
-            if recorder is not None:
-                recorder.tick()
+            if tap is not None:
+                tap_due = max(1, int(tap.tick() * 1000))
             if self.backend in ready:
                 self._drain_subscriptions()
             if self.router in ready:
@@ -202,14 +203,17 @@ class Forwarder:
             "out_by_kind": dict(s.accepted),
             "dropped": dict(s.dropped),
             "subscribers": s.subscriptions,
-            "runs": [run.summary() for run in self.history],
+            "runs": [run.summary().model_dump() for run in self.history],
             "runs_retired": self.history.retired,
             "bytes_held": self.history.held_bytes,
             "requests": dict(self.service.counts),
             "replies_in_progress": len(self.service.pending),
-            "recording": self.recorder.stats() if self.recorder is not None else None,
+            "recording": self.tap.stats() if self.tap is not None else None,
         }
 
     def close(self) -> None:
+        """Close the sockets, then the tap (which may take a while to finish its work)."""
         for socket in (self.frontend, self.backend, self.router):
             socket.close()
+        if self.tap is not None:
+            self.tap.close()

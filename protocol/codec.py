@@ -104,9 +104,16 @@ def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Envel
     try:
         return _MESSAGE_ADAPTER.validate_python(payload)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ProtocolError("invalid", f"{topic}.{where}: {first['msg']}") from None
+        raise ProtocolError("invalid", first_error(exc, topic)) from None
+
+
+def first_error(exc: ValidationError, within: str = "", depth: int | None = None) -> str:
+    """pydantic's first complaint as one short line, ``within.where: what``: a user reads one
+    line, not pydantic's report with its links. ``depth`` cuts the field path."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"][:depth])
+    place = f"{within}.{where}" if within else where
+    return f"{place}: {first['msg']}" if place else first["msg"]
 
 
 def _array_from_reference(ref: object, frames: Sequence[bytes], name: str) -> np.ndarray:
@@ -146,9 +153,7 @@ def decode_control(frame: bytes) -> ControlCommand:
     try:
         return ControlCommand.model_validate_json(frame)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ProtocolError("invalid", f"control.{where}: {first['msg']}") from None
+        raise ProtocolError("invalid", first_error(exc, "control")) from None
 
 
 def message_json_schema() -> dict:

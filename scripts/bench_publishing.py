@@ -44,11 +44,11 @@ import zmq  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from broker.clients.publisher import Publisher  # noqa: E402
 from protocol.endpoints import free_tcp_port  # noqa: E402
 from trainer.cli import DEFAULT_RECIPE  # noqa: E402
 from trainer.datasets import Dataset, load_dataset  # noqa: E402
 from trainer.loop import TrainConfig, train  # noqa: E402
-from trainer.publisher import Publisher  # noqa: E402
 from trainer.reporter import Reporter  # noqa: E402
 
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_broker import measure, start, stop
 from bench_fanout import cpu_seconds, family
 
-from broker.status_cli import ask
+from broker.clients.request import ask
 from protocol.endpoints import free_tcp_port
 
 

@@ -45,7 +45,7 @@ from bench_recording import (
     wait_for_broker,
 )
 
-from broker.recording_reader import RecordingReader
+from broker.recording.reader import RecordingReader
 
 CLI = [sys.executable, "-m", "protocol.cli"]
 

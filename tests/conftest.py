@@ -22,13 +22,13 @@ from bokeh.application.handlers.function import FunctionHandler
 from bokeh.server.server import Server
 from tornado.ioloop import IOLoop
 
-from broker.client import CloneClient
+from broker.clients.clone import CloneClient
+from broker.clients.publisher import Publisher
 from broker.forwarder import Forwarder
 from protocol import ControlCommand, decode, encode_control
 from protocol.endpoints import free_tcp_port
 from trainer.datasets import DIGIT_NAMES, Dataset
 from trainer.idx import write_idx
-from trainer.publisher import Publisher
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

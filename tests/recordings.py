@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from broker.recording import RecordingWriter
+from broker.recording.writer import RecordingWriter
 from protocol import (
     Architecture,
     DatasetInfo,

@@ -8,11 +8,11 @@ import random
 import numpy as np
 import zmq
 
+from broker.clients.publisher import Publisher
 from broker.forwarder import Forwarder
-from broker.history import RunLog, SeqSet
 from protocol import SamplePrediction, TrainingMetrics, decode, encode
+from protocol.runlog import RunLog, SeqSet
 from tests.conftest import assert_one_line_error, run_cli, wait_until
-from trainer.publisher import Publisher
 
 
 def subscriber(address: str) -> zmq.Socket:

@@ -8,12 +8,12 @@ import time
 
 import numpy as np
 
-from broker.client import CloneClient
+from broker.clients.clone import CloneClient
+from broker.clients.publisher import Publisher
 from protocol import Evaluation, TrainingMetrics
 from protocol.endpoints import free_tcp_port
 from tests.conftest import collect, wait_until
 from tests.test_broker import ask, dealer, metrics, progress
-from trainer.publisher import Publisher
 from viewer.hub import Hub
 
 

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from broker.clients.publisher import Publisher
 from protocol import RunStatus
 from tests.conftest import Collector, blob_dataset, wait_until
 from trainer.control import Controls
 from trainer.loop import Pacer
-from trainer.publisher import Publisher
 from trainer.reporter import Reporter
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.inspect_cli import summarise
+from broker.recording.inspect_cli import summarise
 from protocol.cli import main
 from tests.conftest import assert_one_line_error, run_cli
 from tests.recordings import Feed, feed_run, write_recording

@@ -16,10 +16,10 @@ from bokeh.client import ClientSession, pull_session
 from bokeh.events import ButtonClick
 from bokeh.models import Button
 
+from broker.clients.publisher import Publisher
 from protocol import Architecture, DatasetInfo, Hyperparameters, RunStarted
 from protocol.endpoints import free_tcp_port, free_tcp_port_pair
 from tests.conftest import Programs, wait_until
-from trainer.publisher import Publisher
 
 TOKEN = "room-secret-42"
 CONTROLS = {"start", "pause", "resume", "stop", "pace", "show_qr"}

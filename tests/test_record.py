@@ -13,17 +13,18 @@ import jsonschema
 import pytest
 from mcap.reader import make_reader
 
-from broker.client import CloneClient
+from broker.clients.clone import CloneClient
+from broker.clients.publisher import Publisher
+from broker.clients.request import ask
 from broker.forwarder import Forwarder
-from broker.recorder import RunRecorder, file_stem
-from broker.recording import RUN_METADATA
-from broker.recording_reader import RecordingReader
-from broker.status_cli import ask
+from broker.recording.format import RUN_METADATA
+from broker.recording.reader import RecordingReader
+from broker.recording.recorder import RunRecorder
+from broker.recording.writer_process import file_stem
 from protocol import encode
 from protocol.messages import STATE_KINDS
 from tests.conftest import assert_one_line_error, collect, run_cli, wait_until
 from tests.recordings import Feed, feed_run
-from trainer.publisher import Publisher
 
 
 def record(programs, broker: Forwarder, out: Path, *extra: str):
@@ -385,7 +386,7 @@ def test_run_ids_become_safe_file_names() -> None:
 
 
 def test_batches_reach_the_writer_as_plain_frames_never_pickles() -> None:
-    from broker.recorder import pack_batch, unpack_batch
+    from broker.recording.batches import pack_batch, unpack_batch
 
     batch = [[b"metrics", b'{"seq":0}'], [b"sample", b'{"seq":1}', bytes(range(256)) * 3]]
     body = pack_batch(batch)

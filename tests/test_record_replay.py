@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from broker.recording_reader import RecordingReader
+from broker.recording.reader import RecordingReader
 from tests.conftest import wait_until
 from tests.recordings import contents, small_run, write_recording
 
@@ -79,7 +79,7 @@ def test_a_replayed_recording_records_the_same_messages(programs, endpoint, tmp_
 @pytest.mark.slow
 def test_replay_waits_for_a_broker_started_after_it(programs, endpoint, tmp_path) -> None:
     """Any order: a replay started before its broker still delivers the whole run."""
-    from broker.status_cli import ask
+    from broker.clients.request import ask
 
     messages = small_run("r1", metrics=50)
     path = write_recording(tmp_path / "run.mcap", messages)

@@ -9,15 +9,9 @@ import jsonschema
 import pytest
 from mcap.reader import make_reader
 
-from broker.recording import (
-    FLUSH_SECONDS,
-    RUN_METADATA,
-    RecordingWriter,
-    record_schema,
-    to_frames,
-    to_record,
-)
-from broker.recording_reader import RecordingError, RecordingReader
+from broker.recording.format import RUN_METADATA, record_schema, to_frames, to_record
+from broker.recording.reader import RecordingError, RecordingReader
+from broker.recording.writer import FLUSH_SECONDS, RecordingWriter
 from protocol import MESSAGE_TYPES, Envelope, decode, encode
 from tests.recordings import small_run, write_recording
 
@@ -187,7 +181,7 @@ def test_an_existing_file_is_never_overwritten(tmp_path) -> None:
 
 
 def test_splicing_arrays_into_the_json_gives_what_parsing_gives() -> None:
-    from broker.recording import _to_record_parsed
+    from broker.recording.format import _to_record_parsed
 
     for message in small_run("r1"):
         frames = encode(message)

@@ -13,16 +13,17 @@ import numpy as np
 import pytest
 import zmq
 
-from broker.client import CloneClient
+from broker.clients.clone import CloneClient
+from broker.clients.publisher import Publisher
 from broker.forwarder import Forwarder
-from broker.history import LATEST_ONLY
-from broker.recording import RecordingWriter
-from broker.replay import Replay, parse_offset, parse_speed, replay_run_id
+from broker.recording.replay import Replay
+from broker.recording.replay_plan import parse_offset, parse_speed, replay_run_id
+from broker.recording.writer import RecordingWriter
 from protocol import Envelope, Evaluation, TrainingMetrics
 from protocol.errors import CommandError
+from protocol.runlog import LATEST_ONLY
 from tests.conftest import assert_one_line_error, collect, run_cli, wait_until
 from tests.recordings import START, make_run, same_contents, write_recording
-from trainer.publisher import Publisher
 from viewer.history import weights_piece
 from viewer.hub import Hub
 
@@ -357,7 +358,7 @@ def until_state(client: CloneClient, state: str, timeout: float = 5.0) -> list[E
 
 def present(broker: Forwarder, name: str) -> None:
     """Send the presenter's command ``name`` through the broker, as the viewer does."""
-    from broker.status_cli import ask
+    from broker.clients.request import ask
     from protocol import ControlCommand
 
     body = ControlCommand(command=name).model_dump()  # type: ignore[arg-type]
@@ -375,7 +376,7 @@ def test_the_presenter_stops_a_looping_replay_at_full_speed(tmp_path, broker, cl
         thread.join(10)
         assert not thread.is_alive() and replay.stopped, "Stop is heard at --speed max too"
     finally:
-        replay.stop_requested = True
+        replay.stop.set()
         thread.join(10)
 
 
@@ -421,7 +422,11 @@ def test_the_presenter_pauses_resumes_and_stops_a_replay(tmp_path, broker, clien
         command("stop")
         thread.join(10)
         assert not thread.is_alive() and replay.stopped
-        rest = client.poll(0.5)
+        rest: list[Envelope] = []  # what was in flight, up to the end the replay sent
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(m.kind == "run_finished" for m in rest):
+            rest += client.poll(0.1)
+        rest += client.poll(0.2)
         sent = received + after + rest
         assert len(sent) < len(original), "stopped before the end"
         # No recorded end was sent; the replay ended the run itself, so the page says so.
@@ -430,5 +435,5 @@ def test_the_presenter_pauses_resumes_and_stops_a_replay(tmp_path, broker, clien
         assert sent[-1].kind == "run_finished"
         assert [m.seq for m in sent] == list(range(len(sent))), "gapless, statuses included"
     finally:
-        replay.stop_requested = True
+        replay.stop.set()
         thread.join(10)

@@ -8,10 +8,10 @@ import subprocess
 import sys
 import time
 
+from broker.clients.publisher import Publisher
 from protocol.endpoints import free_tcp_port
 from tests.conftest import REPO
 from tests.test_broker import progress
-from trainer.publisher import Publisher
 
 
 def example_subscriber() -> str:

@@ -330,11 +330,11 @@ def load_data(args: argparse.Namespace, seed: int) -> Dataset:
 
 
 def run(args: argparse.Namespace) -> int:
+    from broker.clients.publisher import Publisher
     from trainer import checkpoint
     from trainer.control import Controls
     from trainer.loop import Pacer, train
     from trainer.progress import ProgressBar
-    from trainer.publisher import Publisher
     from trainer.reporter import Cadences, Reporter
 
     endpoints.check_endpoint(args.connect, "--connect")

@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from protocol.cli.progress import Progress
 from trainer.datasets import cache_dir
 from trainer.files import atomic_file
 from trainer.idx import DatasetError
@@ -91,15 +92,15 @@ def fetch(
     """Make sure ``directory`` (default ``cache_dir()/name``) holds the dataset's files.
 
     Files already there with the right checksum are kept unless ``force``. ``checksums`` maps
-    each file name to its MD5 (default: the published ones). ``progress`` draws a bar on
-    stderr (default: when stderr is a terminal). Returns the directory.
+    each file name to its MD5 (default: the published ones). ``progress`` True draws a bar on
+    stderr, False nothing; None (the default) draws it on a terminal and logs a line every ten
+    seconds elsewhere. Returns the directory.
     """
     if name not in CHECKSUMS:
         raise DownloadError(f"unknown dataset {name!r}: can download {', '.join(CHECKSUMS)}")
     directory = Path(directory) if directory is not None else cache_dir() / name
     checksums = checksums if checksums is not None else CHECKSUMS[name]
     mirrors = mirrors or mirrors_for(name)
-    show = sys.stderr.isatty() if progress is None else progress
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -111,7 +112,7 @@ def fetch(
                 log.info("%s: already have %s", name, target)
                 continue
             log.info("%s: %s differs from the published file; fetching it again", name, target)
-        _fetch_file(name, target, md5, mirrors, timeout, show, max_bytes)
+        _fetch_file(name, target, md5, mirrors, timeout, progress, max_bytes)
     return directory
 
 
@@ -129,7 +130,7 @@ def _fetch_file(
     md5: str,
     mirrors: tuple[str, ...],
     timeout: float,
-    show: bool,
+    show: bool | None,
     max_bytes: int,
 ) -> None:
     failures: list[_Failure] = []
@@ -155,7 +156,7 @@ def _fetch_file(
     )
 
 
-def _download(url: str, target: Path, md5: str, timeout: float, show: bool, max_bytes: int) -> int:
+def _download(url: str, target: Path, md5: str, timeout: float, show: bool | None, max_bytes: int) -> int:
     """Stream ``url`` to a temporary file, check it, rename it to ``target``; return its size."""
     parts = urlsplit(url)
     where = parts.netloc or url
@@ -172,7 +173,10 @@ def _download(url: str, target: Path, md5: str, timeout: float, show: bool, max_
             if total is not None and total > max_bytes:
                 raise _Failure(f"{where}: {target.name} is {total} bytes, too big", network=False)
             digest = hashlib.md5(usedforsecurity=False)
-            bar = _Bar(target.name, total, enabled=show)
+            bar = Progress(
+                total, unit="B", unit_scale=True, description=target.name,
+                enabled=show is not False, bar=show, interval=0.1, logger=log,
+            )  # fmt: skip
             done = 0
             try:
                 while chunk := response.read(_CHUNK):
@@ -181,9 +185,11 @@ def _download(url: str, target: Path, md5: str, timeout: float, show: bool, max_
                         raise _Failure(f"{where}: {target.name} exceeds {max_bytes} bytes", False)
                     digest.update(chunk)
                     out.write(chunk)
-                    bar.update(done)
+                    if bar.due():  # the bar says the bytes itself; a log line needs words
+                        of = f" of {_size(total)}" if total else ""
+                        bar.show(done, "" if bar.tty else f"{target.name}: {_size(done)}{of}")
             finally:
-                bar.close()  # ends the bar's line, so whatever is printed next starts afresh
+                bar.close(done)  # ends the bar's line, so whatever is printed next starts afresh
             # Raising here, inside atomic_file, discards what was written.
             if total is not None and done != total:  # http.client reads a cut-off body quietly
                 raise _Failure(f"{where}: connection closed after {done} of {total} bytes", True)
@@ -227,42 +233,3 @@ def _one_line(reason: object) -> str:
 
 def _size(count: int) -> str:
     return f"{count / 1e6:.1f} MB" if count >= 1e6 else f"{count / 1e3:.0f} kB"
-
-
-class _Bar:
-    """A byte-count progress bar on stderr, or silence.
-
-    trainer.progress.ProgressBar draws steps, loss and accuracy, not bytes, so it cannot serve.
-    """
-
-    def __init__(self, label: str, total: int | None, *, enabled: bool) -> None:
-        self.label = label
-        self.total = total
-        self.enabled = enabled
-        self.stream = sys.stderr
-        self._last = 0.0
-        self._done = 0
-
-    def update(self, done: int) -> None:
-        self._done = done
-        now = time.monotonic()
-        if self.enabled and now - self._last >= 0.1:
-            self._last = now
-            self._draw()
-
-    def _draw(self) -> None:
-        done = _size(self._done)
-        if self.total:
-            width = 30
-            filled = min(width, self._done * width // self.total)
-            line = f"[{'#' * filled}{'.' * (width - filled)}] {done} of {_size(self.total)}"
-        else:
-            line = done
-        self.stream.write(f"\r{self.label} {line}\033[K")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled and self._last:
-            self._draw()
-            self.stream.write("\n")
-            self.stream.flush()

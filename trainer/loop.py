@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 
 from protocol import Hyperparameters
+from protocol.cli.durations import format_duration
 from trainer import checkpoint
 from trainer.control import Controls
 from trainer.datasets import Dataset
 from trainer.evaluation import assess
 from trainer.mlp import MLP, PixelBatches, pixels
 from trainer.optim import make_optimizer, make_schedule
-from trainer.progress import ProgressBar, format_duration
+from trainer.progress import ProgressBar
 from trainer.reporter import Reporter
 
 log = logging.getLogger("trainer")

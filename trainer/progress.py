@@ -1,4 +1,8 @@
-"""A one-line progress bar on the terminal, or a log line now and then when not on one."""
+"""The training bar: steps done, with the epoch, loss, accuracy and samples/s beside it.
+
+On a terminal it is a tqdm bar (:class:`protocol.cli.progress.Progress`); elsewhere a log line
+every ten seconds, with the ETA in it.
+"""
 
 from __future__ import annotations
 
@@ -7,67 +11,10 @@ import sys
 import time
 from typing import TextIO
 
+from protocol.cli.durations import format_duration
+from protocol.cli.progress import Progress
+
 log = logging.getLogger("trainer")
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-class TerminalLine:
-    """One line redrawn in place on a terminal, or a log line now and then elsewhere.
-
-    The training bar, a replay's progress and a recording's status all go through it:
-    :meth:`due` says whether to redraw yet (``interval`` on a terminal, ``quiet_interval``
-    otherwise, never when disabled), :meth:`show` draws, with a bar when the fraction done is
-    known. With ``logger`` None nothing is printed off a terminal.
-    """
-
-    BAR = 24
-
-    def __init__(
-        self,
-        *,
-        enabled: bool = True,
-        stream: TextIO = sys.stderr,
-        interval: float = 0.2,
-        quiet_interval: float = 10.0,
-        logger: logging.Logger | None = log,
-    ) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.enabled = enabled and (self.tty or logger is not None)
-        self.interval = interval if self.tty else quiet_interval
-        self.logger = logger
-        self._last = 0.0
-        self._shown = False
-
-    def due(self) -> bool:
-        now = time.monotonic()
-        if not self.enabled or now - self._last < self.interval:
-            return False
-        self._last = now
-        return True
-
-    def show(self, line: str, done: float | None = None) -> None:
-        if not self.tty:
-            if self.logger is not None:
-                self.logger.info("%s", line)
-            return
-        if done is not None:
-            filled = int(min(max(done, 0.0), 1.0) * self.BAR)
-            line = f"[{'#' * filled}{'.' * (self.BAR - filled)}] {line}"
-        self.stream.write(f"\r{line}\033[K")
-        self.stream.flush()
-        self._shown = True
-
-    def close(self) -> None:
-        """End the line drawn in place, so what is printed next starts on its own."""
-        if self._shown:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._shown = False
 
 
 class ProgressBar:
@@ -82,7 +29,14 @@ class ProgressBar:
     ) -> None:
         self.total_steps = max(total_steps, 1)
         self.epochs = epochs
-        self.line = TerminalLine(enabled=enabled, stream=stream, interval=interval)
+        self.line = Progress(
+            self.total_steps,
+            unit="step",
+            enabled=enabled,
+            stream=stream,
+            interval=interval,
+            logger=log,
+        )
         self._first: tuple[float, int, int] | None = None
 
     def update(self, step: int, epoch: int, loss: float, accuracy: float, samples: int) -> None:
@@ -94,14 +48,15 @@ class ProgressBar:
             return
         first_time, first_step, first_samples = self._first
         since = max(now - first_time, 1e-9)
-        steps_per_second = (step - first_step) / since
-        eta = (self.total_steps - step) / steps_per_second if steps_per_second else 0.0
-        self.line.show(
-            f"epoch {epoch + 1}/{self.epochs} step {step}/{self.total_steps} "
-            f"loss {loss:.4f} acc {accuracy:6.1%} {(samples - first_samples) / since:,.0f} "
-            f"samples/s ETA {format_duration(eta)}",
-            done=step / self.total_steps,
+        words = (
+            f"epoch {epoch + 1}/{self.epochs} loss {loss:.4f} acc {accuracy:6.1%} "
+            f"{(samples - first_samples) / since:,.0f} samples/s"
         )
+        if not self.line.tty:  # the bar shows the step and the ETA; a log line says them
+            steps_per_second = (step - first_step) / since
+            eta = (self.total_steps - step) / steps_per_second if steps_per_second else 0.0
+            words = f"step {step}/{self.total_steps} {words} ETA {format_duration(eta)}"
+        self.line.show(step, words)
 
     def close(self) -> None:
         self.line.close()

@@ -14,6 +14,7 @@ from typing import cast
 
 import numpy as np
 
+from broker.clients.publisher import Publisher
 from protocol import (
     Architecture,
     DatasetInfo,
@@ -31,7 +32,6 @@ from protocol.messages import MAX_TILES, Activation
 from trainer.datasets import Dataset
 from trainer.evaluation import Assessment, assess
 from trainer.mlp import MLP, pixels
-from trainer.publisher import Publisher
 
 EPOCH_EVALUATION_SHARE = 0.01
 """Most of the wall time that full test-set evaluations at epoch ends may take."""

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.recording_reader import RecordingReader
-from broker.run_summary import RunSummary
+from broker.recording.reader import RecordingReader
+from broker.recording.run_summary import RunSummary
 from protocol import (
     Evaluation,
     TrainingMetrics,

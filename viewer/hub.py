@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import zmq
 
-from broker.client import CloneClient
+from broker.clients.clone import CloneClient
 from protocol import Envelope
 from viewer.history import RunHistory
 

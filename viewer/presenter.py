@@ -241,7 +241,7 @@ class PresenterControls:
         ).start()
 
     def _send(self, command: Any) -> None:
-        from broker.status_cli import ask
+        from broker.clients.request import ask
         from protocol.errors import CommandError
 
         endpoint = self.settings.snapshot_endpoint

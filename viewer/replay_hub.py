@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker import history as broker_history
-from broker.recording_reader import RecordingReader, pick_run
-from protocol import MESSAGE_TYPES, Envelope
+from broker.recording.reader import RecordingReader, pick_run
+from protocol import MESSAGE_TYPES, Envelope, runlog
 from viewer import hub
 from viewer.history import RunHistory
 
@@ -34,7 +33,7 @@ log = logging.getLogger("viewer")
 
 SKIPPED_KINDS = frozenset({"model"})
 """Kinds the dashboard never shows: not even loaded."""
-LATEST_ONLY = broker_history.LATEST_ONLY - SKIPPED_KINDS
+LATEST_ONLY = runlog.LATEST_ONLY - SKIPPED_KINDS
 """Kinds of which the page shows only the latest (the broker's last-value cache keeps the same
 ones): a fold skips the superseded ones."""
 SPEEDS = (1.0, 2.0, 4.0, 10.0, 50.0)

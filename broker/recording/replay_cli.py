@@ -64,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from broker.replay import Replay, parse_offset, parse_speed
+    from broker.recording.replay import Replay
+    from broker.recording.replay_plan import parse_offset, parse_speed
     from protocol.errors import CommandError
 
     endpoints.check_endpoint(args.connect, "--connect")

@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from protocol import Envelope, RunStarted, endpoints
+from protocol.cli.durations import format_duration
+from protocol.cli.progress import Progress
 from protocol.errors import CommandError
-from trainer.progress import TerminalLine, format_duration
 
 log = logging.getLogger("broker.record")
 
@@ -66,10 +67,11 @@ def output_path(args: argparse.Namespace) -> Path:
 
 def finished_runs(snapshot: str) -> set[str]:
     """The runs the broker already holds as finished (so --until-finished waits for a new one)."""
-    from broker.status_cli import ask
+    from broker.clients.request import ask
+    from protocol.snapshot import RunsRequest
 
     try:
-        reply = ask(snapshot, {"type": "runs"}, timeout=1.0)
+        reply = ask(snapshot, RunsRequest(type="runs"), timeout=1.0)
     except CommandError:
         log.info("no broker at %s yet; waiting for one", snapshot)
         return set()
@@ -82,24 +84,21 @@ class StatusLine:
 
     def __init__(self) -> None:
         self.started = time.monotonic()
-        self.line = TerminalLine(interval=STATUS_SECONDS, logger=None)
+        self.line = Progress(unit="msg", description="recording", interval=STATUS_SECONDS)
 
     def update(self, messages: int, size: int, runs: int) -> None:
         if self.line.due():
             elapsed = format_duration(time.monotonic() - self.started)
-            self.line.show(
-                f"recording: {messages:,} messages, {runs} run(s), {size / 2**20:.1f} MB, "
-                f"{elapsed} elapsed"
-            )
+            self.line.show(messages, f"{runs} run(s), {size / 2**20:.1f} MB, {elapsed} elapsed")
 
     def close(self) -> None:
         self.line.close()
 
 
 def run(args: argparse.Namespace) -> int:
-    from broker.client import CloneClient
-    from broker.recorder import signals_ignored
-    from broker.recording import RecordingWriter
+    from broker.clients.clone import CloneClient
+    from broker.recording.writer import RecordingWriter
+    from protocol.cli.signals import signals_ignored
 
     _, snapshot = endpoints.subscriber_endpoints(args)
     out = output_path(args)

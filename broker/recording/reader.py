@@ -23,7 +23,7 @@ from mcap.exceptions import EndOfFile
 from mcap.records import Channel, Chunk, Footer, Message, Metadata
 from mcap.stream_reader import StreamReader, breakup_chunk
 
-from broker.recording import to_frames
+from broker.recording.format import to_frames
 from protocol import Envelope, ProtocolError, decode
 from protocol.errors import CommandError
 

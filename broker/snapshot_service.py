@@ -1,13 +1,10 @@
 """The broker's request socket (ROUTER on ``--snapshot``): snapshots, stats, runs, control.
 
-Every request is one JSON frame; every reply starts with a marker frame, ``msg`` for a held
-message (its frames follow, exactly as the publisher sent them) or ``reply`` for one JSON
-object (``end`` of a snapshot, ``stats``, ``runs``, ``ok``, ``error``). See docs/protocol.md.
-
-A snapshot can be tens of thousands of messages, so replies are queued and sent in batches
-with ``NOBLOCK``: a client that stops reading fills its own pipe (``SNDHWM``, ROUTER_MANDATORY
-turns that into ``EAGAIN`` instead of a silent drop) and is resumed later or abandoned after
-:data:`STALL_SECONDS`; the broker's forwarding loop never waits for it.
+The requests and replies are :mod:`protocol.snapshot`'s models. A snapshot can be tens of
+thousands of messages, so replies are queued and sent in batches with ``NOBLOCK``: a client
+that stops reading fills its own pipe (``SNDHWM``, ROUTER_MANDATORY turns that into ``EAGAIN``
+instead of a silent drop) and is resumed later or abandoned after :data:`STALL_SECONDS`; the
+broker's forwarding loop never waits for it.
 """
 
 from __future__ import annotations
@@ -18,17 +15,31 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import zmq
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel
 
-from broker.history import Held, History
+from broker.history import History
 from protocol import ControlCommand, ProtocolError, decode_control, encode_control
+from protocol.runlog import Held
+from protocol.snapshot import (
+    MSG,
+    REPLY,
+    ControlRequest,
+    ErrorReply,
+    OkReply,
+    RunsReply,
+    SnapshotEnd,
+    SnapshotRequest,
+    StatsReply,
+    StatsRequest,
+    parse_request,
+    reply_frame,
+)
 
 log = logging.getLogger("broker")
 
-MAX_REQUEST_BYTES = 8192
 REPLY_HWM = 2_000
 """Messages queued per snapshot client before the broker holds the rest of its reply back."""
 BATCH = 500
@@ -39,44 +50,6 @@ MAX_PENDING = 64
 """Snapshot replies in progress at once; more requests are refused with an error."""
 MAX_GAPS_LISTED = 100
 
-RequestId = int | Annotated[str, Field(max_length=100)] | None
-
-
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: RequestId = Field(default=None, description="echoed in the reply, to match it")
-
-
-class SnapshotRequest(_Request):
-    """Held messages of one run with ``from_seq <= seq <= to_seq``, then an ``end`` marker."""
-
-    type: Literal["snapshot"]
-    run: str = Field(default="latest", min_length=1, max_length=200, description='or "latest"')
-    from_seq: int = Field(default=0, ge=0)
-    to_seq: int | None = Field(default=None, ge=0, description="default: everything held")
-
-
-class StatsRequest(_Request):
-    type: Literal["stats"]
-
-
-class RunsRequest(_Request):
-    type: Literal["runs"]
-
-
-class ControlRequest(_Request):
-    """A presenter command for the trainers, relayed upstream through the broker's XSUB."""
-
-    type: Literal["control"]
-    command: dict[str, Any]
-
-
-Request = Annotated[
-    SnapshotRequest | StatsRequest | RunsRequest | ControlRequest, Field(discriminator="type")
-]
-_REQUEST: TypeAdapter[Any] = TypeAdapter(Request)
-
 
 @dataclass
 class Reply:
@@ -84,7 +57,7 @@ class Reply:
 
     envelope: list[bytes]
     items: list[Held]
-    end: dict[str, Any]
+    end: SnapshotEnd
     sent: int = 0
     last_progress: float = field(default_factory=time.monotonic)
 
@@ -122,26 +95,22 @@ class SnapshotService:
             self.counts["invalid"] += 1  # no way to tell what to reply to: ignore
             return
         envelope, body = frames[:-1], frames[-1]
-        if len(body) > MAX_REQUEST_BYTES:
-            return self._error(envelope, None, f"request larger than {MAX_REQUEST_BYTES} bytes")
         try:
-            request = _REQUEST.validate_json(body)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = "".join(f"{p}: " for p in first["loc"][:1])
-            return self._error(envelope, None, f"bad request: {where}{first['msg']}")
+            request = parse_request(body)
+        except ProtocolError as exc:
+            return self._error(envelope, None, str(exc).partition(": ")[2])
         match request:
             case SnapshotRequest():
                 self._snapshot(envelope, request)
             case StatsRequest():
                 self.counts["stats"] += 1
-                self._reply(envelope, {"type": "stats", "id": request.id, **self.stats()})
-            case RunsRequest():
-                self.counts["runs"] += 1
-                runs = [run.summary() for run in self.history]
-                self._reply(envelope, {"type": "runs", "id": request.id, "runs": runs})
+                self._reply(envelope, StatsReply(type="stats", id=request.id, **self.stats()))
             case ControlRequest():
                 self._control(envelope, request)
+            case _:  # RunsRequest
+                self.counts["runs"] += 1
+                runs = [run.summary() for run in self.history]
+                self._reply(envelope, RunsReply(type="runs", id=request.id, runs=runs))
 
     def _snapshot(self, envelope: list[bytes], request: SnapshotRequest) -> None:
         repair = request.from_seq > 0 or request.to_seq is not None
@@ -149,28 +118,29 @@ class SnapshotService:
         if len(self.pending) >= MAX_PENDING:
             return self._error(envelope, request.id, "broker busy with other snapshots; retry")
         run = self.history.find(request.run)
-        end: dict[str, Any] = {
-            "type": "end",
-            "id": request.id,
-            "run": run.run_id if run else request.run,
-            "known": run is not None,
-            "from_seq": request.from_seq,
-            "to_seq": -1,
-            "last_seq": -1,
-            "sent": 0,
-            "gone": 0,
-            "unseen": [],
-            "broker": self.broker_id,
-        }
+        end = SnapshotEnd(
+            type="end",
+            id=request.id,
+            run=run.run_id if run else request.run,
+            known=run is not None,
+            from_seq=request.from_seq,
+            to_seq=-1,
+            last_seq=-1,
+            sent=0,
+            gone=0,
+            unseen=[],
+            broker=self.broker_id,
+        )
         items: list[Held] = []
         if run is not None:
             last = run.last_seq
             to_seq = last if request.to_seq is None else min(request.to_seq, last)
             items = run.select(request.from_seq, to_seq) if to_seq >= request.from_seq else []
-            end["last_seq"], end["to_seq"], end["sent"] = last, to_seq, len(items)
+            end.last_seq, end.to_seq, end.sent = last, to_seq, len(items)
             if to_seq >= request.from_seq:
-                end["unseen"] = run.seen.gaps(request.from_seq, to_seq, MAX_GAPS_LISTED)
-                end["gone"] = run.seen.count(request.from_seq, to_seq) - len(items)
+                gaps = run.seen.gaps(request.from_seq, to_seq, MAX_GAPS_LISTED)
+                end.unseen = [(a, b) for a, b in gaps]
+                end.gone = run.seen.count(request.from_seq, to_seq) - len(items)
         self.pending.append(Reply(envelope, items, end))
         self.pump()
 
@@ -182,7 +152,7 @@ class SnapshotService:
         self.counts["control"] += 1
         self.upstream(encode_control(command))
         log.info("relayed control %r for run %s to the publishers", command.command, command.run_id)
-        self._reply(envelope, {"type": "ok", "ok": True, "id": request.id})
+        self._reply(envelope, OkReply(type="ok", id=request.id))
 
     @property
     def busy(self) -> bool:
@@ -214,7 +184,7 @@ class SnapshotService:
             while reply.sent < stop:
                 held = reply.items[reply.sent]
                 self.socket.send_multipart(
-                    [*reply.envelope, b"msg", *held.frames], flags=zmq.NOBLOCK, copy=False
+                    [*reply.envelope, MSG, *held.frames], flags=zmq.NOBLOCK, copy=False
                 )
                 reply.sent += 1
                 reply.last_progress = now
@@ -226,11 +196,10 @@ class SnapshotService:
             return False
         return True
 
-    def _send_json(self, envelope: list[bytes], body: dict[str, Any]) -> None:
-        frame = json.dumps(body, separators=(",", ":")).encode()
-        self.socket.send_multipart([*envelope, b"reply", frame], flags=zmq.NOBLOCK)
+    def _send_json(self, envelope: list[bytes], body: BaseModel) -> None:
+        self.socket.send_multipart([*envelope, REPLY, reply_frame(body)], flags=zmq.NOBLOCK)
 
-    def _reply(self, envelope: list[bytes], body: dict[str, Any]) -> None:
+    def _reply(self, envelope: list[bytes], body: BaseModel) -> None:
         """Send a one-frame answer; a client that cannot take it now is not waited for."""
         try:
             self._send_json(envelope, body)
@@ -239,4 +208,4 @@ class SnapshotService:
 
     def _error(self, envelope: list[bytes], request_id: Any, message: str) -> None:
         self.counts["invalid"] += 1
-        self._reply(envelope, {"type": "error", "id": request_id, "message": message})
+        self._reply(envelope, ErrorReply(type="error", id=request_id, message=message))

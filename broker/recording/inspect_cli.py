@@ -16,7 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.run_summary import RunSummary
+from broker.recording.run_summary import RunSummary
+from protocol.cli.durations import format_duration
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,8 +79,8 @@ def run_json(run: RunSummary) -> dict[str, Any]:
 
 def summarise(path: str) -> Summary:
     """Read the whole file (up to any damage); RecordingError if it is no recording at all."""
-    from broker.recording import RECORDING_METADATA
-    from broker.recording_reader import RecordingReader
+    from broker.recording.format import RECORDING_METADATA
+    from broker.recording.reader import RecordingReader
 
     reader = RecordingReader(path)
     kinds: Counter[str] = Counter()
@@ -112,12 +113,6 @@ def summarise(path: str) -> Summary:
     )
 
 
-def format_duration(seconds: float) -> str:
-    minutes, rest = divmod(seconds, 60)
-    hours, minutes = divmod(int(minutes), 60)
-    return f"{hours}:{minutes:02d}:{rest:04.1f}" if hours else f"{minutes}:{rest:04.1f}"
-
-
 def format_size(size: int) -> str:
     for unit in ("bytes", "KB", "MB", "GB"):
         if size < 1024 or unit == "GB":
@@ -140,7 +135,9 @@ def render(summary: Summary) -> str:
     if summary.first_time is not None and summary.last_time is not None:
         start = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary.first_time))
         end = time.strftime("%H:%M:%S", time.localtime(summary.last_time))
-        lines.append(f"duration  {format_duration(summary.duration)} ({start} to {end})")
+        lines.append(
+            f"duration  {format_duration(summary.duration, decimals=1)} ({start} to {end})"
+        )
     else:
         lines.append("duration  - (no messages)")
     if summary.source:

@@ -25,9 +25,9 @@ from typing import Any
 import zmq
 
 from broker.drain import drain
-from broker.history import HISTORY_BYTES, Held, RunLog
 from broker.ratelog import RateLimitedLog
 from protocol import ControlCommand, Envelope, ProtocolError, decode_control, encode
+from protocol.runlog import HISTORY_BYTES, Held, RunLog
 
 log = logging.getLogger(__name__)
 

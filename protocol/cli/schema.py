@@ -26,16 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def schema(part: str) -> dict:
     from protocol import ControlCommand, message_json_schema
+    from protocol.snapshot import REQUEST
 
     if part == "messages":
         return message_json_schema()
     if part == "control":
         return ControlCommand.model_json_schema()
-    from pydantic import TypeAdapter
-
-    from broker.snapshot import Request
-
-    return TypeAdapter(Request).json_schema()
+    return REQUEST.json_schema()
 
 
 def run(args: argparse.Namespace) -> int:

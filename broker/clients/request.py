@@ -1,0 +1,51 @@
+"""One request to the broker's snapshot endpoint, one reply: what status, control and the
+presenter's buttons need (a snapshot, with its stream of messages, is :mod:`.clone`'s job)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import zmq
+from pydantic import BaseModel, ValidationError
+
+from protocol import MAX_MESSAGE_BYTES, ProtocolError, endpoints
+from protocol.errors import CommandError
+from protocol.snapshot import REQUEST, ErrorReply, encode_request, parse_reply
+
+
+def ask(endpoint: str, request: BaseModel | dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Send ``request`` (a :data:`protocol.snapshot.Request`, or its fields) and return the
+    reply's fields; a broker that does not answer in time, or refuses, is a CommandError."""
+    endpoints.check_endpoint(endpoint, "--broker")
+    if not timeout > 0:
+        raise CommandError(f"--timeout must be positive, got {timeout}")
+    if isinstance(request, dict):
+        try:
+            request = REQUEST.validate_python(request)
+        except ValidationError as exc:
+            raise CommandError(f"not a broker request: {exc.errors()[0]['msg']}") from None
+    body = encode_request(request.model_copy(update={"id": 1}))  # type: ignore[union-attr]
+    socket: zmq.Socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    try:
+        socket.connect(endpoint)
+        socket.send(body)
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not socket.poll(int(remaining * 1000) + 1):
+                break
+            try:
+                reply = parse_reply(socket.recv_multipart())
+            except ProtocolError:
+                continue  # a held message, or something that is not an answer
+            if isinstance(reply, ErrorReply):
+                raise CommandError(f"the broker refused the request: {reply.message}")
+            return reply.model_dump()
+    finally:
+        socket.close()
+    raise CommandError(
+        f"no answer from a broker at {endpoint} within {timeout:g} s; "
+        "is 'mnist-live broker' running? point --broker at its --snapshot endpoint"
+    )

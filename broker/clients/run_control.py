@@ -1,0 +1,117 @@
+"""A presenter's commands (start, pause, resume, stop, pace) as every publisher obeys them.
+
+Commands come upstream from the viewer's presenter page (or ``mnist-live control``) through the
+broker to a publisher's socket (see ``docs/protocol.md``). A trainer and a replay obey them the
+same way, through :class:`RunControl`: commands for another run are ignored; Pause holds the
+caller between two steps until Resume (or Start); Stop sets the caller's stop event; Pace goes
+to the caller (a trainer changes its pace, a replay keeps its ``--speed``). Every change of
+state is announced, so the room's pages say what the run is doing. Commands are read at most
+every ``poll_interval`` seconds, so an unpaused run pays one clock read per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from protocol import ControlCommand
+
+log = logging.getLogger("broker.control")
+
+Announce = Callable[[int, str, str], None]
+"""Tells the room the run's state: ``(step, state, message)``."""
+
+
+class CommandSource(Protocol):
+    run_id: str
+
+    def poll_commands(self) -> list[ControlCommand]: ...
+
+
+class RunControl:
+    """One run's obedience to the presenter; ``on_pace`` None ignores Pace."""
+
+    def __init__(
+        self,
+        source: CommandSource,
+        announce: Announce | None = None,
+        *,
+        on_pace: Callable[[float | None], None] | None = None,
+        poll_interval: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.announce = announce
+        self.on_pace = on_pace
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.paused = False
+        self.state = "training"
+        self._next_poll = 0.0
+
+    def wait_for_start(self, step: int, stop: threading.Event) -> None:
+        """Hold the run until a presenter presses Start (or the run is stopped)."""
+        log.info("waiting for a start command (the presenter's Start button)")
+        self._status(step, "waiting", "waiting for the presenter to start")
+        started = False
+        while not (started or stop.is_set()):
+            for command in self._commands():
+                if command.command in ("start", "resume"):
+                    started = True
+                else:
+                    self._apply(command, step, stop)
+            stop.wait(self.poll_interval)
+        if started and not stop.is_set():
+            log.info("start command received")
+            self._status(step, "training")
+
+    def between_steps(self, step: int, stop: threading.Event) -> float:
+        """Apply any new commands; while paused, hold here until resumed or stopped.
+
+        Returns the seconds held (a replay's timeline moves that much later).
+        """
+        now = self.clock()
+        if now < self._next_poll:
+            return 0.0
+        self._next_poll = now + self.poll_interval
+        for command in self._commands():
+            self._apply(command, step, stop)
+        if not self.paused:
+            return 0.0
+        self._status(step, "paused")
+        while self.paused and not stop.is_set():
+            stop.wait(self.poll_interval)
+            for command in self._commands():
+                self._apply(command, step, stop)
+        if not stop.is_set():
+            self._status(step, "training")
+        return self.clock() - now
+
+    def _commands(self) -> list[ControlCommand]:
+        run_id = self.source.run_id
+        return [c for c in self.source.poll_commands() if c.run_id in ("*", run_id)]
+
+    def _apply(self, command: ControlCommand, step: int, stop: threading.Event) -> None:
+        log.info("presenter command: %s", command.command)
+        match command.command:
+            case "pause":
+                self.paused = True
+            case "resume" | "start":
+                self.paused = False
+            case "stop":
+                stop.set()
+            case "pace" if self.on_pace is None:
+                log.info("this run keeps its own pace; 'pace' ignored")
+            case "pace":
+                rate = command.steps_per_second
+                self.on_pace(rate)  # type: ignore[misc]
+                log.info("pace now %s", f"{rate:g} steps/s" if rate else "unlimited")
+                self._status(step, self.state)
+
+    def _status(self, step: int, state: str, message: str = "") -> None:
+        self.state = state
+        if self.announce is not None:
+            self.announce(step, state, message)
