@@ -23,9 +23,9 @@ from typing import Any
 
 import zmq
 
-from broker.drain import drain
 from broker.history import RUNS_KEPT, History
-from broker.ratelog import RateLimitedLog
+from broker.loop.drain import drain
+from broker.loop.ratelog import RateLimitedLog
 from broker.snapshot_service import REPLY_HWM, SnapshotService
 from broker.tap import Tap
 from protocol import MAX_MESSAGE_BYTES, ProtocolError, decode

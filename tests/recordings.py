@@ -31,6 +31,7 @@ from protocol import (
     TrainingMetrics,
 )
 from trainer.datasets import DIGIT_NAMES
+from viewer.runs.state import RunHistory
 
 START = 1_700_000_000.0
 """When every built run starts, in epoch seconds (a fixed time, so offsets are exact)."""
@@ -395,3 +396,10 @@ def write_recording(
             writer.flush()
     writer.close()
     return path
+
+
+def piece(run: RunHistory, part: str) -> dict:
+    """What the panel that draws ``part`` of ``run`` is given (rendered as a session would)."""
+    from viewer.dashboard import RENDER
+
+    return run.rendered(part, RENDER[part])

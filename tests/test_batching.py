@@ -22,8 +22,8 @@ from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, Div
 
 from tests.conftest import bokeh_app_server
-from tests.test_dashboard import receive
-from viewer.batching import one_message
+from tests.documents import receive
+from viewer.server.batching import one_message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 

@@ -11,6 +11,7 @@ import pytest
 
 from protocol.endpoints import free_tcp_port, free_tcp_port_pair
 from tests.conftest import REPO, wait_until
+from tests.documents import FIND_BUTTON
 
 pytestmark = pytest.mark.browser
 
@@ -99,22 +100,6 @@ def test_screenshots_are_where_the_readme_says() -> None:
         assert f"]({picture.relative_to(REPO).as_posix()})" in readme
         assert picture.exists(), "run the browser tests once to take it"
 
-
-FIND_BUTTON = """
-const find = (root, label) => {
-  for (const button of root.querySelectorAll('button')) {
-    if (button.textContent.trim() === label) return button;
-  }
-  for (const element of root.querySelectorAll('*')) {
-    if (element.shadowRoot) {
-      const hit = find(element.shadowRoot, label);
-      if (hit) return hit;
-    }
-  }
-  return null;
-};
-return find(document, arguments[0]);
-"""
 
 READ_HEADER = """
 const doc = window.Bokeh && Bokeh.documents && Bokeh.documents[0];

@@ -13,8 +13,8 @@ from broker.clients.publisher import Publisher
 from protocol import Evaluation, TrainingMetrics
 from protocol.endpoints import free_tcp_port
 from tests.conftest import collect, wait_until
-from tests.test_broker import ask, dealer, metrics, progress
-from viewer.hub import Hub
+from tests.wire import ask, dealer, metrics, progress
+from viewer.sources.live import Hub
 
 
 def evaluation(publisher: Publisher, step: int) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-import sys
 import time
 from collections.abc import Iterator
 
@@ -16,38 +15,15 @@ from tornado.ioloop import IOLoop
 
 from protocol.endpoints import free_tcp_port, free_tcp_port_pair
 from tests.conftest import Programs, wait_until
-from tests.test_history import Feed
+from tests.documents import SOURCES, header, receive, rows
+from tests.recordings import Feed
 from viewer.dashboard import Dashboard
-from viewer.hub import Hub
-from viewer.settings import ViewerSettings
-from viewer.stats import stats
+from viewer.server.settings import ViewerSettings
+from viewer.server.stats import stats
+from viewer.sources.live import Hub
 
-SOURCES = (
-    "loss",
-    "accuracy",
-    "test_accuracy",
-    "sample",
-    "probabilities",
-    "confusion",
-    "per_class",
-    "weights",
-    "misclassified",
-    "misclassified_images",
-)
 OVERLAYS = ("loss_previous", "accuracy_previous")
 CURVE_NAMES = ("loss", "accuracy", "test_accuracy")
-
-
-def rows(doc: Document, name: str) -> int:
-    source = doc.get_model_by_name(name)
-    assert source is not None, f"no source named {name!r}"
-    return len(next(iter(source.data.values())))  # type: ignore[attr-defined]
-
-
-def header(doc: Document) -> str:
-    div = doc.get_model_by_name("header")
-    assert div is not None, "no Div named 'header'"
-    return re.sub(r"<[^>]*>", " ", div.text)  # type: ignore[attr-defined]
 
 
 def feed_run(hub: Hub, feed: Feed, steps: int = 30, tick=lambda: None) -> None:
@@ -205,26 +181,6 @@ def refreshed(session: ClientSession, seconds: float = 0.3) -> Document:
     """Let ``session`` take in what the server pushes for ``seconds``; its document then."""
     receive([session], seconds)
     return session.document
-
-
-def receive(sessions: list[ClientSession], seconds: float) -> None:
-    """Let every session take in what the server pushes for ``seconds``.
-
-    Bokeh 3's client has no public way to do this (``loop_until_closed`` is gone, and
-    ``force_roundtrip`` drops every patch that arrives while it waits for its reply), so this
-    runs the connection's own receive loop and stops it by a timer. That loop recurses once per
-    message; the limit is raised so a test's few hundred patches stay well inside it.
-    """
-    for session in sessions:
-        if not getattr(session, "receiving", False):
-            sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
-            connection = session._connection
-            connection._until_predicate = None
-            connection._loop.add_callback(connection._next)  # reads and applies PATCH-DOCs
-            session.receiving = True  # type: ignore[attr-defined]
-    for loop in {session._connection._loop for session in sessions}:  # pass one to share
-        loop.call_later(seconds, loop.stop)
-        loop.start()
 
 
 def finished(programs: Programs, trainer) -> None:

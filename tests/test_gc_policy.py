@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from viewer.gc_policy import FrozenSessions
+from viewer.server.gc_policy import FrozenSessions
 
 
 class Model:

@@ -7,9 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from tests.recordings import Feed
-from viewer.history import SMOOTHING, Columns, Cursor, RunHistory, format_duration, gallery_mosaic
-from viewer.hub import Hub
+from protocol.cli.durations import format_duration
+from tests.recordings import Feed, piece
+from viewer.dashboard import RENDER
+from viewer.panels.evaluation import gallery_mosaic
+from viewer.runs.columns import Columns, Cursor
+from viewer.runs.state import SMOOTHING, RunHistory
+from viewer.sources.live import Hub
 
 
 def test_smoothing_is_a_debiased_ema_of_loss_and_batch_accuracy() -> None:
@@ -50,7 +54,7 @@ def test_status_follows_the_trainer_and_the_end_of_the_run() -> None:
         ended = RunHistory("run-a")
         ended.apply(Feed().finished(40, ending))
         assert ended.status == word
-        assert word in ended.pieces["header"].data["html"]
+        assert word in piece(ended, "header")["html"]
 
 
 def test_replayed_messages_mark_the_run_as_a_replay() -> None:
@@ -67,15 +71,15 @@ def test_each_piece_has_a_version_and_a_cursor_gets_only_what_changed() -> None:
     cursor = Cursor()
     first = run.changes(cursor)
     assert first.rows["loss"]["step"] == [1, 2]
-    assert set(first.pieces) == {"header"}
+    assert set(first.parts) == {"header"}
     assert not run.changes(cursor), "nothing new, nothing to send"
 
     run.apply(feed.sample(2))
     run.apply(feed.metrics(3))
     second = run.changes(cursor)
     assert second.rows == {"loss": {c: v[-1:] for c, v in run.curves["loss"].data.items()}}
-    assert set(second.pieces) == {"header", "sample"}
-    sample = second.pieces["sample"]
+    assert set(second.parts) == {"header", "sample"}
+    sample = piece(run, "sample")
     assert sample["probabilities"]["kind"][3] == "true"
     assert sample["probabilities"]["kind"][5] == "predicted"
     assert np.array_equal(sample["sample"]["image"][0], np.flipud(feed.sample(2).image))
@@ -85,16 +89,16 @@ def test_each_piece_has_a_version_and_a_cursor_gets_only_what_changed() -> None:
     run.apply(feed.weights(3))
     third = run.changes(cursor)
     assert set(third.rows) == {"accuracy", "test_accuracy"}
-    assert set(third.pieces) == {"header", "evaluation", "weights"}
-    assert run.pieces["evaluation"].version == 2
-    assert cursor.versions["weights"] == run.pieces["weights"].version == 1
+    assert set(third.parts) == {"header", "evaluation", "weights"}
+    assert run.versions["evaluation"] == 2
+    assert cursor.versions["weights"] == run.versions["weights"] == 1
 
 
 def test_evaluation_piece_normalises_confusion_rows_and_keeps_counts() -> None:
     feed, run = Feed(), RunHistory("run-a")
     run.apply(feed.started())
     run.apply(feed.evaluation(5, mistakes=3))
-    piece = run.pieces["evaluation"].data
+    piece = RENDER["evaluation"](run)
     rates = np.array(piece["confusion"]["rate"]).reshape(10, 10)
     counts = np.array(piece["confusion"]["count"]).reshape(10, 10)
     assert np.allclose(rates.sum(axis=1), 1.0)
@@ -125,7 +129,7 @@ def test_the_mistakes_become_one_mosaic_each_tile_where_its_row_says() -> None:
 def test_weights_become_one_mosaic_with_transparent_gaps() -> None:
     feed, run = Feed(), RunHistory("run-a")
     run.apply(feed.weights(1, tiles=10))  # 4 columns x 3 rows
-    mosaic = run.pieces["weights"].data["weights"]["image"][0]
+    mosaic = piece(run, "weights")["weights"]["image"][0]
     assert mosaic.shape == (3 * 29 - 1, 4 * 29 - 1) and mosaic.dtype == np.uint8
     top = np.flipud(mosaic)
     assert (top[:28, :28] >= 1).all(), "weight pixels are never the gap value"
@@ -139,19 +143,19 @@ def test_eta_comes_from_speed_and_steps_left() -> None:
     assert run.eta_seconds() is None
     run.apply(feed.metrics(20, speed=320.0))  # 10 steps/s of batch 32
     assert run.eta_seconds() == pytest.approx(8.0)
-    assert "ETA 8s" in run.pieces["header"].data["html"]
+    assert "ETA 8s" in piece(run, "header")["html"]
     run.apply(feed.status(20, "paused"))
     assert run.eta_seconds() is None
     run.apply(feed.finished(100))
     assert run.eta_seconds() == 0.0
-    assert [format_duration(s) for s in (5, 75, 3725)] == ["5s", "1m 15s", "1h 02m"]
+    assert [format_duration(s, words=True) for s in (5, 75, 3725)] == ["5s", "1m 15s", "1h 02m"]
 
 
 def test_header_says_synthetic_and_shows_the_run() -> None:
     for synthetic in (True, False):
         run = RunHistory("run-a")
         run.apply(Feed(synthetic=synthetic).started())
-        header = run.pieces["header"].data["html"]
+        header = piece(run, "header")["html"]
         assert ("SYNTHETIC" in header) == synthetic
         assert "784-32-10 relu" in header and "sgd lr 0.1" in header and "run-a" in header
         assert "epoch 1 / 4" in header

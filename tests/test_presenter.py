@@ -187,9 +187,9 @@ def test_a_replay_can_be_paused_resumed_and_stopped_like_a_run() -> None:
     from bokeh.document import Document
 
     from tests.recordings import Feed
-    from viewer.history import RunHistory
-    from viewer.presenter import PresenterControls
-    from viewer.settings import ViewerSettings
+    from viewer.panels.presenter import PresenterControls
+    from viewer.runs.state import RunHistory
+    from viewer.server.settings import ViewerSettings
 
     controls = PresenterControls(Document(), ViewerSettings(presenter_token=TOKEN), None)
     feed = Feed()

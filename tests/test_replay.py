@@ -23,9 +23,9 @@ from protocol import Envelope, Evaluation, TrainingMetrics
 from protocol.errors import CommandError
 from protocol.runlog import LATEST_ONLY
 from tests.conftest import assert_one_line_error, collect, run_cli, wait_until
-from tests.recordings import START, make_run, same_contents, write_recording
-from viewer.history import weights_piece
-from viewer.hub import Hub
+from tests.recordings import START, make_run, piece, same_contents, write_recording
+from viewer.runs.state import RunHistory
+from viewer.sources.live import Hub
 
 
 @pytest.fixture
@@ -117,8 +117,10 @@ def test_from_step_sends_the_page_as_it_was_at_that_step_first(tmp_path, broker,
         m.step for m in before if isinstance(m, Evaluation)
     ]
     assert page.sample is not None and same_contents(page.sample, latest["sample"])
-    assert page.pieces["weights"].version == 1  # one mosaic, the last one before the step
-    shown, last = page.pieces["weights"].data["weights"], weights_piece(latest["weights"])
+    assert page.versions["weights"] == 1  # one mosaic, the last one before the step
+    alone = RunHistory("the last weights alone")
+    alone.apply(latest["weights"])
+    shown, last = piece(page, "weights")["weights"], piece(alone, "weights")
     assert shown["step"] == last["weights"]["step"]
     assert np.array_equal(shown["image"][0], last["weights"]["image"][0])
     assert page.status == "replay"
@@ -381,7 +383,7 @@ def test_the_presenter_stops_a_looping_replay_at_full_speed(tmp_path, broker, cl
 
 
 def test_the_presenter_pauses_resumes_and_stops_a_replay(tmp_path, broker, client) -> None:
-    from viewer.history import RunHistory
+    from viewer.runs.state import RunHistory
 
     def command(name: str) -> None:
         present(broker, name)

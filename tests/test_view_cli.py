@@ -11,7 +11,7 @@ import pytest
 from protocol.cli import main
 from protocol.endpoints import free_tcp_port, free_tcp_port_pair
 from tests.conftest import run_cli, wait_until
-from viewer.settings import ViewerSettings, app_argv, parse_app_args
+from viewer.server.settings import ViewerSettings, app_argv, parse_app_args
 
 
 def view(*args: str) -> subprocess.CompletedProcess[str]:

@@ -15,16 +15,18 @@ from bokeh.client import pull_session
 from bokeh.document import Document
 
 from protocol import Envelope
+from protocol.cli.durations import format_duration
 from protocol.endpoints import free_tcp_port
 from tests.conftest import Programs, run_cli, wait_until
-from tests.recordings import RUN_SECONDS, START, Feed, realistic_run, write_recording
-from tests.test_dashboard import SOURCES, header, receive, rows
+from tests.documents import SOURCES, header, receive, rows
+from tests.recordings import RUN_SECONDS, START, Feed, piece, realistic_run, write_recording
 from viewer.cli import LOCAL_ADDRESSES
 from viewer.dashboard import Dashboard
-from viewer.history import RunHistory
 from viewer.panels.playback import PlaybackControls
-from viewer.replay_hub import ReplayHub, clock_text, load
-from viewer.settings import ViewerSettings
+from viewer.runs.state import RunHistory
+from viewer.server.settings import ViewerSettings
+from viewer.sources.playback import ReplayHub
+from viewer.sources.recording import load
 
 
 def reference(messages: list, until: float) -> RunHistory:
@@ -41,14 +43,14 @@ def assert_same(history: RunHistory, expected: RunHistory) -> None:
     for name, columns in expected.curves.items():
         assert history.curves[name].data == columns.data, name
     for name in ("sample", "weights", "evaluation"):
-        got, want = history.pieces[name].data, expected.pieces[name].data
+        got, want = piece(history, name), piece(expected, name)
         assert bool(got) == bool(want), name
         for part, columns in want.items():
             for column, values in columns.items():
                 assert np.array_equal(np.asarray(got[part][column]), np.asarray(values)), (
                     f"{name}.{part}.{column}"
                 )
-    assert history.pieces["header"].data == expected.pieces["header"].data
+    assert piece(history, "header") == piece(expected, "header")
     assert history.step == expected.step and history.status == expected.status
 
 
@@ -96,7 +98,7 @@ def rows_of(history: RunHistory, curve: str) -> int:
 def test_the_status_says_replay_until_the_run_ends(recording: Path) -> None:
     hub = ReplayHub(load(recording).pick(None))
     assert hub.current.status == "replay"
-    assert 'class="status replay"' in hub.current.pieces["header"].data["html"]
+    assert 'class="status replay"' in piece(hub.current, "header")["html"]
     hub.seek(3.2)  # the trainer was paused then; the replay still says what it is
     hub.advance()
     assert hub.current.status == "replay"
@@ -188,9 +190,9 @@ def test_the_controls_scrub_the_whole_page_and_show_the_position(
     assert sample["step"] == [50]
     assert doc.get_model_by_name("weights").data["step"] == [40]  # type: ignore[union-attr]
     mistakes = rows(doc, "misclassified")
-    assert mistakes == len(expected.pieces["evaluation"].data["misclassified"]["x"]) == 6
+    assert mistakes == len(piece(expected, "evaluation")["misclassified"]["x"]) == 6
     text = doc.get_model_by_name("playback_position").text  # type: ignore[union-attr]
-    assert f"0:02 / {clock_text(hub.duration)}" in text and "paused" in text
+    assert f"0:02 / {format_duration(hub.duration)}" in text and "paused" in text
     assert doc.get_model_by_name("position").value == 2.5  # type: ignore[union-attr]
 
     controls.speed.active = 4  # 50x, as a click does
@@ -352,7 +354,7 @@ doc.get_model_by_name('position').value_throttled = arguments[0];
 def test_the_browser_shows_replay_plays_and_scrubs(
     programs: Programs, recording: Path, run_messages: list, browser
 ) -> None:
-    from tests.test_browser import FIND_BUTTON
+    from tests.documents import FIND_BUTTON
 
     port = free_tcp_port()
     viewer = programs.start("view", "--replay", str(recording), "--port", str(port))

@@ -11,7 +11,7 @@ import time
 from broker.clients.publisher import Publisher
 from protocol.endpoints import free_tcp_port
 from tests.conftest import REPO
-from tests.test_broker import progress
+from tests.wire import progress
 
 
 def example_subscriber() -> str:

@@ -15,7 +15,6 @@ import http.client
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 import urllib.error
@@ -156,7 +155,9 @@ def _fetch_file(
     )
 
 
-def _download(url: str, target: Path, md5: str, timeout: float, show: bool | None, max_bytes: int) -> int:
+def _download(
+    url: str, target: Path, md5: str, timeout: float, show: bool | None, max_bytes: int
+) -> int:
     """Stream ``url`` to a temporary file, check it, rename it to ``target``; return its size."""
     parts = urlsplit(url)
     where = parts.netloc or url

@@ -29,7 +29,7 @@ from protocol.errors import CommandError
 if TYPE_CHECKING:
     from bokeh.server.server import Server
 
-    from viewer.settings import ViewerSettings
+    from viewer.server.settings import ViewerSettings
 
 log = logging.getLogger("viewer")
 
@@ -41,7 +41,7 @@ LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from viewer.settings import FRAME_RATE, add_look_arguments
+    from viewer.server.settings import FRAME_RATE, add_look_arguments
 
     endpoints.add_subscriber_arguments(parser, ", for late-joiner history and presenter commands")
     parser.add_argument(
@@ -99,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> ViewerSettings:
     """Check the options and turn them into the settings every server process gets."""
-    from viewer.settings import ViewerSettings, new_token
+    from viewer.server.settings import ViewerSettings, new_token
 
     endpoints.subscriber_endpoints(args)  # fails early if either is wrong
     if not 0 < args.port < 65536:
@@ -129,8 +129,8 @@ def settings_from(args: argparse.Namespace) -> ViewerSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    from viewer import hub
-    from viewer.server import lan_addresses, make_server, page_urls
+    from viewer import sources
+    from viewer.server.serve import lan_addresses, make_server, page_urls
 
     settings = settings_from(args)
     if settings.replay:
@@ -176,13 +176,14 @@ def run(args: argparse.Namespace) -> int:
         log.info("viewer stopping")
     finally:
         server.stop()
-        hub.stop()
+        sources.stop()
     return 0
 
 
 def _load_replay(path: str, run_id: str | None) -> None:
     """Read the recording before serving: a bad file is an error here, not in a page."""
-    from viewer.replay_hub import clock_text, preload
+    from protocol.cli.durations import format_duration
+    from viewer.sources.recording import preload
 
     log.info("loading recording %s", path)
     recording, run = preload(path, run_id)
@@ -192,7 +193,7 @@ def _load_replay(path: str, run_id: str | None) -> None:
         recording.seconds,
         run.run_id,
         len(run.messages),
-        clock_text(run.duration),
+        format_duration(run.duration),
         recording.note,
         f"; {others} other run(s) in the file, pick one with --run" if others else "",
     )
@@ -206,8 +207,8 @@ def _first_process() -> bool:
 
 def _announce(urls: list[str], token: str, audience: str | None, args: argparse.Namespace) -> None:
     """Print where to go once: the audience's URLs, the presenter's, and the room's QR code."""
-    from viewer import qr
-    from viewer.server import presenter_url
+    from viewer.panels import qr
+    from viewer.server.serve import presenter_url
 
     for url in urls:
         log.info("dashboard at %s", url)

@@ -2,9 +2,10 @@
 
 A session renders the whole run when it opens, then on each frame (``frame_rate`` a second)
 asks the run for what it has not sent yet (:meth:`RunHistory.changes`): new curve rows, which
-it streams with a bounded rollover, and changed pieces, which it assigns. The hub did the
-work of folding and precomputing once for every session, so a frame costs a slice and an
-assignment, and a frame where nothing happened costs an integer compare. Whatever a frame
+it streams with a bounded rollover, and changed parts, whose pieces (each panel's
+``render``, drawn once per change for every session by :meth:`RunHistory.rendered`) it
+assigns. The source folded each message once for every session, so a frame costs a slice and
+an assignment, and a frame where nothing happened costs an integer compare. Whatever a frame
 changes goes to the browser as one websocket message (:mod:`viewer.batching`); the header,
 whose step changes with every metrics message, is refreshed at most once a second. The session
 keeps no state in the hub: when it closes, Bokeh drops its callback and with it everything here.
@@ -13,24 +14,26 @@ keeps no state in the hub: when it closes, Bokeh drops its callback and with it 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from typing import Any, Protocol
+from typing import Any
 
 from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models import LayoutDOM
 
-from viewer.batching import one_message
-from viewer.history import Changes, Cursor, RunHistory
+from viewer.panels import digit, evaluation, header, weights
 from viewer.panels.curves import Curves
 from viewer.panels.digit import Digit
 from viewer.panels.evaluation import EvaluationPanels
 from viewer.panels.header import WAITING, Header
 from viewer.panels.looks import Look, session_look
 from viewer.panels.weights import Weights
-from viewer.settings import ViewerSettings
-from viewer.stats import stats
+from viewer.runs.columns import Changes, Cursor
+from viewer.runs.state import Render, RunHistory
+from viewer.server.batching import one_message
+from viewer.server.settings import ViewerSettings
+from viewer.server.stats import stats
+from viewer.sources import RunSource
 
 log = logging.getLogger("viewer")
 
@@ -38,22 +41,17 @@ SESSION_REFRESH = 1.0
 """Seconds between header refreshes (unless the status changes): speed, ETA, viewers, lag."""
 
 
-class Runs(Protocol):
-    """What a session needs of its process's runs: the live :class:`viewer.hub.Hub`, or a
-    recording played back (:class:`viewer.replay_hub.ReplayHub`)."""
-
-    lock: threading.Lock
-
-    @property
-    def current(self) -> RunHistory | None: ...
-
-    def run(self, run_id: str | None) -> RunHistory | None: ...
-
-    def previous(self, run: RunHistory) -> RunHistory | None: ...
+RENDER: dict[str, Render] = {
+    header.PART: header.render,
+    digit.PART: digit.render,
+    evaluation.PART: evaluation.render,
+    weights.PART: weights.render,
+}
+"""Each part of a run, and the panel's renderer that draws it."""
 
 
 class Controls:
-    """What the dashboard needs of the presenter's controls (viewer.presenter)."""
+    """What the dashboard needs of the presenter's controls (viewer.panels.presenter)."""
 
     layout: LayoutDOM
 
@@ -64,7 +62,7 @@ class Dashboard:
     def __init__(
         self,
         doc: Document,
-        hub: Runs,
+        hub: RunSource,
         settings: ViewerSettings,
         controls: Controls | Any | None = None,
         look: Look | None = None,
@@ -158,8 +156,9 @@ class Dashboard:
         elif run is not None:
             with self.hub.lock:
                 changes = run.changes(self.cursor)
+                pieces = self._render(run, changes)
             if changes:
-                self._apply(changes)
+                self._apply(changes.rows, pieces)
                 if self.live:
                     self.lag_ms = max(0.0, now - changes.sent_at) * 1000
         self._show_header(now, force=fresh)
@@ -176,10 +175,12 @@ class Dashboard:
         self.cursor = Cursor()
         self.lag_ms = None
         changes = None
+        pieces: dict[str, dict[str, Any]] = {}
         with self.hub.lock:
             overlay = previous.overlay() if previous is not None else None
             if run is not None:
                 changes = run.changes(self.cursor)
+                pieces = self._render(run, changes)
         self.curves.show(changes.rows if changes else {}, overlay)
         self.digit.reset()
         self.evaluation.reset()
@@ -187,13 +188,19 @@ class Dashboard:
         if run is None:
             self.header.show(run_html=WAITING)
         elif changes:
-            self._apply(Changes({}, changes.pieces, changes.sent_at))
+            self._apply({}, pieces)
         return changes
 
-    def _apply(self, changes: Changes) -> None:
-        if changes.rows:
-            self.curves.apply(changes.rows)
-        pieces = changes.pieces
+    @staticmethod
+    def _render(run: RunHistory, changes: Changes) -> dict[str, dict[str, Any]]:
+        """The pieces of the parts that changed (under the source's lock)."""
+        return {part: run.rendered(part, RENDER[part]) for part in changes.parts}
+
+    def _apply(
+        self, rows: dict[str, dict[str, list[float]]], pieces: dict[str, dict[str, Any]]
+    ) -> None:
+        if rows:
+            self.curves.apply(rows)
         if "header" in pieces:
             self.pending_header = pieces["header"]
         if "sample" in pieces:

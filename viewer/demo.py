@@ -52,8 +52,8 @@ def _child(*argv: str, log_level: str) -> subprocess.Popen:
 
 
 def run(args: argparse.Namespace) -> int:
-    from viewer.server import page_urls, presenter_url
-    from viewer.settings import new_token
+    from viewer.server.serve import page_urls, presenter_url
+    from viewer.server.settings import new_token
 
     _check_port_free(args.address, args.port)
     broker_in = f"tcp://127.0.0.1:{endpoints.free_tcp_port()}"

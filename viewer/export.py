@@ -2,7 +2,7 @@
 
 The CSV files hold one row per message of the kinds worth analysing, with a ``run_id`` column
 so one set of files covers every run of a recording. The HTML page is the dashboard itself,
-built by the same panels from a :class:`viewer.history.RunHistory` folded with the whole run,
+built by the same panels from a :class:`viewer.runs.state.RunHistory` folded with the whole run,
 with Bokeh's JavaScript inlined and no callbacks: it opens from disk, without a server or a
 network. Outputs are written to a temporary name and renamed, so a failed export leaves
 nothing half-written behind.
@@ -15,7 +15,6 @@ import io
 import logging
 import os
 import re
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +27,9 @@ from protocol import (
     TrainingMetrics,
 )
 from protocol.errors import CommandError
-from viewer.history import RunHistory
-from viewer.replay_hub import fold, load
+from viewer.runs.state import RunHistory
+from viewer.sources.fixed import FixedRun
+from viewer.sources.recording import fold, load
 
 log = logging.getLogger("viewer.export")
 
@@ -227,24 +227,6 @@ def warn_if_damaged(path: str | Path, note: str) -> None:
         log.warning("%s: %s; exporting what is whole", path, note)
 
 
-class _OneRun:
-    """A finished fold posing as a hub, for a dashboard built once."""
-
-    def __init__(self, run: RunHistory) -> None:
-        self.lock = threading.Lock()
-        self._run = run
-
-    @property
-    def current(self) -> RunHistory:
-        return self._run
-
-    def run(self, run_id: str | None) -> RunHistory | None:
-        return self._run if run_id == self._run.run_id else None
-
-    def previous(self, run: RunHistory) -> RunHistory | None:
-        return None
-
-
 def page_html(history: RunHistory, theme: str = "light", large: bool = False) -> str:
     """The dashboard of ``history`` as one HTML page with everything inlined."""
     from bokeh.core.templates import get_env
@@ -254,12 +236,12 @@ def page_html(history: RunHistory, theme: str = "light", large: bool = False) ->
 
     from viewer.dashboard import Dashboard
     from viewer.panels.looks import look
-    from viewer.server import APP_DIR
-    from viewer.settings import ViewerSettings
+    from viewer.server.serve import APP_DIR
+    from viewer.server.settings import ViewerSettings
 
     doc = Document()
     settings = ViewerSettings(theme="dark" if theme == "dark" else "light", large=large)
-    Dashboard(doc, _OneRun(history), settings, look=look(settings.theme, large), static=True)
+    Dashboard(doc, FixedRun(history), settings, look=look(settings.theme, large), static=True)
     page = (APP_DIR / "templates" / "index.html").read_text()  # the served page's own look
     page = re.sub(
         r"{% block title %}.*?{% endblock %}", "{% block title %}{{ title }}{% endblock %}", page

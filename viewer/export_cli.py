@@ -21,7 +21,7 @@ log = logging.getLogger("viewer.export")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from viewer.settings import add_look_arguments
+    from viewer.server.settings import add_look_arguments
 
     parser.add_argument("recording", metavar="FILE", help="the recording (.mcap) to export")
     parser.add_argument(

@@ -34,7 +34,7 @@ import zmq
 from pydantic import BaseModel
 
 from broker.clients.run_order import RETRY_SECONDS, RunOrder, RunPhase
-from broker.drain import drain
+from broker.loop.drain import drain
 from protocol import MAX_MESSAGE_BYTES, Envelope, ProtocolError, decode
 from protocol.endpoints import snapshot_endpoint_for
 from protocol.snapshot import (

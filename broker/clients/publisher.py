@@ -24,8 +24,8 @@ from typing import Any
 
 import zmq
 
-from broker.drain import drain
-from broker.ratelog import RateLimitedLog
+from broker.loop.drain import drain
+from broker.loop.ratelog import RateLimitedLog
 from protocol import ControlCommand, Envelope, ProtocolError, decode_control, encode
 from protocol.runlog import HISTORY_BYTES, Held, RunLog
 

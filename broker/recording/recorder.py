@@ -32,7 +32,7 @@ from typing import Any
 
 import zmq
 
-from broker.ratelog import RateLimitedLog
+from broker.loop.ratelog import RateLimitedLog
 from broker.recording.batches import CLOSE, QUEUE_BATCHES, head, pack_batch
 from broker.recording.writer_process import MAX_OPEN_FILES, STATS_SECONDS
 from protocol import Envelope

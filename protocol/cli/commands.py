@@ -32,9 +32,9 @@ COMMANDS: dict[str, Command] = {
     "export": Command(
         "viewer.export_cli", "export a recording as CSV files or a standalone HTML page"
     ),
-    "status": Command("broker.status_cli", "print a running broker's figures as JSON"),
+    "status": Command("broker.clients.status_cli", "print a running broker's figures as JSON"),
     "control": Command(
-        "broker.control_cli", "pause, resume, stop or pace the trainers via the broker"
+        "broker.clients.control_cli", "pause, resume, stop or pace the trainers via the broker"
     ),
     "protocol": Command("protocol.cli.schema", "print the wire protocol's JSON Schema"),
     "data": Command("trainer.data_cli", "download datasets ahead of a talk, list what is cached"),

@@ -7,17 +7,18 @@ instead: for every session when served to this machine only, else for the presen
 
 from bokeh.io import curdoc
 
-from viewer import hub, settings
+from viewer import sources
 from viewer.dashboard import Dashboard
-from viewer.hub import Hub
 from viewer.panels.playback import PlaybackControls
-from viewer.presenter import PresenterControls, is_presenter
-from viewer.replay_hub import ReplayHub
+from viewer.panels.presenter import PresenterControls, is_presenter
+from viewer.server import settings
+from viewer.sources.live import Hub
+from viewer.sources.playback import ReplayHub
 
 doc = curdoc()
 config = settings.current()
 if config.replay:
-    replay = hub.current()
+    replay = sources.current()
     assert isinstance(replay, ReplayHub)
 
     def allowed() -> bool:
@@ -26,7 +27,7 @@ if config.replay:
     playback = PlaybackControls(replay, allowed, interactive=allowed())
     Dashboard(doc, replay, config, playback, live=False)
 else:
-    shared = hub.current()
+    shared = sources.current()
     assert isinstance(shared, Hub)
     controls = PresenterControls(doc, config, shared) if is_presenter(doc, config) else None
     Dashboard(doc, shared, config, controls)

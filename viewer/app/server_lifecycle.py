@@ -1,7 +1,7 @@
 """Per-process state for the Bokeh server: settings, and the one subscription all sessions share.
 
 With ``--replay FILE`` the shared source is a recording played back on this process's clock
-(:mod:`viewer.replay_hub`) instead of the broker subscription.
+(:mod:`viewer.sources.playback`) instead of the broker subscription (:mod:`viewer.sources.live`).
 
 Works under ``mnist-live view`` and under plain ``bokeh serve viewer/app --args --connect
 tcp://127.0.0.1:5556``; the arguments arrive as ``sys.argv`` while Bokeh loads this module.
@@ -16,9 +16,12 @@ import sys
 
 from tornado.ioloop import PeriodicCallback
 
-from viewer import batching, hub, presenter, replay_hub, settings
-from viewer.gc_policy import FrozenSessions
-from viewer.stats import stats
+from viewer import sources
+from viewer.panels import presenter
+from viewer.server import batching, settings
+from viewer.server.gc_policy import FrozenSessions
+from viewer.server.stats import stats
+from viewer.sources import live, playback
 
 log = logging.getLogger("viewer")
 
@@ -32,9 +35,9 @@ GC_CHECK_MS = 5_000
 
 def on_server_loaded(server_context) -> None:
     if _settings.replay:  # a recording played back: no broker
-        replay_hub.start(_settings.replay, _settings.replay_run)
+        playback.start(_settings.replay, _settings.replay_run)
     else:
-        hub.start(_settings.connect, _settings.snapshot)
+        live.start(_settings.connect, _settings.snapshot)
     batching.settle_id_setting()
     stats.watch_gc()
     # Everything loaded so far lives as long as the process: take it out of the collector's
@@ -52,7 +55,7 @@ def _keep_sessions_frozen() -> None:
 
 
 def on_server_unloaded(server_context) -> None:
-    hub.stop()
+    sources.stop()
 
 
 def on_session_created(session_context) -> None:

@@ -21,8 +21,9 @@ from bokeh.models import (
 from bokeh.models.widgets import Toggle
 from bokeh.plotting import figure
 
-from viewer.history import CURVES, ROWS_KEPT
 from viewer.panels.looks import Look
+from viewer.runs.columns import ROWS_KEPT
+from viewer.runs.state import CURVES
 
 TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 OVERLAY_COLUMNS = {"loss_previous": ("step", "loss"), "accuracy_previous": ("step", "accuracy")}
@@ -48,119 +49,72 @@ class Curves:
         self.accuracy_layout = self._accuracy_figure()
 
     def _loss_figure(self, scale: Literal["linear", "log"]) -> Any:
-        look, sources = self.look, self.sources
-        fig = figure(
-            title="Loss",
-            height=self.look.plot_height,
-            sizing_mode="stretch_width",
-            min_width=300,
-            x_range=self.x_range,
-            y_axis_type=scale,
-            x_axis_label="step",
-            y_axis_label="cross-entropy",
-            tools=TOOLS,
-        )
-        fig.line(
-            "step",
-            "loss",
-            source=self.previous["loss_previous"],
-            color=look.previous,
-            alpha=0.6,
-            line_width=2,
-            line_dash="dashed",
-            legend_label="previous run",
-        )
-        fig.line("step", "loss", source=sources["loss"], color=look.ink, alpha=0.2)
-        smooth = fig.line(
-            "step",
-            "loss_smooth",
-            source=sources["loss"],
-            color=look.ink,
-            line_width=2,
-            legend_label="training (smoothed)",
-        )
-        fig.line(
-            "step",
-            "loss",
-            source=sources["accuracy"],
-            color=look.evaluation,
-            line_width=2,
-            legend_label="test subset",
-        )
-        fig.scatter(
-            "step",
-            "loss",
-            source=sources["test_accuracy"],
-            color=look.test,
-            size=9,
-            legend_label="full test (epoch end)",
-        )
-        fig.add_tools(
-            HoverTool(
-                renderers=[smooth],
-                mode="vline",
-                tooltips=[("step", "@step"), ("loss", "@loss_smooth{0.0000}")],
-            )
-        )
+        fig = self._figure(
+            "Loss", "cross-entropy", "loss", "loss_smooth", "training (smoothed)", "0.0000",
+            raw=True, y_axis_type=scale,
+        )  # fmt: skip
         fig.legend.location = "top_right"
-        fig.legend.click_policy = "hide"
         return fig
 
     def _accuracy_figure(self) -> Any:
+        fig = self._figure(
+            "Accuracy", "accuracy", "accuracy", "accuracy_smooth", "training batches (smoothed)",
+            "0.0%", y_range=Range1d(start=0, end=1.0),
+        )  # fmt: skip
+        fig.legend.location = "bottom_right"
+        return fig
+
+    def _figure(
+        self,
+        title: str,
+        label: str,
+        y: str,
+        smooth: str,
+        training: str,
+        shown: str,
+        raw: bool = False,
+        **options: Any,
+    ) -> Any:
+        """One curves figure: the previous run dashed underneath, the training curve (``raw``
+        faintly, then ``smooth``), the test subset's and the full test set's ``y``."""
         look, sources = self.look, self.sources
         fig = figure(
-            title="Accuracy",
-            height=self.look.plot_height,
+            title=title,
+            height=look.plot_height,
             sizing_mode="stretch_width",
             min_width=300,
             x_range=self.x_range,
-            y_range=Range1d(start=0, end=1.0),
             x_axis_label="step",
-            y_axis_label="accuracy",
+            y_axis_label=label,
             tools=TOOLS,
+            **options,
         )
+        previous = self.previous["loss_previous" if y == "loss" else "accuracy_previous"]
         fig.line(
-            "step",
-            "accuracy",
-            source=self.previous["accuracy_previous"],
-            color=look.previous,
-            alpha=0.6,
-            line_width=2,
-            line_dash="dashed",
-            legend_label="previous run",
-        )
-        smooth = fig.line(
-            "step",
-            "accuracy_smooth",
-            source=sources["loss"],
-            color=look.ink,
-            line_width=2,
-            legend_label="training batches (smoothed)",
-        )
+            "step", y, source=previous, color=look.previous, alpha=0.6, line_width=2,
+            line_dash="dashed", legend_label="previous run",
+        )  # fmt: skip
+        if raw:
+            fig.line("step", y, source=sources["loss"], color=look.ink, alpha=0.2)
+        trained = fig.line(
+            "step", smooth, source=sources["loss"], color=look.ink, line_width=2,
+            legend_label=training,
+        )  # fmt: skip
         fig.line(
-            "step",
-            "accuracy",
-            source=sources["accuracy"],
-            color=look.evaluation,
-            line_width=3,
-            legend_label="test subset",
-        )
+            "step", y, source=sources["accuracy"], color=look.evaluation,
+            line_width=2 if y == "loss" else 3, legend_label="test subset",
+        )  # fmt: skip
         fig.scatter(
-            "step",
-            "accuracy",
-            source=sources["test_accuracy"],
-            color=look.test,
-            size=10,
-            legend_label="full test (epoch end)",
-        )
+            "step", y, source=sources["test_accuracy"], color=look.test,
+            size=9 if y == "loss" else 10, legend_label="full test (epoch end)",
+        )  # fmt: skip
         fig.add_tools(
             HoverTool(
-                renderers=[smooth],
+                renderers=[trained],
                 mode="vline",
-                tooltips=[("step", "@step"), ("accuracy", "@accuracy_smooth{0.0%}")],
+                tooltips=[("step", "@step"), (y, f"@{smooth}{{{shown}}}")],
             )
         )
-        fig.legend.location = "bottom_right"
         fig.legend.click_policy = "hide"
         return fig
 

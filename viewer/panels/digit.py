@@ -2,23 +2,64 @@
 
 Sources ``sample`` (one 28x28 image with its true and predicted label) and ``probabilities``
 (one bar per class, coloured by ``kind``: the true class, the predicted one if it is wrong,
-or neither; ``mark`` names them above the bars).
+or neither; ``mark`` names them above the bars). :func:`render` makes both from the run's
+latest sample, once per sample for every session.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from bokeh.models import ColumnDataSource, FactorRange, Image, LinearColorMapper, Range1d
 from bokeh.palettes import Greys256
 from bokeh.plotting import figure
 from bokeh.transform import factor_cmap
 
+from viewer.panels.assign import refresh, same_list
+from viewer.panels.images import image_figure
 from viewer.panels.looks import Look
-from viewer.panels.sources import refresh
+from viewer.runs.state import RunHistory
 
+PART = "sample"
 SAMPLE_COLUMNS = ("caption", "image", "label", "predicted", "index", "step")
 PROBABILITY_COLUMNS = ("class_name", "probability", "kind", "mark")
+
+
+def render(run: RunHistory) -> dict[str, Any]:
+    """The latest sample as the ``sample`` and ``probabilities`` sources' columns."""
+    s = run.sample
+    if s is None:
+        return {
+            "sample": {c: [] for c in SAMPLE_COLUMNS},
+            "probabilities": {c: [] for c in PROBABILITY_COLUMNS},
+        }
+    names = run.class_names(len(s.probabilities))
+    predicted = s.predicted
+    marks = [""] * len(names)
+    marks[predicted] = "predicted"
+    marks[s.label] = "true" if predicted != s.label else "true \N{CHECK MARK}"
+    verdict = "\N{CHECK MARK}" if predicted == s.label else "\N{BALLOT X}"
+    caption = f"#{s.index}: true {names[s.label]}, predicted {names[predicted]} {verdict}"
+    return {
+        "sample": {
+            "caption": [caption],
+            "image": [np.flipud(s.image)],
+            "label": [names[s.label]],
+            "predicted": [names[predicted]],
+            "index": [s.index],
+            "step": [s.step],
+        },
+        "probabilities": {
+            "class_name": same_list(tuple(names)),
+            "probability": list(s.probabilities),
+            "kind": [
+                "true" if i == s.label else "predicted" if i == predicted else "other"
+                for i in range(len(names))
+            ],
+            "mark": marks,
+        },
+    }
 
 
 class Digit:
@@ -28,17 +69,11 @@ class Digit:
             {c: [] for c in PROBABILITY_COLUMNS}, name="probabilities"
         )
         size = look.plot_height
-        self.image_figure = figure(
-            title="What the network sees",
-            width=size,
-            height=size,
-            tools="",
-            toolbar_location=None,
-            x_axis_location=None,
-            y_axis_location=None,
+        self.image_figure = image_figure(
+            "What the network sees",
+            size,
             x_range=Range1d(start=0, end=28),
             y_range=Range1d(start=-4, end=28),
-            match_aspect=True,
         )
         dark_ink = Greys256 if look.name == "dark" else Greys256[::-1]
         mapper = LinearColorMapper(palette=dark_ink, low=0, high=255)
@@ -96,7 +131,7 @@ class Digit:
     def apply(self, piece: dict[str, Any]) -> None:
         names = piece["probabilities"]["class_name"]
         factors: Any = self.bars.x_range
-        if list(factors.factors) != names:
+        if names and list(factors.factors) != names:
             factors.factors = names
         self.sample.data = piece["sample"]
         refresh(self.probabilities, piece["probabilities"])

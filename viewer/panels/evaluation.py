@@ -4,13 +4,17 @@ Sources ``confusion`` (one cell per true/predicted pair: row-normalised ``rate``
 colour, ``count`` for the hover), ``per_class`` (accuracy per true class) and
 ``misclassified`` (the current mistakes, one row each: where its tile sits, its caption true ->
 predicted, its test-set index) with ``misclassified_images`` (all their 28x28 images as one
-mosaic, so a frame carries one image rather than a dozen).
+mosaic, so a frame carries one image rather than a dozen). :func:`render` makes them all from
+the run's latest evaluation, once per evaluation for every session.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from bokeh.models import (
     ColumnDataSource,
     DataRange1d,
@@ -24,14 +28,96 @@ from bokeh.palettes import Blues256, Greys256
 from bokeh.plotting import figure
 from bokeh.transform import dodge
 
-from viewer.history import TILE
+from viewer.panels.assign import refresh, same_list
+from viewer.panels.images import TILE, tile_mosaic
 from viewer.panels.looks import Look
-from viewer.panels.sources import refresh
+from viewer.runs.state import RunHistory
 
+PART = "evaluation"
 CONFUSION_COLUMNS = ("true", "predicted", "rate", "count")
 PER_CLASS_COLUMNS = ("class_name", "accuracy")
 GALLERY_SOURCE_COLUMNS = ("x", "y", "label", "index")
 GALLERY_IMAGE_COLUMNS = ("image", "x", "y", "dw", "dh")
+GALLERY_COLUMNS = 4
+"""Mistakes side by side: the trainer sends up to eight, so two rows."""
+GALLERY_GAP = 4
+"""Pixels between two mistakes side by side."""
+GALLERY_CAPTION = 12
+"""Pixels below each mistake, for its caption."""
+
+
+def render(run: RunHistory) -> dict[str, Any]:
+    """Confusion (row-normalised rate + counts), per-class bars and the mistakes gallery."""
+    e = run.evaluation
+    if e is None:
+        columns = (CONFUSION_COLUMNS, PER_CLASS_COLUMNS, GALLERY_SOURCE_COLUMNS)
+        names = ("confusion", "per_class", "misclassified")
+        empty = {name: {c: [] for c in cols} for name, cols in zip(names, columns, strict=True)}
+        return empty | {"misclassified_images": gallery_mosaic([])}
+    counts = np.asarray(e.confusion, dtype=np.int64)
+    k = len(counts)
+    names = run.class_names(k)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    true_index, predicted_index = np.divmod(np.arange(k * k), k)
+    per_class = [math.nan if a is None else a for a in e.per_class_accuracy] or [math.nan] * k
+    n = len(e.misclassified_images)
+    row, col = np.divmod(np.arange(n), GALLERY_COLUMNS)
+    return {
+        "confusion": {
+            "true": same_list(tuple(names[i] for i in true_index)),
+            "predicted": same_list(tuple(names[j] for j in predicted_index)),
+            "rate": rates.ravel().astype(np.float32),
+            "count": counts.ravel().astype(np.int32),
+        },
+        "per_class": {"class_name": same_list(tuple(names)), "accuracy": per_class},
+        "misclassified": {
+            "x": (col * (TILE + GALLERY_GAP)).tolist(),
+            "y": (-row * (TILE + GALLERY_CAPTION)).tolist(),
+            "label": [
+                f"{names[t]} \N{RIGHTWARDS ARROW} {names[p]}"
+                for t, p in zip(e.misclassified_label, e.misclassified_predicted, strict=True)
+            ],
+            "index": list(e.misclassified_index),
+        },
+        "misclassified_images": gallery_mosaic(e.misclassified_images),
+    }
+
+
+def gallery_mosaic(images: Sequence[np.ndarray] | np.ndarray) -> dict[str, list[Any]]:
+    """The mistakes' images as one picture: one binary buffer a message instead of one each.
+
+    Tile ``i`` sits where the ``misclassified`` row ``i`` says, its caption in the gap below
+    it (the last row's gap too, so the picture's bounds hold the captions).
+    """
+    if len(images) == 0:
+        return {"image": [], "x": [], "y": [], "dw": [], "dh": []}
+    mosaic = tile_mosaic(
+        images, GALLERY_COLUMNS, GALLERY_GAP, GALLERY_CAPTION, below=GALLERY_CAPTION
+    )
+    height, width = mosaic.shape
+    return {
+        "image": [np.flipud(mosaic)],
+        "x": [0],
+        "y": [TILE - height],  # the top row's tile starts at y = 0, as its misclassified row says
+        "dw": [width],
+        "dh": [height],
+    }
+
+
+def class_figure(title: str, height: int, y_range: Any, tooltips: list, **options: Any) -> Any:
+    """A figure with the classes along x, as the confusion matrix and per-class bars have."""
+    return figure(
+        title=title,
+        height=height,
+        sizing_mode="stretch_width",
+        min_width=260,
+        x_range=FactorRange(factors=[str(d) for d in range(10)]),
+        y_range=y_range,
+        toolbar_location=None,
+        tools="hover",
+        tooltips=tooltips,
+        **options,
+    )
 
 
 class EvaluationPanels:
@@ -45,25 +131,19 @@ class EvaluationPanels:
         self.misclassified_images = ColumnDataSource(
             {c: [] for c in GALLERY_IMAGE_COLUMNS}, name="misclassified_images"
         )
-        names = [str(d) for d in range(10)]
         height = look.plot_height
-        self.confusion_figure = figure(
-            title="Confusion, latest evaluation (rows normalised)",
-            height=height,
-            sizing_mode="stretch_width",
-            min_width=260,
-            x_range=FactorRange(factors=list(names)),
-            y_range=FactorRange(factors=list(reversed(names))),
-            x_axis_label="predicted",
-            y_axis_label="true",
-            toolbar_location=None,
-            tools="hover",
-            tooltips=[
+        self.confusion_figure = class_figure(
+            "Confusion, latest evaluation (rows normalised)",
+            height,
+            FactorRange(factors=[str(d) for d in reversed(range(10))]),
+            [
                 ("true", "@true"),
                 ("predicted", "@predicted"),
                 ("count", "@count"),
                 ("of the row", "@rate{0.0%}"),
             ],
+            x_axis_label="predicted",
+            y_axis_label="true",
         )
         palette = Blues256 if look.name == "dark" else Blues256[::-1]
         rates = LinearColorMapper(palette=palette, low=0, high=1)
@@ -79,16 +159,11 @@ class EvaluationPanels:
         self.confusion_figure.grid.visible = False
         self.confusion_figure.axis.major_tick_line_color = None
 
-        self.per_class_figure = figure(
-            title="Accuracy per class",
-            height=height,
-            sizing_mode="stretch_width",
-            min_width=260,
-            x_range=FactorRange(factors=list(names)),
-            y_range=Range1d(start=0, end=1.0),
-            toolbar_location=None,
-            tools="hover",
-            tooltips=[("class", "@class_name"), ("accuracy", "@accuracy{0.0%}")],
+        self.per_class_figure = class_figure(
+            "Accuracy per class",
+            height,
+            Range1d(start=0, end=1.0),
+            [("class", "@class_name"), ("accuracy", "@accuracy{0.0%}")],
         )
         self.per_class_figure.vbar(
             x="class_name", top="accuracy", width=0.8, source=self.per_class, color=look.evaluation

@@ -1,21 +1,75 @@
 """The header: what is running and how it is going, plus this session's own figures.
 
 The run's part (dataset, architecture, optimizer, status, step, epoch bar, speed, ETA) is
-precomputed by the hub once per message; the session adds how many viewers are connected and
-its own lag, refreshed at most once a second so an idle run does not cost a message a frame.
-The Div is named ``header``; its text always holds the status word and the step.
+rendered by :func:`render` once per change of the run, for every session; the session adds how
+many viewers are connected and its own lag, refreshed at most once a second so an idle run
+does not cost a message a frame. The Div is named ``header``; its text always holds the status
+word and the step.
 """
 
 from __future__ import annotations
+
+import html
+from typing import Any
 
 from bokeh.layouts import column, row
 from bokeh.models import InlineStyleSheet, LayoutDOM
 from bokeh.models.widgets import Div, Toggle
 
+from protocol.cli.durations import format_duration
 from viewer.panels.looks import Look
+from viewer.runs.state import RunHistory
 
 TITLE = "<h1>MNIST Live</h1>"
 WAITING = '<span class="status waiting">waiting</span> for a trainer&hellip;'
+PART = "header"
+
+
+def render(run: RunHistory) -> dict[str, Any]:
+    """The run's part of the header as HTML, and its status word (which, when it changes, is
+    shown at once)."""
+    return {"html": run_html(run), "status": run.status}
+
+
+def run_html(run: RunHistory) -> str:
+    status = run.status
+    parts = [f'<span class="status {status}">{status}</span>']
+    progress = ""
+    if started := run.started:
+        data, hp = started.dataset, started.hyperparameters
+        name = html.escape(data.name)
+        if data.synthetic:
+            name = f'<span class="synthetic">SYNTHETIC</span> {name}'
+        optimizer = f"{html.escape(hp.optimizer)} lr {hp.learning_rate:g}"
+        if hp.momentum:
+            optimizer += f" m {hp.momentum:g}"
+        if hp.weight_decay:
+            optimizer += f" wd {hp.weight_decay:g}"
+        optimizer += f", {html.escape(hp.schedule)}, batch {hp.batch_size}"
+        epoch, fraction = run.epoch_progress()
+        parts += [
+            f"<b>data</b> {name} ({data.train_size:,} train / {data.test_size:,} test)",
+            f"<b>model</b> {started.architecture.label}",
+            f"<b>optimizer</b> {optimizer}",
+            f"<b>step</b> {run.step:,} / {started.total_steps:,}",
+        ]
+        progress = (
+            f'<div class="progress">epoch {epoch} / {hp.epochs}'
+            f'<span class="bar"><span style="width:{fraction:.1%}"></span></span></div>'
+        )
+    else:
+        parts.append(f"<b>step</b> {run.step:,}")
+    if speed := run.samples_per_second():
+        parts.append(f"{speed:,.0f} samples/s")
+    eta = run.eta_seconds()
+    if eta is not None and not run.finished:
+        parts.append(f"ETA {format_duration(eta, words=True)}")
+    if run.finished and run.finished.test_accuracy is not None:
+        parts.append(f"<b>test accuracy</b> {run.finished.test_accuracy:.2%}")
+    message = run.finished.message if run.finished else ""
+    note = f'<div class="note">{html.escape(message)}</div>' if message else ""
+    parts.append(f'<span class="run-id">run {html.escape(run.run_id)}</span>')
+    return " &middot; ".join(parts) + progress + note
 
 
 class Header:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from bokeh.document import Document
 from bokeh.themes import Theme
 
-from viewer.settings import THEMES, ViewerSettings
+from viewer.server.settings import THEMES, ViewerSettings
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Playback controls for a replayed recording: play/pause, speed, and a time slider over the run.
 
-The clock they drive belongs to the process (:class:`viewer.replay_hub.ReplayHub`), so every
+The clock they drive belongs to the process (:class:`viewer.sources.playback.ReplayHub`), so every
 session of it shows the same moment and a room follows whoever holds the controls. Who does
 is decided once per session: every session when the viewer serves only this machine, else only
 the presenter's URL; every callback checks it again on the server, since hidden widgets are no
@@ -18,8 +18,9 @@ from bokeh.layouts import column, row
 from bokeh.models import LayoutDOM
 from bokeh.models.widgets import Div, RadioButtonGroup, Slider, Toggle
 
-from viewer.history import RunHistory
-from viewer.replay_hub import SPEEDS, ReplayHub, clock_text
+from protocol.cli.durations import format_duration
+from viewer.runs.state import RunHistory
+from viewer.sources.playback import SPEEDS, ReplayHub
 
 log = logging.getLogger("viewer")
 
@@ -36,7 +37,7 @@ class PlaybackControls:
         self.allowed = allowed
         self.interactive = interactive
         self.shown: tuple[bool, str, float, float] | None = None
-        self.duration_text = clock_text(hub.duration)  # a recording's length never changes
+        self.duration_text = format_duration(hub.duration)  # a recording's length never changes
         self.position_text = Div(text="", name="playback_position", styles={"margin": "6px 8px"})
         # A toggle, not a button: its state is the clock's, so every session shows it.
         self.play = Toggle(label="Play", name="play", button_type="success", width=80)
@@ -114,7 +115,7 @@ class PlaybackControls:
     def refresh(self, run: RunHistory | None) -> None:
         """Show the clock as it is now; touches a widget only when what it shows changed."""
         playing, position, speed = self.hub.state()
-        text = f"{clock_text(position)} / {self.duration_text}"
+        text = f"{format_duration(position)} / {self.duration_text}"
         value = round(position / self.position.step) * self.position.step
         shown = (playing, text, speed, value)
         if shown == self.shown:

@@ -1,38 +1,52 @@
 """What the first layer's units look for: their weights as a mosaic of 28x28 tiles.
 
-The hub builds the mosaic once per weights message (:func:`viewer.history.weights_piece`);
-the ``weights`` source holds that one image. A diverging colour map shows sign (blue
-negative, red positive, white zero); the gaps between tiles are transparent.
+:func:`render` lays the latest weights message's tiles out as one near-square mosaic with 1px
+gaps, once per message for every session; the ``weights`` source holds that one image. A
+diverging colour map shows sign (blue negative, red positive, white zero, 128 in the tiles);
+the gaps between tiles are transparent.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 from bokeh.models import ColumnDataSource, Image, LinearColorMapper
 from bokeh.palettes import RdBu11, interp_palette
-from bokeh.plotting import figure
 
+from viewer.panels.images import image_figure, tile_mosaic
 from viewer.panels.looks import Look
+from viewer.runs.state import RunHistory
 
+PART = "weights"
 WEIGHT_COLUMNS = ("image", "dw", "dh", "step")
 DIVERGING = interp_palette(RdBu11[::-1], 255)
+GAP = 1
+
+
+def render(run: RunHistory) -> dict[str, Any]:
+    """The latest weight tiles as the ``weights`` source's one mosaic."""
+    w = run.weights
+    if w is None:
+        return {"weights": {c: [] for c in WEIGHT_COLUMNS}}
+    columns = max(1, math.ceil(math.sqrt(len(w.tiles))))
+    mosaic = tile_mosaic(w.tiles, columns, GAP, GAP)
+    height, width = mosaic.shape
+    return {
+        "weights": {
+            "image": [np.flipud(mosaic)],
+            "dw": [width],
+            "dh": [height],
+            "step": [w.step],
+        },
+    }
 
 
 class Weights:
     def __init__(self, look: Look) -> None:
         self.source = ColumnDataSource({c: [] for c in WEIGHT_COLUMNS}, name="weights")
-        size = look.plot_height
-        self.figure = figure(
-            title="First-layer weights",
-            width=size,
-            height=size,
-            tools="",
-            toolbar_location=None,
-            x_axis_location=None,
-            y_axis_location=None,
-            match_aspect=True,
-        )
+        self.figure = image_figure("First-layer weights", look.plot_height)
         mapper = LinearColorMapper(
             palette=DIVERGING, low=0.5, high=255, low_color="rgba(0, 0, 0, 0)"
         )

@@ -19,8 +19,8 @@ from typing import Any
 
 from tornado.web import RequestHandler
 
-from viewer import hub
-from viewer.stats import ViewerStats, stats
+from viewer import sources
+from viewer.server.stats import ViewerStats, stats
 
 RECEIVING_WITHIN = 10.0
 """Seconds since the last broker message for the hub to count as receiving."""
@@ -30,7 +30,7 @@ def hub_state() -> dict[str, Any]:
     """What feeds this process says of itself (a broker subscription, or a replay's playback);
     a process whose hub has not started reports zeros."""
     try:
-        return hub.current().figures()
+        return sources.current().figures()
     except RuntimeError:
         return {"running": False, "received": 0, "rejected": 0, "last_message_age": None}
 

@@ -1,6 +1,6 @@
 """One broker subscription per viewer process, feeding every browser session in it.
 
-A background thread runs a :class:`broker.client.CloneClient` (live stream plus snapshot and
+A background thread runs a :class:`broker.clients.clone.CloneClient` (live stream plus snapshot and
 gap repair, so a viewer started late or left behind still gets the whole run, in order) and
 folds its messages into :class:`RunHistory` objects; sessions read from them on their own
 schedule. So a hundred open laptops cost one subscription, one decode and one fold per
@@ -13,14 +13,14 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import zmq
 
 from broker.clients.clone import CloneClient
 from protocol import Envelope
-from viewer.history import RunHistory
+from viewer.runs.state import RunHistory
+from viewer.sources import RunSource, install
 
 log = logging.getLogger("viewer")
 
@@ -29,7 +29,8 @@ RUNS_KEPT = 4
 
 
 class Hub:
-    """``endpoint`` is the broker's ``--out``; ``snapshot_endpoint`` defaults to its port + 1."""
+    """The live :class:`~viewer.sources.RunSource`: ``endpoint`` is the broker's ``--out``;
+    ``snapshot_endpoint`` defaults to its port + 1."""
 
     def __init__(
         self,
@@ -113,21 +114,8 @@ class Hub:
             run.apply(message)
 
 
-class Source(Protocol):
-    """What feeds this process's sessions: a :class:`Hub`, or a recording played back
-    (:class:`viewer.replay_hub.ReplayHub`). It folds runs for the dashboard
-    (:class:`viewer.dashboard.Runs`) and reports its own health for ``/healthz``."""
-
-    def stop(self) -> None: ...
-
-    def figures(self) -> dict[str, Any]: ...
-
-
-_hub: Source | None = None
-
-
-def start(endpoint: str, snapshot_endpoint: str | None = None) -> Source:
-    """Subscribe this process to the broker (see :func:`install`)."""
+def start(endpoint: str, snapshot_endpoint: str | None = None) -> RunSource:
+    """Subscribe this process to the broker, once (:func:`viewer.sources.install`)."""
 
     def subscribe() -> Hub:
         live = Hub(endpoint, snapshot_endpoint)
@@ -135,25 +123,3 @@ def start(endpoint: str, snapshot_endpoint: str | None = None) -> Source:
         return live
 
     return install(subscribe)
-
-
-def install(make: Callable[[], Source]) -> Source:
-    """What this process's sessions show: made (and started) by ``make`` the first time, the
-    same one after that (Bokeh may load the app more than once)."""
-    global _hub
-    if _hub is None:
-        _hub = make()
-    return _hub
-
-
-def current() -> Source:
-    if _hub is None:
-        raise RuntimeError("the viewer hub is not running; serve the app with 'mnist-live view'")
-    return _hub
-
-
-def stop() -> None:
-    global _hub
-    if _hub is not None:
-        _hub.stop()
-        _hub = None

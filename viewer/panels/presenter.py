@@ -15,18 +15,18 @@ import html
 import logging
 import threading
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models.widgets import Button, Div, Slider
 
-from viewer import qr
-from viewer.settings import ViewerSettings
+from viewer.panels import qr
+from viewer.server.settings import ViewerSettings
 
 if TYPE_CHECKING:
-    from viewer.history import RunHistory
-    from viewer.hub import Hub
+    from viewer.runs.state import RunHistory
+    from viewer.sources.live import Hub
 
 log = logging.getLogger("viewer")
 
@@ -125,13 +125,6 @@ def audience_url(doc: Document) -> str:
     }
     query = f"?{urlencode(arguments)}" if arguments else ""
     return f"http://{host}/{query}"
-
-
-def without_token(url: str) -> str:
-    """``url`` with any ``token`` query argument removed."""
-    base, _, query = url.partition("?")
-    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "token"]
-    return f"{base}?{urlencode(kept)}" if kept else base
 
 
 class PresenterControls:
@@ -243,9 +236,10 @@ class PresenterControls:
     def _send(self, command: Any) -> None:
         from broker.clients.request import ask
         from protocol.errors import CommandError
+        from protocol.snapshot import ControlRequest
 
         endpoint = self.settings.snapshot_endpoint
-        body = {"type": "control", "command": command.model_dump()}
+        body = ControlRequest(type="control", command=command.model_dump())
         try:
             ask(endpoint, body, COMMAND_TIMEOUT)
         except CommandError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from broker.status_cli import add_broker_arguments
+from broker.clients.status_cli import add_broker_arguments
 
 log = logging.getLogger("control")
 

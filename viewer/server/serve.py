@@ -19,12 +19,12 @@ from bokeh.application import Application
 from bokeh.application.handlers.directory import DirectoryHandler
 from bokeh.server.server import Server
 
-from viewer import ops
-from viewer.settings import ViewerSettings, app_argv
+from viewer.server import ops
+from viewer.server.settings import ViewerSettings, app_argv
 
 log = logging.getLogger("viewer")
 
-APP_DIR = Path(__file__).with_name("app")
+APP_DIR = Path(__file__).resolve().parents[1] / "app"
 
 
 def lan_addresses() -> list[str]:

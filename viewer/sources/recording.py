@@ -1,0 +1,140 @@
+"""A recording read into memory for the viewer: every run of the file, in sequence order.
+
+``mnist-live view --replay`` and ``mnist-live export --html`` both show a run of a file the way
+a live viewer would have: :func:`load` reads it once (validated by the recording room's
+reader), and :func:`fold` builds the :class:`~viewer.runs.state.RunHistory` of any moment of a
+run. Such a fold skips every latest-only message (``sample``, ``weights``, ``status``) that a
+later one of the same kind supersedes, by the protocol's rule (:mod:`protocol.runlog`), which
+keeps a jump within a 30-minute run well under a second.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from broker.recording.reader import RecordingReader, pick_run
+from protocol import MESSAGE_TYPES, Envelope, runlog
+from viewer.runs.state import RunHistory
+
+log = logging.getLogger("viewer")
+
+SKIPPED_KINDS = frozenset({"model"})
+"""Kinds the dashboard never shows: not even loaded."""
+LATEST_ONLY = runlog.LATEST_ONLY - SKIPPED_KINDS
+"""Kinds of which the page shows only the latest (the broker's last-value cache keeps the same
+ones): a fold skips the superseded ones."""
+
+
+@dataclass
+class RecordedRun:
+    """One run of a recording, in sequence order, with each message's time into the run."""
+
+    run_id: str
+    messages: list[Envelope] = field(default_factory=list)
+    offsets: list[float] = field(default_factory=list)
+    """Seconds from the run's first message, never decreasing (a clock step back is flattened)."""
+    latest: dict[str, list[int]] = field(default_factory=dict)
+    """For each latest-only kind, the positions of its messages."""
+
+    @property
+    def duration(self) -> float:
+        return self.offsets[-1] if self.offsets else 0.0
+
+    def count_until(self, offset: float) -> int:
+        """How many messages were logged at or before ``offset`` seconds into the run."""
+        return bisect.bisect_right(self.offsets, offset + 1e-9)
+
+    def needed(self, start: int, stop: int) -> Iterable[Envelope]:
+        """Messages ``start:stop`` in order, less latest-only ones superseded before ``stop``."""
+        last = {
+            kind: positions[i - 1]
+            for kind, positions in self.latest.items()
+            if (i := bisect.bisect_left(positions, stop)) > 0
+        }
+        for position in range(start, stop):
+            message = self.messages[position]
+            if message.kind in last and position != last[message.kind]:
+                continue
+            yield message
+
+
+@dataclass
+class Recording:
+    """Every run of one file (``model`` messages left out), and how reading it went."""
+
+    path: Path
+    runs: dict[str, RecordedRun]
+    note: str
+    seconds: float
+
+    def pick(self, run_id: str | None) -> RecordedRun:
+        """The run ``run_id``, or the one with the most messages, as every command picks."""
+        return pick_run(self.runs, run_id, self.path, lambda run: len(run.messages))
+
+
+def load(path: str | Path) -> Recording:
+    """Read a recording into memory, run by run in sequence order (duplicates dropped).
+
+    Raises :class:`RecordingError` for a file that is not a recording; a damaged one is kept up
+    to the damage, and ``note`` says so.
+    """
+    began = time.perf_counter()
+    reader = RecordingReader(path)
+    wanted = [k for k in MESSAGE_TYPES if k not in SKIPPED_KINDS]
+    by_run: dict[str, dict[int, tuple[float, Envelope]]] = {}
+    for recorded in reader.messages(wanted):
+        message = recorded.message
+        by_run.setdefault(message.run_id, {}).setdefault(message.seq, (recorded.log_time, message))
+    runs = {}
+    for run_id, by_seq in by_run.items():
+        run = RecordedRun(run_id)
+        start = clock = None
+        for seq in sorted(by_seq):
+            log_time, message = by_seq[seq]
+            start = log_time if start is None else start
+            clock = max(log_time - start, clock or 0.0)
+            if message.kind in LATEST_ONLY:
+                run.latest.setdefault(message.kind, []).append(len(run.messages))
+            run.messages.append(message)
+            run.offsets.append(clock)
+        runs[run_id] = run
+    return Recording(Path(path), runs, reader.note(), time.perf_counter() - began)
+
+
+def fold(run: RecordedRun, count: int, replayed: bool = True) -> RunHistory:
+    """A fresh RunHistory holding the first ``count`` messages of ``run``.
+
+    ``replayed`` makes its status say so while the run is unfinished (as ``view --replay``
+    shows it); an export shows the run as it was.
+    """
+    history = RunHistory(run.run_id)
+    history.replayed = history.played_back = replayed
+    history.apply_many(run.needed(0, count))
+    return history
+
+
+_preloaded: Recording | None = None
+"""The recording this process read before serving (children of ``--num-procs`` inherit it)."""
+
+
+def preload(path: str | Path, run_id: str | None) -> tuple[Recording, RecordedRun]:
+    """Load the recording and pick its run before the server starts (children inherit it)."""
+    global _preloaded
+    recording = load(path)
+    run = recording.pick(run_id)
+    _preloaded = recording
+    return recording, run
+
+
+def preloaded(path: str | Path) -> Recording:
+    """The recording at ``path``: the copy read before serving, if it is this one."""
+    if _preloaded is not None and _preloaded.path == Path(path):
+        return _preloaded
+    recording = load(path)
+    log.info("recording %s loaded in %.2f s (%s)", path, recording.seconds, recording.note)
+    return recording
