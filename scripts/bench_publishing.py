@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):  # before NumPy loads BLAS
@@ -46,9 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from broker.clients.publisher import Publisher  # noqa: E402
 from protocol.endpoints import free_tcp_port  # noqa: E402
-from trainer.cli import DEFAULT_RECIPE  # noqa: E402
+from trainer.config import DEFAULT  # noqa: E402
 from trainer.datasets import Dataset, load_dataset  # noqa: E402
-from trainer.loop import TrainConfig, train  # noqa: E402
+from trainer.loop import train  # noqa: E402
 from trainer.reporter import Reporter  # noqa: E402
 
 
@@ -118,7 +119,7 @@ class Broker:
 
 def run_mode(mode: str, dataset: Dataset, steps: int) -> tuple[float, float, int]:
     """Train ``steps`` steps in ``mode``: step rate, CPU seconds per step, messages received."""
-    config = TrainConfig.from_dict({**DEFAULT_RECIPE, "max_steps": steps, "epochs": 1_000})
+    config = replace(DEFAULT, max_steps=steps, epochs=1_000)
     if mode == "off":
         clock = StepClock(steps)
         train(dataset, config, None, progress=clock)  # type: ignore[arg-type]

@@ -33,8 +33,8 @@ class Import:
         return f"{self.module.replace('.', '/')}.py:{self.line}"
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
+def module_name(path: Path, root: Path = REPO) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -50,10 +50,12 @@ def package_of(module: str, packages: set[str]) -> str:
     return parts[0]
 
 
-def imports_of(path: Path, known: frozenset[str] | set[str] = frozenset()) -> list[Import]:
+def imports_of(
+    path: Path, root: Path = REPO, known: frozenset[str] | set[str] = frozenset()
+) -> list[Import]:
     """Every import in ``path``; ``from a import b`` imports ``a.b`` when that is one of the
     ``known`` modules or packages (``from viewer import sources`` is viewer.sources)."""
-    module = module_name(path)
+    module = module_name(path, root)
     is_package = path.name == "__init__.py"
     found: list[Import] = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
@@ -109,13 +111,13 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def check(root: Path = REPO) -> tuple[list[str], list[str]]:
     """The graph's lines to print, and the problems found."""
     files = sorted(p for name in LAYERS for p in (root / name).rglob("*.py"))
-    packages = {module_name(p.parent / "__init__.py") for p in files}
-    known = packages | {module_name(p) for p in files}
+    packages = {module_name(p.parent / "__init__.py", root) for p in files}
+    known = packages | {module_name(p, root) for p in files}
     edges: Counter[tuple[str, str]] = Counter()
     problems: list[str] = []
     by_package: dict[str, set[str]] = defaultdict(set)
     for path in files:
-        for imp in imports_of(path, known):
+        for imp in imports_of(path, root, known):
             source, target = imp.module.split(".")[0], imp.target.split(".")[0]
             if source != target:
                 edges[(source, target)] += 1

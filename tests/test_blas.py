@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,12 @@ import pytest
 
 from tests.conftest import blob_dataset
 from trainer import blas
-from trainer.loop import TrainConfig, build_model
+from trainer.config import PRESETS
+from trainer.loop import build_model
 from trainer.optim import SGD
+
+SEED = PRESETS["seed"]
+"""What these configurations change: the 2018 demo's recipe."""
 
 
 @pytest.mark.parametrize("beta", [1.0, 0.99])
@@ -94,7 +99,7 @@ def test_sgd_with_products_steps_like_sgd_with_gradients(weight_decay: float) ->
     dataset = blob_dataset(64, 10)
     x = dataset.train_images.reshape(64, -1)[:16] / np.float32(255)
     y = dataset.train_labels[:16].astype(np.int64)
-    config = TrainConfig(hidden=(24,))
+    config = replace(SEED, hidden=(24,))
     plain, fused = build_model(config, dataset), build_model(config, dataset)
     for products, model in ((False, plain), (True, fused)):
         optimizer = SGD(model.params, 0.5, weight_decay)
@@ -103,3 +108,31 @@ def test_sgd_with_products_steps_like_sgd_with_gradients(weight_decay: float) ->
     assert not np.array_equal(plain.params[0], build_model(config, dataset).params[0])
     for p, q in zip(plain.params, fused.params, strict=True):
         np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_without_openblas_every_function_computes_the_same_with_numpy(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """A NumPy built against another BLAS (no bundled OpenBLAS): the fallback path, float32."""
+    assert blas.bundled_openblas(tmp_path) is None, "an empty directory holds no OpenBLAS"
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((16, 30), np.float32), rng.standard_normal((16, 20), np.float32)
+    c, x = rng.standard_normal((30, 20), np.float32), rng.standard_normal((30, 16), np.float32)
+    y, v = rng.standard_normal(500, np.float32), rng.standard_normal(500, np.float32)
+    results = {}
+    for fused in (True, False):
+        if not fused:
+            for name in ("_SGEMM", "_SAXPBY", "_SAXPY"):
+                monkeypatch.setattr(blas, name, None)
+        assert blas.fused() is (fused and blas._OPENBLAS is not None)
+        c1, c2, c3, y1, y2 = c.copy(), c.copy(), c.copy(), y.copy(), y.copy()
+        blas.add_product(c1, a, b, -0.1, 0.9)
+        blas.add_product(c2, a, b, 2.0, 0.0)
+        blas.add_matmul(c3, x, b, 0.5)
+        blas.scale_add(y1, v, 0.1, 0.9)
+        blas.scale_add(y2, v, -0.5)
+        results[fused] = (c1, c2, c3, y1, y2)
+        assert all(r.dtype == np.float32 for r in results[fused])
+    for with_blas, with_numpy in zip(results[True], results[False], strict=True):
+        np.testing.assert_allclose(with_blas, with_numpy, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(results[False][0], 0.9 * c - 0.1 * (a.T @ b), rtol=1e-5, atol=1e-5)

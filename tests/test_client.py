@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from broker.clients.clone import CloneClient
+from broker.clients.clone import CloneClient, Phase
 from broker.clients.publisher import Publisher
 from protocol import Evaluation, TrainingMetrics
 from protocol.endpoints import free_tcp_port
@@ -175,3 +175,52 @@ def test_kill_9_and_restart_of_the_broker_restores_the_history(programs) -> None
     assert late.counts["unrepairable"] == 0
     late.close()
     publisher.close()
+
+
+def test_the_client_moves_through_its_named_states(make_broker, endpoint) -> None:
+    """asking -> syncing -> live against a broker; live -> repairing -> live around a gap."""
+    broker = make_broker()
+    publisher = Publisher(broker.endpoints[0])
+    assert publisher.wait_for_subscriber(5)
+    progress(publisher, range(300), sample_every=50)
+    wait_until(lambda: broker.stats.accepted["metrics"] == 300, 5, message="all accepted")
+    client = CloneClient(broker.endpoints[1], broker.snapshot_endpoint)
+    assert client.state is Phase.ASKING
+    client.start()
+    seen = {client.state}
+    received: list = []
+    deadline = time.monotonic() + 10
+    while len(received) < 301 and time.monotonic() < deadline:  # 300 metrics, the last sample
+        received += client.poll(0.005)
+        seen.add(client.state)
+    assert len(received) == 301 and client.state is Phase.LIVE
+    assert {Phase.ASKING, Phase.LIVE} <= seen
+    client.close()
+    publisher.close()
+
+    import zmq
+
+    from protocol import encode
+
+    out = endpoint()
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(out)
+    lone = CloneClient(out, endpoint(), request_timeout=0.2, gap_timeout=0.6)
+    lone.start()
+    frames = [
+        encode(TrainingMetrics(run_id="r", seq=seq, step=seq, epoch=0, samples_seen=0, loss=1,
+                               batch_accuracy=0, learning_rate=0.1, samples_per_second=0))
+        for seq in range(5)
+    ]  # fmt: skip
+    states, got = [], []
+    deadline = time.monotonic() + 5
+    while not any(m.seq == 4 for m in got) and time.monotonic() < deadline:
+        for seq in (0, 1) if not got else (4,):
+            pub.send_multipart(frames[seq])
+        got += lone.poll(0.05)
+        states.append(lone.state)
+    assert Phase.REPAIRING in states, states  # seq 4 waited behind the gap 2..3
+    assert states[-1] is Phase.LIVE and lone.counts["unrepairable"] == 2
+    lone.close()
+    pub.close()

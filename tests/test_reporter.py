@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from protocol import Evaluation, FirstLayerWeights, Hyperparameters, ModelWeights
 from tests.conftest import blob_dataset
+from trainer.config import PRESETS
 from trainer.evaluation import assess
-from trainer.loop import TrainConfig, build_model, train
+from trainer.loop import build_model, train
 from trainer.mlp import cross_entropy, pixels
 from trainer.optim import SGD
 from trainer.reporter import Cadences, Reporter, weight_tiles
@@ -19,11 +21,14 @@ HYPERPARAMETERS = Hyperparameters(
     optimizer="sgd", learning_rate=0.1, batch_size=16, epochs=1, seed=0
 )
 
+SEED = PRESETS["seed"]
+"""What these configurations change: the 2018 demo's recipe."""
+
 
 def _half_trained(steps: int = 8):
     """A model part-way through learning the blobs: right on some examples, wrong on others."""
     dataset = blob_dataset(n_train=200, n_test=300)
-    model = build_model(TrainConfig(hidden=(32,)), dataset)
+    model = build_model(replace(SEED, hidden=(32,)), dataset)
     optimizer = SGD(model.params, 0.05)
     x = dataset.train_images.reshape(200, -1) / np.float32(255)
     for start in range(0, steps * 16, 16):
@@ -110,7 +115,7 @@ def test_a_run_publishes_weights_model_and_epoch_evaluations(collector_and_publi
         validation_images=dataset.test_images[:30],
         validation_labels=dataset.test_labels[:30],
     )
-    config = TrainConfig(hidden=(20,), epochs=2, batch_size=16, learning_rate=0.1)
+    config = replace(SEED, hidden=(20,), epochs=2, batch_size=16, learning_rate=0.1)
     cadences = Cadences(metrics=None, sample=None, evaluation=None, weights=0.0, model=None)
     reporter = Reporter(publisher, dataset, cadences=cadences, epoch_evaluation_share=None)
     train(dataset, config, reporter)
@@ -153,7 +158,7 @@ def test_model_message_holds_every_parameter_in_order(collector_and_publisher) -
 def test_epoch_evaluations_stay_within_their_share_of_the_time(collector_and_publisher) -> None:
     collector, publisher = collector_and_publisher
     dataset = blob_dataset(n_train=64, n_test=40)
-    config = TrainConfig(hidden=(20,), epochs=4, batch_size=16, learning_rate=0.1)
+    config = replace(SEED, hidden=(20,), epochs=4, batch_size=16, learning_rate=0.1)
     cadences = Cadences(metrics=None, sample=None, evaluation=None, weights=None, model=None)
     reporter = Reporter(publisher, dataset, cadences=cadences, epoch_evaluation_share=0.0)
     train(dataset, config, reporter)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +16,20 @@ import pytest
 from protocol import Evaluation, RunFinished, RunStarted
 from tests.conftest import blob_dataset, wait_until
 from trainer import checkpoint
-from trainer.loop import Pacer, TrainConfig, batches, train
+from trainer.config import PRESETS, TrainConfig
+from trainer.loop import Pacer, batches, train
 from trainer.reporter import Cadences, Reporter
 
 FAST = Cadences(metrics=0.0, sample=0.0, evaluation=0.0)
+
+SEED = PRESETS["seed"]
+"""What these configurations change: the 2018 demo's recipe."""
 
 
 def test_run_publishes_a_complete_ordered_stream(collector_and_publisher) -> None:
     collector, publisher = collector_and_publisher
     dataset = blob_dataset()
-    config = TrainConfig(hidden=(32,), batch_size=20, epochs=2)
+    config = replace(SEED, hidden=(32,), batch_size=20, epochs=2)
     result = train(
         dataset, config, Reporter(publisher, dataset, cadences=FAST, epoch_evaluation_share=None)
     )
@@ -53,7 +58,7 @@ def test_run_publishes_a_complete_ordered_stream(collector_and_publisher) -> Non
 def test_cadence_coalesces_metrics(collector_and_publisher) -> None:
     collector, publisher = collector_and_publisher
     dataset = blob_dataset()
-    config = TrainConfig(hidden=(16,), batch_size=4, epochs=3)  # 300 steps, fast
+    config = replace(SEED, hidden=(16,), batch_size=4, epochs=3)  # 300 steps, fast
     cadences = Cadences(metrics=60.0, sample=60.0, evaluation=60.0)
     train(dataset, config, Reporter(publisher, dataset, cadences=cadences))
     messages = collector.drain()
@@ -65,7 +70,7 @@ def test_stop_event_ends_run_as_stopped(collector_and_publisher) -> None:
     collector, publisher = collector_and_publisher
     dataset = blob_dataset()
     stop = threading.Event()
-    config = TrainConfig(hidden=(16,), batch_size=10, epochs=100, steps_per_second=200)
+    config = replace(SEED, hidden=(16,), batch_size=10, epochs=100, steps_per_second=200)
     threading.Timer(0.3, stop.set).start()
     result = train(dataset, config, Reporter(publisher, dataset), stop=stop)
     final = collector.drain()[-1]
@@ -76,7 +81,7 @@ def test_stop_event_ends_run_as_stopped(collector_and_publisher) -> None:
 def test_divergence_is_detected_and_reported(collector_and_publisher, tmp_path: Path) -> None:
     collector, publisher = collector_and_publisher
     dataset = blob_dataset()
-    config = TrainConfig(hidden=(64,), learning_rate=1e6, batch_size=50, epochs=20)
+    config = replace(SEED, hidden=(64,), learning_rate=1e6, batch_size=50, epochs=20)
     save = tmp_path / "diverged.npz"
     result = train(dataset, config, Reporter(publisher, dataset), save=save)
     final = collector.drain()[-1]
@@ -89,7 +94,7 @@ def test_divergence_is_detected_and_reported(collector_and_publisher, tmp_path: 
 
 def test_pacing_slows_training_and_follows_a_new_rate() -> None:
     dataset = blob_dataset()
-    config = TrainConfig(hidden=(8,), batch_size=20, epochs=1, steps_per_second=50)
+    config = replace(SEED, hidden=(8,), batch_size=20, epochs=1, steps_per_second=50)
     result = train(dataset, config)
     assert result.steps == 20
     assert 0.3 < result.wall_seconds < 2.0  # 20 steps at 50/s is 0.4 s
@@ -100,7 +105,7 @@ def test_pacing_slows_training_and_follows_a_new_rate() -> None:
 
 
 def test_batches_cover_each_epoch_once_in_a_seeded_order() -> None:
-    config = TrainConfig(batch_size=32, epochs=3, seed=5)
+    config = replace(SEED, batch_size=32, epochs=3, seed=5)
     steps = list(batches(config, 100))
     assert len(steps) == 3 * 4 and [e for e, _ in steps] == [0] * 4 + [1] * 4 + [2] * 4
     for epoch in range(3):
@@ -119,7 +124,7 @@ def _weights_after(config: TrainConfig, path: Path, **kwargs) -> list[np.ndarray
 
 
 def test_same_seed_same_weights_bit_for_bit(tmp_path: Path) -> None:
-    config = TrainConfig(hidden=(24,), optimizer="adam", learning_rate=1e-3, batch_size=8)
+    config = replace(SEED, hidden=(24,), optimizer="adam", learning_rate=1e-3, batch_size=8)
     config = TrainConfig(**{**config.__dict__, "max_steps": 50, "seed": 7})
     first = _weights_after(config, tmp_path / "a.npz")
     second = _weights_after(config, tmp_path / "b.npz")
@@ -134,7 +139,8 @@ def test_same_seed_same_weights_bit_for_bit(tmp_path: Path) -> None:
 def test_resume_continues_bit_for_bit(tmp_path: Path, optimizer: str, schedule: str) -> None:
     # 400 examples in batches of 32: 13 steps per epoch, the last one short; 20 and 40 steps
     # both end mid-epoch, so the resumed run must pick up the data order part-way through.
-    config = TrainConfig(
+    config = replace(
+        SEED,
         hidden=(16,),
         optimizer=optimizer,
         learning_rate=0.05 if optimizer != "adam" else 1e-3,

@@ -25,9 +25,13 @@ log = logging.getLogger(__name__)
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
-def _bundled_openblas() -> ctypes.CDLL | None:
-    """The OpenBLAS inside NumPy's wheel, if this NumPy has one."""
-    libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+NUMPY_LIBS = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+"""Where NumPy's Linux wheels put the libraries they bundle (auditwheel's layout)."""
+
+
+def bundled_openblas(libs: Path = NUMPY_LIBS) -> ctypes.CDLL | None:
+    """The OpenBLAS inside NumPy's wheel in ``libs``, or None (another build of NumPy, another
+    platform): then every function here computes the same with NumPy, at NumPy's speed."""
     for path in sorted(libs.glob("libscipy_openblas*.so*")):
         try:
             return ctypes.CDLL(str(path))
@@ -56,7 +60,7 @@ def _function(name: str, *argtypes: type) -> Callable[..., None] | None:
     return None
 
 
-_OPENBLAS = _bundled_openblas()
+_OPENBLAS = bundled_openblas()
 _int, _pointer, _real = ctypes.c_int, ctypes.c_void_p, ctypes.c_float
 # sgemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 _SGEMM = _function(
@@ -118,15 +122,7 @@ def add_product(
     k, m = a.shape
     n = b.shape[1]
     if _SGEMM is None or c.shape != (m, n) or b.shape[0] != k or not _float32_rows(a, b, c):
-        product = a.T @ b
-        if alpha != 1.0:
-            product *= alpha
-        if beta == 0.0:
-            c[...] = product
-            return
-        if beta != 1.0:
-            c *= beta
-        c += product
+        _numpy_update(c, a.T, b, alpha, beta)
         return
     _SGEMM(
         _ROW_MAJOR, _TRANS, _NO_TRANS, m, n, k, alpha, _address(a), m, _address(b), n,
@@ -157,12 +153,24 @@ def add_matmul(c: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: float = 1.0) 
     m, k = a.shape
     n = b.shape[1]
     if _SGEMM is None or c.shape != (m, n) or b.shape[0] != k or not _float32_rows(a, b, c):
-        product = a @ b
-        if alpha != 1.0:
-            product *= alpha
-        c += product
+        _numpy_update(c, a, b, alpha)
         return
     _SGEMM(
         _ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, alpha, _address(a), k, _address(b), n,
         1.0, _address(c), n,
     )  # fmt: skip
+
+
+def _numpy_update(
+    c: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: float, beta: float = 1.0
+) -> None:
+    """``c = beta * c + alpha * (a @ b)`` as NumPy computes it: where BLAS cannot be called."""
+    product = a @ b
+    if alpha != 1.0:
+        product *= alpha
+    if beta == 0.0:
+        c[...] = product
+        return
+    if beta != 1.0:
+        c *= beta
+    c += product

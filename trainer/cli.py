@@ -13,143 +13,29 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING
 
 from protocol import endpoints
 from protocol.errors import CommandError
-from protocol.messages import Activation
-from trainer.optim import OPTIMIZERS, SCHEDULES
+from trainer.config import DEFAULT, PRESETS, TrainConfig
+from trainer.options import (
+    add_config_arguments,
+    cadence,
+    config_from_args,
+    nonnegative_int,
+    positive_int,
+    synthetic_size,
+)
 
 if TYPE_CHECKING:
     from trainer.datasets import Dataset
-    from trainer.loop import RunResult, TrainConfig
+    from trainer.loop import RunResult
 
 log = logging.getLogger("trainer")
 
 
-DEFAULT_RECIPE: dict[str, Any] = {
-    "hidden": (512,),
-    "activation": "relu",
-    "optimizer": "momentum",
-    "learning_rate": 0.05,
-    "momentum": 0.9,
-    "batch_size": 32,
-    "epochs": 10,
-    "schedule": "cosine",
-}
-"""What ``mnist-live train`` trains without options, chosen by measurement on real MNIST-10k
-(8,000 train / 2,000 test images), 10 epochs, seeds 0-2: this recipe gave 96.70-96.80%;
-784-512-10 Adam lr 1e-3 batch 64 gave 96.3-96.6%, 784-256-10 Adam 95.8-96.1%, and the seed
-preset 95.9-96.2% in 5 epochs, 96.15-96.55% in 10 (at four times the time)."""
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "seed": {
-        "hidden": (1000,),
-        "activation": "relu",
-        "optimizer": "sgd",
-        "learning_rate": 0.1,
-        "batch_size": 16,
-        "epochs": 5,
-        "schedule": "constant",
-    },
-}
-"""Named configurations; ``seed`` is the 2018 demo this project grew from."""
-
-OPTION_FIELDS = {
-    "hidden": "hidden",
-    "activation": "activation",
-    "optimizer": "optimizer",
-    "lr": "learning_rate",
-    "momentum": "momentum",
-    "weight_decay": "weight_decay",
-    "schedule": "schedule",
-    "batch_size": "batch_size",
-    "epochs": "epochs",
-    "max_steps": "max_steps",
-    "seed": "seed",
-    "steps_per_second": "steps_per_second",
-}
-"""Command-line option -> TrainConfig field, for options that override the base recipe."""
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    return 0 if text.strip() == "0" else _positive_int(text)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
-def _seconds(text: str) -> float | None:
-    """A cadence in seconds; ``0`` or ``off`` turns that kind of message off."""
-    if text.lower() == "off":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give seconds, or 'off'") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
-    return value
-
-
-def _cadence(text: str) -> float | None:
-    value = _seconds(text)
-    return None if value == 0 else value
-
-
-def _hidden_sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give sizes like 1000 or 256,128") from None
-    if not sizes or any(s < 1 or s > 100_000 for s in sizes):
-        raise argparse.ArgumentTypeError(f"{text!r}: every hidden size must be 1..100000")
-    return sizes
-
-
-def _synthetic_size(text: str) -> tuple[int, int | None]:
-    parts = text.split(",")
-    if len(parts) > 2:
-        raise argparse.ArgumentTypeError(f"{text!r}: give TRAIN or TRAIN,TEST")
-    train = _positive_int(parts[0])
-    return train, _positive_int(parts[1]) if len(parts) == 2 else None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    recipe = DEFAULT_RECIPE
-    default = (
-        f"784-{'-'.join(map(str, recipe['hidden']))}-10 {recipe['activation']}, "
-        f"{recipe['optimizer']} lr {recipe['learning_rate']:g} {recipe['schedule']}, "
-        f"batch {recipe['batch_size']}, {recipe['epochs']} epochs"
-    )
-    parser.epilog = f"Without options it trains the default recipe: {default}."
+    parser.epilog = f"Without options it trains the default recipe: {DEFAULT.describe()}."
     data = parser.add_argument_group("data")
     data.add_argument(
         "--dataset",
@@ -164,14 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     data.add_argument(
         "--validation",
-        type=_nonnegative_int,
+        type=nonnegative_int,
         default=0,
         metavar="N",
         help="hold out N training examples as a validation split, evaluated at each epoch end",
     )
     data.add_argument(
         "--synthetic-size",
-        type=_synthetic_size,
+        type=synthetic_size,
         default=None,
         metavar="TRAIN[,TEST]",
         help="examples the synthetic dataset generates (default: 10000,2000)",
@@ -182,41 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         choices=sorted(PRESETS),
         help="start from a named recipe instead of the default (seed: the 2018 demo, "
-        "784-1000-10 ReLU, SGD lr 0.1, batch 16, 5 epochs); explicit options override it",
-    )
-    model.add_argument(
-        "--hidden", type=_hidden_sizes, help="hidden layer sizes, comma-separated: 1000 or 256,128"
-    )
-    model.add_argument(
-        "--activation", choices=get_args(Activation), help="hidden-layer nonlinearity"
-    )
-    model.add_argument("--optimizer", choices=OPTIMIZERS, help="update rule")
-    model.add_argument("--lr", type=_positive_float, help="(base) learning rate")
-    model.add_argument(
-        "--momentum",
-        type=_fraction,
-        help="velocity decay for 'momentum', beta1 for 'adam' (default: 0.9)",
-    )
-    model.add_argument(
-        "--weight-decay",
-        type=_fraction,
-        help="L2 for sgd/momentum, decoupled (AdamW) for adam (default: 0)",
-    )
-    model.add_argument(
-        "--schedule",
-        choices=SCHEDULES,
-        help="learning rate over the run: constant, cosine (down to 0 at the end), "
-        "step (/10 at 50%% and 75%%)",
-    )
-    model.add_argument("--batch-size", type=_positive_int, help="examples per step")
-    model.add_argument("--epochs", type=_positive_int, help="passes over the training set")
-    model.add_argument(
-        "--max-steps", type=_positive_int, help="stop after this many steps even if epochs remain"
-    )
-    model.add_argument(
-        "--seed",
-        type=int,
-        help="seeds initialisation, shuffling and the synthetic data (default: 0)",
+        f"{PRESETS['seed'].describe()}); explicit options override it",
     )
 
     run = parser.add_argument_group("run")
@@ -241,6 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     live = parser.add_argument_group("publishing and pacing")
+    add_config_arguments(model, live)
     endpoints.add_publisher_argument(live)
     live.add_argument(
         "--wait-for-broker",
@@ -248,17 +101,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=3.0,
         metavar="SECONDS",
         help="how long to wait for a broker before publishing into the void",
-    )
-    live.add_argument(
-        "--steps-per-second",
-        type=_positive_float,
-        metavar="N",
-        help="slow training to at most N steps/s so a room can follow it",
-    )
-    live.add_argument(
-        "--wait-for-start",
-        action="store_true",
-        help="hold before the first step until the presenter presses Start",
     )
     for kind, seconds, what in (
         ("metrics", 0.05, "loss/accuracy updates"),
@@ -269,47 +111,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ):
         live.add_argument(
             f"--{kind}-every",
-            type=_cadence,
+            type=cadence,
             default=seconds,
             metavar="SECONDS",
             help=f"seconds between {what}; 0 or 'off' sends none (default: {seconds:g})",
         )
     live.add_argument(
         "--eval-examples",
-        type=_positive_int,
+        type=positive_int,
         default=1000,
         metavar="N",
         help="test images in the frequent subset evaluation",
     )
     live.add_argument(
         "--weight-tiles",
-        type=_positive_int,
+        type=positive_int,
         default=64,
         metavar="N",
         help="hidden units shown in the weight mosaic",
     )
-
-
-def config_from_args(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
-    """The run's configuration: the options given on the command line on top of ``base``.
-
-    ``base`` is a checkpoint's configuration when resuming, else the preset or the default
-    recipe.
-    """
-    from trainer.loop import TrainConfig
-
-    values = dict(base) if base else dict(PRESETS[args.preset] if args.preset else DEFAULT_RECIPE)
-    if base and args.preset:
-        values |= PRESETS[args.preset]
-    for option, field in OPTION_FIELDS.items():
-        value = getattr(args, option, None)
-        if value is not None:
-            values[field] = value
-    values["wait_for_start"] = bool(getattr(args, "wait_for_start", False))
-    if base:  # how far and how fast belong to this session, not to the checkpoint
-        values["max_steps"] = args.max_steps
-        values["steps_per_second"] = args.steps_per_second
-    return TrainConfig.from_dict(values)
 
 
 def load_data(args: argparse.Namespace, seed: int) -> Dataset:
@@ -349,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     if args.summary:
         _check_writable(args.summary)
     log.info("dataset: %s", dataset.description)
-    log.info("recipe: %s", describe(config))
+    log.info("recipe: %s", config.describe())
 
     stop = threading.Event()  # from here on, Ctrl-C ends the run cleanly as "stopped"
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -397,18 +217,6 @@ def run(args: argparse.Namespace) -> int:
     if args.summary:
         _write_summary(args.summary, dataset, config, result)
     return 0 if result.status in ("completed", "stopped") else 1
-
-
-def describe(config: TrainConfig) -> str:
-    sizes = "-".join(map(str, (784, *config.hidden, 10)))
-    extras = f" momentum {config.momentum:g}" if config.optimizer != "sgd" else ""
-    extras += f" weight decay {config.weight_decay:g}" if config.weight_decay else ""
-    return (
-        f"{sizes} {config.activation}, {config.optimizer} lr {config.learning_rate:g} "
-        f"{config.schedule}{extras}, batch {config.batch_size}, {config.epochs} epochs"
-        + (f", at most {config.max_steps} steps" if config.max_steps else "")
-        + f", seed {config.seed}"
-    )
 
 
 def _write_summary(path: Path, dataset: Dataset, config: TrainConfig, result: RunResult) -> None:

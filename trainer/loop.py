@@ -7,20 +7,18 @@ the textbook one.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from protocol import Hyperparameters
 from protocol.cli.durations import format_duration
 from trainer import checkpoint
+from trainer.config import TrainConfig
 from trainer.control import Controls
 from trainer.datasets import Dataset
 from trainer.evaluation import assess
@@ -30,58 +28,6 @@ from trainer.progress import ProgressBar
 from trainer.reporter import Reporter
 
 log = logging.getLogger("trainer")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One run's settings. The defaults are the 2018 demo (``--preset seed``)."""
-
-    hidden: tuple[int, ...] = (1000,)
-    activation: str = "relu"
-    optimizer: str = "sgd"
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    """Velocity decay for ``momentum``, beta1 for ``adam``; unused by ``sgd``."""
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    batch_size: int = 16
-    epochs: int = 5
-    max_steps: int | None = None
-    seed: int = 0
-    steps_per_second: float | None = None
-    wait_for_start: bool = False
-
-    def steps_per_epoch(self, train_size: int) -> int:
-        return -(-train_size // self.batch_size)
-
-    def total_steps(self, train_size: int) -> int:
-        steps = self.epochs * self.steps_per_epoch(train_size)
-        return min(steps, self.max_steps) if self.max_steps else steps
-
-    def hyperparameters(self) -> Hyperparameters:
-        return Hyperparameters(
-            optimizer=self.optimizer,
-            learning_rate=self.learning_rate,
-            batch_size=self.batch_size,
-            epochs=self.epochs,
-            seed=self.seed,
-            momentum=self.momentum if self.optimizer != "sgd" else 0.0,
-            weight_decay=self.weight_decay,
-            schedule=self.schedule,
-            max_steps=self.max_steps,
-            steps_per_second=self.steps_per_second,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "hidden": list(self.hidden)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        kept = {k: v for k, v in values.items() if k in known}
-        if "hidden" in kept:
-            kept["hidden"] = tuple(kept["hidden"])
-        return cls(**kept)
 
 
 @dataclass(frozen=True)
