@@ -13,12 +13,12 @@ from protocol.codec import (
     encode_control,
     message_json_schema,
 )
+from protocol.control import ControlCommand
 from protocol.messages import (
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
     STATE_KINDS,
     Architecture,
-    ControlCommand,
     DatasetInfo,
     Envelope,
     Evaluation,

@@ -15,14 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from protocol.messages import (
-    ARRAY_FIELDS,
-    MESSAGE_TYPES,
-    PROTOCOL_VERSION,
-    ControlCommand,
-    Envelope,
-    Message,
-)
+from protocol.control import ControlCommand
+from protocol.messages import ARRAY_FIELDS, MESSAGE_TYPES, PROTOCOL_VERSION, Envelope, Message
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 """Largest multipart (all frames) a receiver accepts by default: room for a 4M-parameter model."""

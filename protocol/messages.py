@@ -2,126 +2,30 @@
 
 Every message shares one envelope (protocol version, run id, per-run sequence number, send
 time) and carries a ``kind`` that names its model, so a receiver can validate any frame with
-one discriminated union. Arrays (images) are NumPy arrays in Python and travel as raw binary
-frames on the wire (see :mod:`protocol.codec`), because pixels as JSON number lists cost an
-order of magnitude more to encode and decode.
+one discriminated union. Arrays (images, parameters) are :mod:`protocol.arrays`' types. The
+presenter's command, which travels the other way, is :mod:`protocol.control`'s.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 import numpy as np
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    PlainValidator,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from protocol.arrays import IMAGE_SIDE, MAX_TILES, FloatVector, ImageArray, ImageStack
 
 PROTOCOL_VERSION: Final = 1
 """Bumped on any change a receiver of the previous version could misread."""
 
-IMAGE_SIDE = 28
 Activation = Literal["relu", "tanh", "sigmoid"]
 MAX_CLASSES = 100
 MAX_LAYERS = 16
 MAX_TEXT = 1_000
-
-
-def _image_array(value: Any) -> np.ndarray:
-    """Accept a 28x28 uint8 image given as an array or nested lists; refuse anything else."""
-    array = np.asarray(value)
-    if array.shape != (IMAGE_SIDE, IMAGE_SIDE):
-        raise ValueError(f"image must be {IMAGE_SIDE}x{IMAGE_SIDE}, got shape {array.shape}")
-    if array.dtype != np.uint8:
-        if array.dtype.kind not in "iu" or array.min() < 0 or array.max() > 255:
-            raise ValueError(f"image must hold uint8 pixels 0..255, got dtype {array.dtype}")
-        array = array.astype(np.uint8)
-    return array
-
-
-MAX_TILES = 256
 MAX_MISCLASSIFIED = 32
-MAX_PARAMETERS = 4_000_000
 
-
-def _image_stack(value: Any) -> np.ndarray:
-    """Accept ``[n, 28, 28]`` uint8 images (n may be 0), as for a gallery or a weight mosaic."""
-    array = np.asarray(value)
-    if array.ndim != 3 or array.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-        raise ValueError(f"images must be [n, {IMAGE_SIDE}, {IMAGE_SIDE}], got {array.shape}")
-    if array.shape[0] > MAX_TILES:
-        raise ValueError(f"at most {MAX_TILES} images, got {array.shape[0]}")
-    if array.dtype != np.uint8:
-        raise ValueError(f"images must be uint8, got dtype {array.dtype}")
-    return array
-
-
-def _float_vector(value: Any) -> np.ndarray:
-    """Accept a 1-D float32 vector of finite numbers (model parameters)."""
-    array = np.asarray(value)
-    if array.ndim != 1 or array.dtype != np.float32:
-        raise ValueError(f"parameters must be a 1-D float32 array, got {array.dtype} {array.shape}")
-    if array.size > MAX_PARAMETERS:
-        raise ValueError(f"at most {MAX_PARAMETERS} parameters, got {array.size}")
-    if not np.isfinite(array).all():
-        raise ValueError("parameters must be finite")
-    return array
-
-
-def _array_schema(description: str, dtype: str, shape: Any) -> dict[str, Any]:
-    return {
-        "description": description + ' On the wire: an array reference {"frame": N, "dtype": '
-        f'"{dtype}", "shape": [...]}} pointing at binary frame N (little-endian, C order).',
-        "type": "object",
-        "properties": {
-            "frame": {"type": "integer", "minimum": 2},
-            "dtype": {"const": dtype},
-            "shape": shape,
-        },
-        "required": ["frame", "dtype", "shape"],
-    }
-
-
-ImageArray = Annotated[
-    np.ndarray,
-    PlainValidator(_image_array),
-    PlainSerializer(lambda a: a.tolist(), when_used="json"),
-    WithJsonSchema(_array_schema("A 28x28 uint8 image.", "uint8", {"const": [28, 28]})),
-]
-
-ImageStack = Annotated[
-    np.ndarray,
-    PlainValidator(_image_stack),
-    PlainSerializer(lambda a: a.tolist(), when_used="json"),
-    WithJsonSchema(
-        _array_schema(
-            "n 28x28 uint8 images.",
-            "uint8",
-            {"type": "array", "prefixItems": [{"type": "integer"}, {"const": 28}, {"const": 28}]},
-        )
-    ),
-]
-
-FloatVector = Annotated[
-    np.ndarray,
-    PlainValidator(_float_vector),
-    PlainSerializer(lambda a: a.tolist(), when_used="json"),
-    WithJsonSchema(
-        _array_schema(
-            "A float32 vector.",
-            "float32",
-            {"type": "array", "prefixItems": [{"type": "integer"}], "maxItems": 1},
-        )
-    ),
-]
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -394,21 +298,3 @@ ARRAY_FIELDS: dict[str, tuple[str, ...]] = {
 
 STATE_KINDS: Final = frozenset({"sample", "weights", "model"})
 """Kinds where only the latest message matters: a late joiner needs the last one, not all."""
-
-
-class ControlCommand(BaseModel):
-    """A presenter's command to a trainer, travelling upstream (viewer -> broker -> trainer).
-
-    On the wire it is a single frame of UTF-8 JSON (it starts with ``{``, so ZeroMQ's XSUB and
-    XPUB sockets pass it through instead of reading it as a subscription). ``run_id`` ``*``
-    addresses every trainer connected to the broker.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    command: Literal["start", "pause", "resume", "stop", "pace"]
-    run_id: Name = "*"
-    steps_per_second: float | None = Field(
-        default=None, gt=0, le=100_000, description="for 'pace': the new limit; null lifts it"
-    )
-    sent_at: float = Field(default_factory=time.time)

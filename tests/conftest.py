@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -28,7 +30,7 @@ from broker.forwarder import Forwarder
 from protocol import ControlCommand, decode, encode_control
 from protocol.endpoints import free_tcp_port
 from trainer.datasets import DIGIT_NAMES, Dataset
-from trainer.idx import write_idx
+from trainer.mlp import log_softmax
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -340,3 +342,29 @@ def make_idx_dir(path: Path, n_train: int = 30, n_test: int = 10, gz: bool = Tru
             path / f"{split}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, n, dtype=np.uint8)
         )
     return path
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as IDX (gzip when the name ends in .gz), as MNIST's files are."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.tobytes()
+    Path(path).write_bytes(gzip.compress(data) if str(path).endswith(".gz") else data)
+
+
+def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross-entropy of integer labels ``y`` under ``logits``: the loss, computed plainly."""
+    return float(-log_softmax(logits)[np.arange(len(y)), y].mean())
+
+
+class FakeClock:
+    """Time that passes only when a test says so, for code that takes a clock."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

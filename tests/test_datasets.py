@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import make_idx_dir, shared_dataset
+from tests.conftest import make_idx_dir, shared_dataset, write_idx
 from trainer.datasets import (
     DIGIT_NAMES,
     FASHION_NAMES,
@@ -21,7 +21,7 @@ from trainer.datasets import (
     load_npz,
     split_validation,
 )
-from trainer.idx import DatasetError, write_idx
+from trainer.idx import DatasetError
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import make_idx_dir
+from tests.conftest import make_idx_dir, write_idx
 from trainer.datasets import load_dataset, load_idx_directory
-from trainer.idx import IMAGES_MAGIC, LABELS_MAGIC, DatasetError, read_idx, write_idx
+from trainer.idx import IMAGES_MAGIC, LABELS_MAGIC, DatasetError, read_idx
 
 
 @pytest.mark.parametrize("gz", [True, False], ids=["gzip", "raw"])

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.conftest import cross_entropy
 from trainer.evaluation import assess
-from trainer.mlp import ACTIVATIONS, MLP, PixelBatches, cross_entropy, log_softmax, pixels, softmax
+from trainer.mlp import ACTIVATIONS, MLP, PixelBatches, log_softmax, pixels, softmax
 from trainer.optim import SGD, Adam, Momentum, joined, make_optimizer, make_schedule
 
 

@@ -144,7 +144,7 @@ def test_run_picks_one_run_of_several_and_the_default_is_the_longest(
 ) -> None:
     short, long = make_run("short-run", seconds=0.5), make_run("long-run", seconds=1.0)
     path = write_recording(tmp_path / "two.mcap", short, long)
-    assert Replay(path, broker.endpoints[0]).original.run_id == "long-run"
+    assert Replay(path, broker.endpoints[0]).plan.run.run_id == "long-run"
     replay = Replay(path, broker.endpoints[0], speed=math.inf, run_id="short-run", progress=False)
     replay.run()
     received = collect(client, len(short))

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from protocol import Evaluation, FirstLayerWeights, Hyperparameters, ModelWeights
-from tests.conftest import blob_dataset
+from tests.conftest import blob_dataset, cross_entropy
 from trainer.config import PRESETS
 from trainer.evaluation import assess
 from trainer.loop import build_model, train
-from trainer.mlp import cross_entropy, pixels
+from trainer.mlp import pixels
 from trainer.optim import SGD
 from trainer.reporter import Cadences, Reporter, weight_tiles
 

@@ -17,7 +17,7 @@ from bokeh.document import Document
 from protocol import Envelope
 from protocol.cli.durations import format_duration
 from protocol.endpoints import free_tcp_port
-from tests.conftest import Programs, run_cli, wait_until
+from tests.conftest import FakeClock, Programs, run_cli, wait_until
 from tests.documents import SOURCES, header, receive, rows
 from tests.recordings import RUN_SECONDS, START, Feed, piece, realistic_run, write_recording
 from viewer.cli import LOCAL_ADDRESSES
@@ -110,13 +110,14 @@ def test_the_status_says_replay_until_the_run_ends(recording: Path) -> None:
 def test_playing_folds_messages_as_the_clock_passes_them_and_stops_at_the_end(
     recording: Path, run_messages: list
 ) -> None:
-    hub = ReplayHub(load(recording).pick(None))
+    clock = FakeClock(now=0.0)  # so that 0.3 s of it is exactly 0.3
+    hub = ReplayHub(load(recording).pick(None), clock=clock)
     hub.set_speed(4)
     hub.play()
-    began = time.monotonic()
-    time.sleep(0.3)
+    began = clock()
+    clock.advance(0.3)
     hub.advance()
-    elapsed = time.monotonic() - began
+    elapsed = clock() - began
     playing, position, speed = hub.state()
     assert playing and speed == 4
     assert 0.3 * 4 <= position <= elapsed * 4 + 0.2, (position, elapsed)
@@ -127,7 +128,11 @@ def test_playing_folds_messages_as_the_clock_passes_them_and_stops_at_the_end(
 
     hub.set_speed(50)
     same_run = hub.current
-    wait_until(lambda: hub.advance() or not hub.state()[0], 5, 0.02, message="the end")
+    for _ in range(100):  # 2 s of the clock at a time, at 50x: the run's end comes
+        clock.advance(2.0)
+        hub.advance()
+        if not hub.state()[0]:
+            break
     assert hub.current is same_run, "playing forward folds into the run sessions hold"
     playing, position, _ = hub.state()
     assert not playing and position == hub.duration, "paused at the end"
@@ -176,7 +181,8 @@ def dashboard(hub: ReplayHub, allowed: bool) -> tuple[Document, Dashboard, Playb
 def test_the_controls_scrub_the_whole_page_and_show_the_position(
     recording: Path, run_messages: list
 ) -> None:
-    hub = ReplayHub(load(recording).pick(None))
+    clock = FakeClock()
+    hub = ReplayHub(load(recording).pick(None), clock=clock)
     doc, dash, controls = dashboard(hub, allowed=True)
     assert "replay" in header(doc) and rows(doc, "loss") == 0
 
@@ -198,7 +204,7 @@ def test_the_controls_scrub_the_whole_page_and_show_the_position(
     controls.speed.active = 4  # 50x, as a click does
     controls.play.active = True
     assert hub.state()[:1] == (True,) and hub.speed == 50
-    time.sleep(0.06)
+    clock.advance(0.06)
     hub.advance()
     dash.tick()
     assert rows(doc, "loss") > 50 and controls.play.label == "Pause"

@@ -11,7 +11,7 @@ import time
 from broker.clients.publisher import Publisher
 from protocol.endpoints import free_tcp_port
 from tests.conftest import REPO
-from tests.wire import progress
+from tests.wire import ask, dealer, progress
 
 
 def example_subscriber() -> str:
@@ -63,3 +63,42 @@ def test_the_documented_subscriber_decodes_a_snapshot_and_the_live_stream(
     assert result["snapshot"] >= 100 and result["snapshot"] + result["gone"] >= before
     assert result["live"] > 10 and set(result["live_kinds"]) == {"metrics", "sample"}
     assert result["last_seq"] > before
+
+
+def test_every_reply_the_broker_sends_validates_against_the_published_schema(broker) -> None:
+    """A program in another language validates replies with ``protocol schema --part replies``."""
+    import jsonschema
+
+    done = subprocess.run(
+        [sys.executable, "-m", "protocol.cli", "protocol", "schema", "--part", "replies"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    schema = json.loads(done.stdout)
+    publisher = Publisher(broker.endpoints[0])
+    assert publisher.wait_for_subscriber(5)
+    progress(publisher, range(20))
+    client = dealer(broker.snapshot_endpoint)
+    requests = [
+        {"type": "snapshot", "run": "latest", "id": 1},
+        {"type": "runs", "id": 2},
+        {"type": "stats"},
+        {"type": "control", "command": {"command": "pause"}},
+        {"type": "no such request"},
+    ]
+    kinds = []
+    for request in requests:
+        _, reply = ask(client, request)
+        jsonschema.validate(reply, schema)
+        kinds.append(reply["type"])
+    assert kinds == ["end", "runs", "stats", "ok", "error"]
+    with_an_extra = {"type": "ok", "ok": True, "id": None, "surprise": 1}
+    try:
+        jsonschema.validate(with_an_extra, schema)
+    except jsonschema.ValidationError:
+        pass
+    else:
+        raise AssertionError("the schema lets an unknown field through")
+    client.close()
+    publisher.close()

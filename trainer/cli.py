@@ -151,7 +151,7 @@ def load_data(args: argparse.Namespace, seed: int) -> Dataset:
 
 def run(args: argparse.Namespace) -> int:
     from broker.clients.publisher import Publisher
-    from trainer import checkpoint
+    from trainer import blas, checkpoint
     from trainer.control import Controls
     from trainer.loop import Pacer, train
     from trainer.progress import ProgressBar
@@ -170,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         _check_writable(args.summary)
     log.info("dataset: %s", dataset.description)
     log.info("recipe: %s", config.describe())
+    log.debug("weight updates: %s", "fused, OpenBLAS" if blas.fused() else "plain NumPy")
 
     stop = threading.Event()  # from here on, Ctrl-C ends the run cleanly as "stopped"
     for signum in (signal.SIGINT, signal.SIGTERM):

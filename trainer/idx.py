@@ -98,11 +98,3 @@ def _read_bounded(path: Path) -> bytes:
     if len(data) > MAX_FILE_BYTES:
         raise DatasetError(f"{path}: unpacks to more than {MAX_FILE_BYTES >> 20} MB")
     return data
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 array as IDX (gzip when the name ends in .gz), as MNIST's files are."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.tobytes()
-    Path(path).write_bytes(gzip.compress(data) if str(path).endswith(".gz") else data)

@@ -23,7 +23,7 @@ from trainer.control import Controls
 from trainer.datasets import Dataset
 from trainer.evaluation import assess
 from trainer.mlp import MLP, PixelBatches, pixels
-from trainer.optim import make_optimizer, make_schedule
+from trainer.optim import Optimizer, make_optimizer, make_schedule
 from trainer.progress import ProgressBar
 from trainer.reporter import Reporter
 
@@ -107,8 +107,6 @@ def train(
     from one (same step count, data order and optimizer state). ``controls`` applies a
     presenter's commands between steps, changing ``pacer.rate`` when told to.
     """
-    stop = stop or threading.Event()
-    pacer = pacer or Pacer(config.steps_per_second)
     model = build_model(config, dataset)
     optimizer = make_optimizer(
         config.optimizer,
@@ -120,35 +118,22 @@ def train(
     start_step = resume.restore(model, optimizer, config.to_dict()) if resume else 0
     x = PixelBatches(dataset.train_images, config.batch_size)
     y = dataset.train_labels.astype(np.int64)
-    steps_per_epoch, total_steps = config.steps_per_epoch(len(y)), config.total_steps(len(y))
-    learning_rate = make_schedule(config.schedule, config.learning_rate, total_steps)
+    learning_rate = make_schedule(config.schedule, config.learning_rate, config.total_steps(len(y)))
+    live = Beside(
+        dataset, config, model, optimizer, reporter, progress, controls,
+        pacer or Pacer(config.steps_per_second), stop or threading.Event(), save,
+    )  # fmt: skip
+    live.start(start_step)
 
-    def save_checkpoint(step: int, epoch: int) -> None:
-        if save:
-            checkpoint.save(save, model, optimizer, config.to_dict(), step, epoch, dataset.name)
-
-    if reporter:
-        reporter.started(
-            model,
-            config.hyperparameters(),
-            total_steps,
-            steps_per_epoch=steps_per_epoch,
-            start_step=start_step,
-        )
-    if controls and config.wait_for_start:
-        controls.wait_for_start(start_step, stop)
-
-    started = time.monotonic()
     step, status, message = start_step, "completed", ""
     for epoch, batch in batches(config, len(y), start_step):
-        if stop.is_set():
+        if live.stop.is_set():
             status, message = "stopped", "stopped by request"
             break
-        xb = x.take(batch)
         optimizer.lr = learning_rate(step)
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked just below
             loss, accuracy, grads = model.loss_and_gradients(
-                xb, y[batch], products=optimizer.takes_products, x_scale=x.scale
+                x.take(batch), y[batch], products=optimizer.takes_products, x_scale=x.scale
             )
         if not np.isfinite(loss):
             status = "diverged"
@@ -156,59 +141,108 @@ def train(
             break
         optimizer.step(grads)
         step += 1
-
-        samples_seen = _samples_seen(step, steps_per_epoch, config.batch_size, len(y))
-        if reporter:
-            reporter.after_step(step, epoch, samples_seen, loss, accuracy, optimizer.lr)
-        if progress:
-            progress.update(step, epoch, loss, accuracy, samples_seen)
-        if step % steps_per_epoch == 0:
-            if reporter:
-                reporter.epoch_finished(step, epoch)
-            save_checkpoint(step, epoch + 1)
-        if controls:
-            controls.between_steps(step, stop)
-        pacer.wait(stop)
-    if progress:
-        progress.close()
-    wall_seconds = time.monotonic() - started
-
-    epochs_completed = step // steps_per_epoch
-    test_accuracy = test_loss = None
-    if status != "diverged":
-        if step % steps_per_epoch:  # an epoch end has saved this step already
-            save_checkpoint(step, epochs_completed)
-        final = assess(model, pixels(dataset.test_images), dataset.test_labels.astype(np.int64))
-        test_accuracy, test_loss = final.accuracy, final.loss
-    if reporter:
-        reporter.finished(status, step, epochs_completed, test_accuracy, message)
-    trained = _samples_seen(step, steps_per_epoch, config.batch_size, len(y))
-    trained -= _samples_seen(start_step, steps_per_epoch, config.batch_size, len(y))
-    result = RunResult(
-        status,
-        step,
-        epochs_completed,
-        test_accuracy,
-        test_loss,
-        wall_seconds,
-        message,
-        trained / max(wall_seconds, 1e-9),
-    )
-    log.info(
-        "run %s: test accuracy %s after %d steps (%d full epochs) in %s, %.0f samples/s",
-        status,
-        "n/a" if test_accuracy is None else f"{test_accuracy:.2%}",
-        step,
-        epochs_completed,
-        format_duration(result.wall_seconds),
-        result.samples_per_second,
-    )
-    if message:
-        log.warning("%s", message) if status == "diverged" else log.info("%s", message)
-    return result
+        live.after_step(step, epoch, loss, accuracy, optimizer.lr)
+    return live.finish(status, message, step, start_step)
 
 
-def _samples_seen(step: int, steps_per_epoch: int, batch_size: int, train_size: int) -> int:
-    """Training examples consumed by the first ``step`` steps (the last batch may be short)."""
-    epochs, into_epoch = divmod(step, steps_per_epoch)
-    return epochs * train_size + min(into_epoch * batch_size, train_size)
+@dataclass
+class Beside:
+    """Everything a live run does beside the loop, one call per step: publishing, the progress
+    bar, the presenter's commands, pacing and checkpoints, and the run's end."""
+
+    dataset: Dataset
+    config: TrainConfig
+    model: MLP
+    optimizer: Optimizer
+    reporter: Reporter | None
+    progress: ProgressBar | None
+    controls: Controls | None
+    pacer: Pacer
+    stop: threading.Event
+    save: Path | None
+    started_at: float = 0.0
+
+    @property
+    def train_size(self) -> int:
+        return len(self.dataset.train_labels)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.config.steps_per_epoch(self.train_size)
+
+    def samples_seen(self, step: int) -> int:
+        """Training examples consumed by the first ``step`` steps (the last batch may be short)."""
+        epochs, into_epoch = divmod(step, self.steps_per_epoch)
+        return epochs * self.train_size + min(into_epoch * self.config.batch_size, self.train_size)
+
+    def start(self, start_step: int) -> None:
+        config = self.config
+        if self.reporter:
+            self.reporter.started(
+                self.model,
+                config.hyperparameters(),
+                config.total_steps(self.train_size),
+                steps_per_epoch=self.steps_per_epoch,
+                start_step=start_step,
+            )
+        if self.controls and config.wait_for_start:
+            self.controls.wait_for_start(start_step, self.stop)
+        self.started_at = time.monotonic()
+
+    def after_step(self, step: int, epoch: int, loss: float, accuracy: float, lr: float) -> None:
+        samples = self.samples_seen(step)
+        if self.reporter:
+            self.reporter.after_step(step, epoch, samples, loss, accuracy, lr)
+        if self.progress:
+            self.progress.update(step, epoch, loss, accuracy, samples)
+        if step % self.steps_per_epoch == 0:
+            if self.reporter:
+                self.reporter.epoch_finished(step, epoch)
+            self.checkpoint(step, epoch + 1)
+        if self.controls:
+            self.controls.between_steps(step, self.stop)
+        self.pacer.wait(self.stop)
+
+    def checkpoint(self, step: int, epoch: int) -> None:
+        if self.save:
+            config, model, optimizer = self.config.to_dict(), self.model, self.optimizer
+            checkpoint.save(self.save, model, optimizer, config, step, epoch, self.dataset.name)
+
+    def finish(self, status: str, message: str, step: int, start_step: int) -> RunResult:
+        """End the run: the final checkpoint and test, the viewers told, the result logged."""
+        if self.progress:
+            self.progress.close()
+        wall_seconds = time.monotonic() - self.started_at
+        epochs_completed = step // self.steps_per_epoch
+        test_accuracy = test_loss = None
+        if status != "diverged":
+            if step % self.steps_per_epoch:  # an epoch end has saved this step already
+                self.checkpoint(step, epochs_completed)
+            test = self.dataset
+            final = assess(self.model, pixels(test.test_images), test.test_labels.astype(np.int64))
+            test_accuracy, test_loss = final.accuracy, final.loss
+        if self.reporter:
+            self.reporter.finished(status, step, epochs_completed, test_accuracy, message)
+        trained = self.samples_seen(step) - self.samples_seen(start_step)
+        result = RunResult(
+            status,
+            step,
+            epochs_completed,
+            test_accuracy,
+            test_loss,
+            wall_seconds,
+            message,
+            trained / max(wall_seconds, 1e-9),
+        )
+        log.info(
+            "run %s: test accuracy %s after %d steps (%d full epochs) in %s, %.0f samples/s",
+            status,
+            "n/a" if test_accuracy is None else f"{test_accuracy:.2%}",
+            step,
+            epochs_completed,
+            format_duration(result.wall_seconds),
+            result.samples_per_second,
+        )
+        if message:
+            log.warning("%s", message) if status == "diverged" else log.info("%s", message)
+        return result

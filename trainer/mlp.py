@@ -249,8 +249,3 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     shifted -= np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     return shifted
-
-
-def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
-    """Mean cross-entropy of integer labels ``y`` under ``logits``."""
-    return float(-log_softmax(logits)[np.arange(len(y)), y].mean())

@@ -28,7 +28,8 @@ from protocol import (
     SamplePrediction,
     TrainingMetrics,
 )
-from protocol.messages import MAX_TILES, Activation
+from protocol.arrays import MAX_TILES
+from protocol.messages import Activation
 from trainer.datasets import Dataset
 from trainer.evaluation import Assessment, assess
 from trainer.mlp import MLP, pixels
@@ -283,13 +284,8 @@ class Reporter:
         self, step: int, state: str, steps_per_second: float | None = None, message: str = ""
     ) -> None:
         """Tell viewers the trainer is waiting, training or paused (and at what pace)."""
-        self.publisher.send(
-            RunStatus,
-            step=step,
-            state=state,
-            steps_per_second=steps_per_second,
-            message=message,
-        )
+        pace = {"steps_per_second": steps_per_second}
+        self.publisher.send(RunStatus, step=step, state=state, message=message, **pace)
 
     def finished(
         self, status: str, step: int, epoch: int, test_accuracy: float | None, message: str

@@ -17,7 +17,6 @@ import numpy as np
 
 SIZE = 28
 BOX = 20.0
-CLASS_NAMES = tuple(str(d) for d in range(10))
 
 Points = np.ndarray  # [n, points, 2] in the unit box, x to the right and y down
 Stroke = Callable[[np.random.Generator, int], Points]

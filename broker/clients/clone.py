@@ -16,10 +16,9 @@ pattern (chapter 5, ``clonecli5``) against the broker's two endpoints, as a stat
   re-publishes) are retried until ``gap_timeout`` and then given up and counted, so a dead
   broker cannot wedge a viewer.
 
-Each run has a state of its own (:class:`RunPhase`); the client's is theirs summed up.
-Single-threaded by design: the owner calls :meth:`CloneClient.poll` from one thread; nothing
-runs behind its back. A consumer that stops polling is exactly a slow subscriber: its queue
-overflows and the gaps get repaired.
+Each run has a state of its own (:class:`RunPhase`). Single-threaded by design: the owner
+calls :meth:`CloneClient.poll` from one thread. A consumer that stops polling is exactly a slow
+subscriber: its queue overflows and the gaps get repaired.
 """
 
 from __future__ import annotations
@@ -51,8 +50,7 @@ from protocol.snapshot import (
 
 log = logging.getLogger("broker.client")
 
-RUN_STATES_KEPT = 64
-"""Runs whose ordering state is kept; far more than a broker holds."""
+RUN_STATES_KEPT = 64  # runs whose ordering state is kept: far more than a broker holds
 
 
 class Phase(Enum):
@@ -178,13 +176,7 @@ class CloneClient:
                     run = self._runs.get(message.run_id)
                     self._accept(message, "repair" if run and run.delivering else "snapshot")
                 continue
-            try:
-                reply = parse_reply(frames)
-            except ProtocolError as exc:
-                self.counts["bad_replies"] += 1
-                log.warning("ignored a malformed reply from the broker: %s", exc)
-                continue
-            match reply:
+            match reply := self._reply(frames):
                 case SnapshotEnd():
                     self._note_broker(reply.broker)
                     self._on_end(reply)
@@ -192,6 +184,14 @@ class CloneClient:
                     self._on_runs(reply)
                 case ErrorReply():
                     self._on_error(reply)
+
+    def _reply(self, frames: list[bytes]) -> object:
+        try:
+            return parse_reply(frames)
+        except ProtocolError as exc:
+            self.counts["bad_replies"] += 1
+            log.warning("ignored a malformed reply from the broker: %s", exc)
+            return None
 
     def _note_broker(self, broker: str) -> None:
         if broker != self.broker_id:

@@ -21,7 +21,7 @@ from protocol import ControlCommand
 
 log = logging.getLogger("broker.control")
 
-Announce = Callable[[int, str, str], None]
+Announce = Callable[[int, str, str], object]
 """Tells the room the run's state: ``(step, state, message)``."""
 
 

@@ -26,7 +26,7 @@ import zmq
 from broker.clients.publisher import Publisher
 from broker.clients.run_control import RunControl
 from broker.recording.reader import RecordingReader, pick_run
-from broker.recording.replay_plan import RunIndex, in_seq_order, plan, replay_run_id, scan
+from broker.recording.replay_plan import in_seq_order, plan, replay_run_id, scan
 from protocol import RunFinished, RunStatus
 from protocol.cli.durations import format_duration
 from protocol.cli.progress import Progress
@@ -101,10 +101,6 @@ class Replay:
         self.stopped = False
         self.stop = threading.Event()
         self.control: RunControl | None = None
-
-    @property
-    def original(self) -> RunIndex:
-        return self.plan.run
 
     def run(self) -> int:
         """Play (and loop) until done or interrupted; returns the messages sent in all."""

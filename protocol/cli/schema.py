@@ -1,8 +1,8 @@
 """Print the JSON Schema of the wire protocol, for programs written in other languages.
 
 ``mnist-live protocol schema`` prints every message kind (a union discriminated by ``kind``);
-``--part control`` the upstream presenter command; ``--part requests`` the snapshot service's
-requests. docs/protocol.md explains frames, topics and sequence rules around them.
+``--part control`` the upstream presenter command; ``--part requests`` and ``--part replies``
+the snapshot service's. docs/protocol.md explains frames, topics and sequence rules around them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-PARTS = ("messages", "control", "requests")
+PARTS = ("messages", "control", "requests", "replies")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,19 +20,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=PARTS,
         default="messages",
         help="messages: every message kind; control: presenter commands; "
-        "requests: the snapshot service's requests",
+        "requests, replies: the snapshot service's",
     )
 
 
 def schema(part: str) -> dict:
     from protocol import ControlCommand, message_json_schema
-    from protocol.snapshot import REQUEST
+    from protocol.snapshot import REPLY_ADAPTER, REQUEST
 
     if part == "messages":
         return message_json_schema()
     if part == "control":
         return ControlCommand.model_json_schema()
-    return REQUEST.json_schema()
+    return (REQUEST if part == "requests" else REPLY_ADAPTER).json_schema()
 
 
 def run(args: argparse.Namespace) -> int:

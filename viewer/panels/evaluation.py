@@ -50,10 +50,12 @@ def render(run: RunHistory) -> dict[str, Any]:
     """Confusion (row-normalised rate + counts), per-class bars and the mistakes gallery."""
     e = run.evaluation
     if e is None:
-        columns = (CONFUSION_COLUMNS, PER_CLASS_COLUMNS, GALLERY_SOURCE_COLUMNS)
-        names = ("confusion", "per_class", "misclassified")
-        empty = {name: {c: [] for c in cols} for name, cols in zip(names, columns, strict=True)}
-        return empty | {"misclassified_images": gallery_mosaic([])}
+        return {
+            "confusion": {c: [] for c in CONFUSION_COLUMNS},
+            "per_class": {c: [] for c in PER_CLASS_COLUMNS},
+            "misclassified": {c: [] for c in GALLERY_SOURCE_COLUMNS},
+            "misclassified_images": gallery_mosaic([]),
+        }
     counts = np.asarray(e.confusion, dtype=np.int64)
     k = len(counts)
     names = run.class_names(k)
@@ -131,10 +133,14 @@ class EvaluationPanels:
         self.misclassified_images = ColumnDataSource(
             {c: [] for c in GALLERY_IMAGE_COLUMNS}, name="misclassified_images"
         )
-        height = look.plot_height
-        self.confusion_figure = class_figure(
+        self.confusion_figure = self._confusion(look)
+        self.per_class_figure = self._per_class(look)
+        self.gallery_figure = self._gallery(look)
+
+    def _confusion(self, look: Look) -> Any:
+        fig = class_figure(
             "Confusion, latest evaluation (rows normalised)",
-            height,
+            look.plot_height,
             FactorRange(factors=[str(d) for d in reversed(range(10))]),
             [
                 ("true", "@true"),
@@ -147,7 +153,7 @@ class EvaluationPanels:
         )
         palette = Blues256 if look.name == "dark" else Blues256[::-1]
         rates = LinearColorMapper(palette=palette, low=0, high=1)
-        self.confusion_figure.rect(
+        fig.rect(
             x="predicted",
             y="true",
             width=0.95,
@@ -156,23 +162,27 @@ class EvaluationPanels:
             fill_color={"field": "rate", "transform": rates},
             line_color=None,
         )
-        self.confusion_figure.grid.visible = False
-        self.confusion_figure.axis.major_tick_line_color = None
+        fig.grid.visible = False
+        fig.axis.major_tick_line_color = None
+        return fig
 
-        self.per_class_figure = class_figure(
+    def _per_class(self, look: Look) -> Any:
+        fig = class_figure(
             "Accuracy per class",
-            height,
+            look.plot_height,
             Range1d(start=0, end=1.0),
             [("class", "@class_name"), ("accuracy", "@accuracy{0.0%}")],
         )
-        self.per_class_figure.vbar(
+        fig.vbar(
             x="class_name", top="accuracy", width=0.8, source=self.per_class, color=look.evaluation
         )
-        self.per_class_figure.xgrid.visible = False
+        fig.xgrid.visible = False
+        return fig
 
-        self.gallery_figure = figure(
+    def _gallery(self, look: Look) -> Any:
+        fig = figure(
             title="Current mistakes (true \N{RIGHTWARDS ARROW} predicted)",
-            height=height,
+            height=look.plot_height,
             sizing_mode="stretch_width",
             min_width=300,
             x_range=DataRange1d(range_padding=0.02),
@@ -186,8 +196,8 @@ class EvaluationPanels:
         ink = Greys256 if look.name == "dark" else Greys256[::-1]
         mapper = LinearColorMapper(palette=ink, low=0.5, high=255, low_color="rgba(0, 0, 0, 0)")
         glyph = Image(image="image", x="x", y="y", dw="dw", dh="dh", color_mapper=mapper)
-        self.gallery_figure.add_glyph(self.misclassified_images, glyph)
-        tiles = self.gallery_figure.rect(
+        fig.add_glyph(self.misclassified_images, glyph)
+        tiles = fig.rect(
             x=dodge("x", TILE / 2),
             y=dodge("y", TILE / 2),
             width=TILE,
@@ -196,11 +206,11 @@ class EvaluationPanels:
             fill_alpha=0,
             line_alpha=0,
         )
-        self.gallery_figure.grid.visible = False
-        self.gallery_figure.add_tools(
+        fig.grid.visible = False
+        fig.add_tools(
             HoverTool(renderers=[tiles], tooltips=[("", "@label"), ("test image", "#@index")])
         )
-        self.gallery_figure.text(
+        fig.text(
             x="x",
             y="y",
             text="label",
@@ -210,6 +220,7 @@ class EvaluationPanels:
             text_color=look.wrong,
             text_font_size=look.px(11),
         )
+        return fig
 
     def reset(self) -> None:
         self.confusion.data = {c: [] for c in CONFUSION_COLUMNS}

@@ -121,37 +121,25 @@ h1 {{ font-size: {self.px(26)}; margin: 0.4em 0 0.2em; font-weight: 600; }}
 """
 
 
-LOOKS = {
-    "light": dict(
-        page="#fafafa",
-        panel="#ffffff",
-        text="#222222",
-        muted="#666666",
-        grid="#e8e8e8",
-        ink="#1f77b4",
-        evaluation="#2ca02c",
-        test="#9467bd",
-        previous="#999999",
-        true_class="#2ca02c",
-        wrong="#d62728",
-        bar="#9ecae1",
-        synthetic="#d9822b",
-    ),
-    "dark": dict(
-        page="#15171c",
-        panel="#1d2027",
-        text="#e6e6e6",
-        muted="#a0a4ad",
-        grid="#2c313a",
-        ink="#5aa9e6",
-        evaluation="#6cd47a",
-        test="#c59cf5",
-        previous="#6b707a",
-        true_class="#6cd47a",
-        wrong="#ff6b6b",
-        bar="#3d5a80",
-        synthetic="#ffb347",
-    ),
+PALETTE = (
+    # role          light      dark
+    ("page",        "#fafafa", "#15171c"),
+    ("panel",       "#ffffff", "#1d2027"),
+    ("text",        "#222222", "#e6e6e6"),
+    ("muted",       "#666666", "#a0a4ad"),
+    ("grid",        "#e8e8e8", "#2c313a"),
+    ("ink",         "#1f77b4", "#5aa9e6"),
+    ("evaluation",  "#2ca02c", "#6cd47a"),
+    ("test",        "#9467bd", "#c59cf5"),
+    ("previous",    "#999999", "#6b707a"),
+    ("true_class",  "#2ca02c", "#6cd47a"),
+    ("wrong",       "#d62728", "#ff6b6b"),
+    ("bar",         "#9ecae1", "#3d5a80"),
+    ("synthetic",   "#d9822b", "#ffb347"),
+)  # fmt: skip
+"""Each colour of a look, in the light and the dark theme."""
+LOOKS: dict[str, dict[str, str]] = {
+    theme: {role: colours[i] for role, *colours in PALETTE} for i, theme in enumerate(THEMES)
 }
 
 

@@ -68,17 +68,12 @@ def app_parser() -> argparse.ArgumentParser:
 def parse_app_args(argv: list[str]) -> ViewerSettings:
     """Settings from the app's arguments; a missing presenter token gets a random one."""
     args, _ = app_parser().parse_known_args(argv)
-    return ViewerSettings(
-        connect=endpoints.check_endpoint(args.connect, "--connect"),
-        snapshot=endpoints.check_endpoint(args.snapshot, "--snapshot") if args.snapshot else None,
-        presenter_token=args.presenter_token or new_token(),
-        theme=args.theme,
-        large=args.large,
-        frame_rate=args.frame_rate,
-        replay=args.replay,
-        replay_run=args.replay_run,
-        open_controls=args.open_controls,
-    )
+    values = vars(args)
+    endpoints.check_endpoint(args.connect, "--connect")
+    if args.snapshot:
+        endpoints.check_endpoint(args.snapshot, "--snapshot")
+    values["presenter_token"] = args.presenter_token or new_token()
+    return ViewerSettings(**values)
 
 
 def app_argv(settings: ViewerSettings) -> list[str]:
