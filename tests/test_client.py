@@ -7,10 +7,11 @@ import signal
 import time
 
 import numpy as np
+import zmq
 
 from broker.clients.clone import CloneClient, Phase
 from broker.clients.publisher import Publisher
-from protocol import Evaluation, TrainingMetrics
+from protocol import Evaluation, TrainingMetrics, encode
 from protocol.endpoints import free_tcp_port
 from tests.conftest import collect, wait_until
 from tests.wire import ask, dealer, metrics, progress
@@ -31,6 +32,23 @@ def evaluation(publisher: Publisher, step: int) -> None:
         misclassified_label=[1] * 8,
         misclassified_predicted=[2] * 8,
     )
+
+
+def bare_publisher(endpoint: str) -> zmq.Socket:
+    """A PUB socket bound where a broker's --out would be, with no snapshot service behind it."""
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(endpoint)
+    return pub
+
+
+def metrics_frames(count: int) -> list[list[bytes]]:
+    """Run "r"'s first ``count`` metrics messages, as wire frames."""
+    return [
+        encode(TrainingMetrics(run_id="r", seq=seq, step=seq, epoch=0, samples_seen=0, loss=1,
+                               batch_accuracy=0, learning_rate=0.1, samples_per_second=0))
+        for seq in range(count)
+    ]  # fmt: skip
 
 
 def test_late_subscriber_gets_all_thousand_messages_in_order(make_broker) -> None:
@@ -84,20 +102,10 @@ def test_paused_subscriber_over_its_high_water_mark_is_repaired(make_broker) -> 
 def test_client_gives_up_on_a_gap_when_the_broker_is_gone(endpoint) -> None:
     """Without a snapshot service the client still delivers, after ``gap_timeout``."""
     out = endpoint()
-    import zmq
-
-    from protocol import encode
-
-    pub = zmq.Context.instance().socket(zmq.PUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    pub.bind(out)
+    pub = bare_publisher(out)
     client = CloneClient(out, endpoint(), request_timeout=0.3, gap_timeout=0.5)
     client.start()
-    frames = [
-        encode(TrainingMetrics(run_id="r", seq=seq, step=seq, epoch=0, samples_seen=0, loss=1,
-                               batch_accuracy=0, learning_rate=0.1, samples_per_second=0))
-        for seq in range(6)
-    ]  # fmt: skip
+    frames = metrics_frames(6)
     got: list = []
     deadline = time.monotonic() + 5
     while len(got) < 4 and time.monotonic() < deadline:
@@ -198,21 +206,11 @@ def test_the_client_moves_through_its_named_states(make_broker, endpoint) -> Non
     client.close()
     publisher.close()
 
-    import zmq
-
-    from protocol import encode
-
     out = endpoint()
-    pub = zmq.Context.instance().socket(zmq.PUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    pub.bind(out)
+    pub = bare_publisher(out)
     lone = CloneClient(out, endpoint(), request_timeout=0.2, gap_timeout=0.6)
     lone.start()
-    frames = [
-        encode(TrainingMetrics(run_id="r", seq=seq, step=seq, epoch=0, samples_seen=0, loss=1,
-                               batch_accuracy=0, learning_rate=0.1, samples_per_second=0))
-        for seq in range(5)
-    ]  # fmt: skip
+    frames = metrics_frames(5)
     states, got = [], []
     deadline = time.monotonic() + 5
     while not any(m.seq == 4 for m in got) and time.monotonic() < deadline:

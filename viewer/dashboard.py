@@ -6,7 +6,7 @@ it streams with a bounded rollover, and changed parts, whose pieces (each panel'
 ``render``, drawn once per change for every session by :meth:`RunHistory.rendered`) it
 assigns. The source folded each message once for every session, so a frame costs a slice and
 an assignment, and a frame where nothing happened costs an integer compare. Whatever a frame
-changes goes to the browser as one websocket message (:mod:`viewer.batching`); the header,
+changes goes to the browser as one websocket message (:mod:`viewer.server.batching`); the header,
 whose step changes with every metrics message, is refreshed at most once a second. The session
 keeps no state in the hub: when it closes, Bokeh drops its callback and with it everything here.
 """

@@ -2,7 +2,7 @@
 
 Bokeh's JavaScript is served by the same server (no CDN), so the page works on a room's
 network with no internet. The same HTTP port answers ``/healthz`` and ``/metrics``
-(:mod:`viewer.ops`). With ``num_procs`` > 1 Bokeh binds the port, then forks: the app's
+(:mod:`viewer.server.ops`). With ``num_procs`` > 1 Bokeh binds the port, then forks: the app's
 per-process state (the broker subscription) starts in each child from ``on_server_loaded``,
 so nothing may open a ZeroMQ context before :func:`make_server` returns.
 """
