@@ -110,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
             runs_kept=args.runs_kept,
             tap=recorder,
         )
-    except zmq.ZMQError as exc:  # the forwarder has closed the recorder
+    except zmq.ZMQError as exc:
+        if recorder is not None:
+            recorder.close()  # (a second close, after the forwarder's own, does nothing)
         raise CommandError(
             f"cannot bind {args.in_endpoint} / {args.out_endpoint} / {snapshot}: {exc}; "
             "is another broker running? choose other ports with --in/--out/--snapshot"

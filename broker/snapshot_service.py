@@ -24,8 +24,6 @@ from broker.history import History
 from protocol import ControlCommand, ProtocolError, decode_control, encode_control
 from protocol.runlog import Held
 from protocol.snapshot import (
-    MSG,
-    REPLY,
     ControlRequest,
     ErrorReply,
     OkReply,
@@ -34,8 +32,9 @@ from protocol.snapshot import (
     SnapshotRequest,
     StatsReply,
     StatsRequest,
+    message_frames,
     parse_request,
-    reply_frame,
+    reply_frames,
 )
 
 log = logging.getLogger("broker")
@@ -52,7 +51,7 @@ MAX_GAPS_LISTED = 100
 
 
 @dataclass
-class Reply:
+class Pending:
     """A snapshot reply being sent: the held messages chosen at request time, then ``end``."""
 
     envelope: list[bytes]
@@ -76,7 +75,7 @@ class SnapshotService:
         self.stats = stats
         self.upstream = upstream
         self.broker_id = broker_id
-        self.pending: deque[Reply] = deque()
+        self.pending: deque[Pending] = deque()
         self.counts: dict[str, int] = {
             "snapshot": 0,
             "repair": 0,
@@ -141,7 +140,7 @@ class SnapshotService:
                 gaps = run.seen.gaps(request.from_seq, to_seq, MAX_GAPS_LISTED)
                 end.unseen = [(a, b) for a, b in gaps]
                 end.gone = run.seen.count(request.from_seq, to_seq) - len(items)
-        self.pending.append(Reply(envelope, items, end))
+        self.pending.append(Pending(envelope, items, end))
         self.pump()
 
     def _control(self, envelope: list[bytes], request: ControlRequest) -> None:
@@ -177,14 +176,14 @@ class SnapshotService:
                 continue
             self.pending.append(reply)
 
-    def _send_batch(self, reply: Reply, now: float) -> bool:
+    def _send_batch(self, reply: Pending, now: float) -> bool:
         """True when the whole reply, end marker included, is out."""
         stop = min(reply.sent + BATCH, len(reply.items))
         try:
             while reply.sent < stop:
                 held = reply.items[reply.sent]
                 self.socket.send_multipart(
-                    [*reply.envelope, MSG, *held.frames], flags=zmq.NOBLOCK, copy=False
+                    [*reply.envelope, *message_frames(held.frames)], flags=zmq.NOBLOCK, copy=False
                 )
                 reply.sent += 1
                 reply.last_progress = now
@@ -197,7 +196,7 @@ class SnapshotService:
         return True
 
     def _send_json(self, envelope: list[bytes], body: BaseModel) -> None:
-        self.socket.send_multipart([*envelope, REPLY, reply_frame(body)], flags=zmq.NOBLOCK)
+        self.socket.send_multipart([*envelope, *reply_frames(body)], flags=zmq.NOBLOCK)
 
     def _reply(self, envelope: list[bytes], body: BaseModel) -> None:
         """Send a one-frame answer; a client that cannot take it now is not waited for."""

@@ -2,7 +2,8 @@
 
 The broker's recording (:class:`broker.recording.recorder.RunRecorder`) is one; the forwarder
 knows it only through these calls, so recording can change without touching forwarding.
-Every call is made on the forwarding thread and must never block or raise.
+Every call is made on the forwarding thread and must never raise; none but :meth:`Tap.close`,
+at the end, may wait.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ class Tap(Protocol):
         """Take one validated message (``frames``: its wire form, immutable)."""
 
     def tick(self) -> float:
-        """Do what is due; return the seconds until the next tick is needed."""
+        """Do what is due; return the longest the forwarder may wait before the next tick."""
 
     def stats(self) -> dict[str, Any]:
         """Figures for ``mnist-live status``."""

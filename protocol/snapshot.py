@@ -25,6 +25,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from protocol.codec import ProtocolError, first_error
+from protocol.messages import Name
 
 MSG: Final = b"msg"
 """Marker frame of a held message in a snapshot reply; the message's frames follow it."""
@@ -83,7 +84,7 @@ class RunInfo(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    run_id: str
+    run_id: Name
     last_seq: int = Field(ge=-1, description="the highest seq seen, -1 if none")
     held: int = Field(ge=0)
     bytes: int = Field(ge=0)
@@ -97,7 +98,7 @@ class SnapshotEnd(_Reply):
     is ``gone`` (superseded or evicted); ``unseen`` ranges the broker has never had."""
 
     type: Literal["end"]
-    run: str
+    run: Name
     known: bool
     from_seq: int
     to_seq: int
@@ -152,9 +153,16 @@ def parse_request(body: bytes) -> Any:
         raise ProtocolError("invalid", f"bad request: {first_error(exc, depth=1)}") from None
 
 
-def reply_frame(reply: BaseModel) -> bytes:
-    """A reply's JSON frame (sent after :data:`REPLY`)."""
-    return json.dumps(reply.model_dump(), separators=(",", ":")).encode()
+def reply_frames(reply: BaseModel) -> list[bytes]:
+    """A reply as the frames that follow the client's routing id: ``[REPLY, json]``, the
+    ``type`` first in the JSON as the documentation writes it."""
+    body = {"type": getattr(reply, "type", None), **reply.model_dump()}
+    return [REPLY, json.dumps(body, separators=(",", ":")).encode()]
+
+
+def message_frames(frames: Sequence[bytes]) -> list[bytes]:
+    """A held message in a snapshot reply: ``[MSG, *its wire frames]``."""
+    return [MSG, *frames]
 
 
 def parse_reply(frames: Sequence[bytes]) -> Any:

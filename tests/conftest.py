@@ -29,11 +29,14 @@ from broker.clients.publisher import Publisher
 from broker.forwarder import Forwarder
 from protocol import ControlCommand, decode, encode_control
 from protocol.endpoints import free_tcp_port
+from trainer.config import PRESETS
 from trainer.datasets import DIGIT_NAMES, Dataset
 from trainer.mlp import log_softmax
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+SEED = PRESETS["seed"]
+"""The 2018 demo's recipe, which small test configurations change a field or two of."""
 
 
 @contextlib.contextmanager

@@ -11,15 +11,13 @@ from dataclasses import replace
 
 import pytest
 
-from tests.conftest import shared_dataset
-from trainer.config import DEFAULT, PRESETS, TrainConfig
+from tests.conftest import SEED, shared_dataset
+from trainer.config import DEFAULT, TrainConfig
 from trainer.datasets import load_dataset
 from trainer.loop import train
 
 pytestmark = pytest.mark.slow
 
-SEED = PRESETS["seed"]
-"""What these configurations change: the 2018 demo's recipe."""
 ISSUE_RECIPE = replace(
     SEED, hidden=(128,), optimizer="adam", learning_rate=1e-3, batch_size=64, epochs=5
 )

@@ -8,14 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import blob_dataset
+from tests.conftest import SEED, blob_dataset
 from trainer import blas
-from trainer.config import PRESETS
 from trainer.loop import build_model
 from trainer.optim import SGD
-
-SEED = PRESETS["seed"]
-"""What these configurations change: the 2018 demo's recipe."""
 
 
 @pytest.mark.parametrize("beta", [1.0, 0.99])

@@ -12,15 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import blob_dataset
+from tests.conftest import SEED, blob_dataset
 from trainer import checkpoint
 from trainer.checkpoint import CheckpointError
-from trainer.config import PRESETS, TrainConfig
+from trainer.config import TrainConfig
 from trainer.loop import build_model, train
 from trainer.optim import make_optimizer
 
-SEED = PRESETS["seed"]
-"""What these configurations change: the 2018 demo's recipe."""
 CONFIG = replace(SEED, hidden=(12,), optimizer="adam", learning_rate=1e-3, batch_size=40, epochs=2)
 
 

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from broker.clients.publisher import Publisher
-from protocol import RunStatus
+from broker.clients.run_control import RunControl
+from protocol import ControlCommand, RunStatus
 from tests.conftest import Collector, blob_dataset, wait_until
 from trainer.control import Controls
 from trainer.loop import Pacer
@@ -117,3 +118,34 @@ def test_paced_pacer_holds_the_step_rate() -> None:
         pacer.wait(stop)
     elapsed = time.monotonic() - started
     assert 0.45 < elapsed < 1.0, f"26 steps at 50 steps/s took {elapsed:.2f} s"
+
+
+class Commands:
+    """A command source that hands over what it was given, all at once."""
+
+    run_id = "run-a"
+
+    def __init__(self, *commands: str) -> None:
+        self.pending = [ControlCommand(command=c) for c in commands]  # type: ignore[arg-type]
+
+    def poll_commands(self) -> list[ControlCommand]:
+        commands, self.pending = self.pending, []
+        return commands
+
+
+def test_a_stop_that_comes_with_a_pause_ends_the_run_without_pausing_it() -> None:
+    said: list[str] = []
+    control = RunControl(Commands("stop", "pause"), lambda step, state, _: said.append(state))
+    stop = threading.Event()
+    assert control.between_steps(7, stop) == 0.0
+    assert stop.is_set() and said == [], "no PAUSED on the page of a run that is ending"
+
+
+def test_pace_is_ignored_where_the_run_keeps_its_own(caplog) -> None:
+    said: list[str] = []
+    control = RunControl(
+        Commands("pace"), lambda step, state, _: said.append(state), pace_ignored="kept"
+    )
+    caplog.set_level("INFO", logger="broker.control")
+    control.between_steps(1, threading.Event())
+    assert said == [] and "kept" in caplog.text

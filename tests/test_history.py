@@ -192,3 +192,47 @@ def test_hub_keeps_runs_in_order_and_knows_the_previous_one() -> None:
     assert hub.previous(previous) is None
     assert hub.run("run-a") is previous and hub.run("missing") is None
     assert previous.overlay()["step"] == [1]
+
+
+def test_a_part_is_rendered_once_per_version_for_every_session() -> None:
+    feed, run = Feed(), RunHistory("run-a")
+    run.apply(feed.started())
+    run.apply(feed.sample(1))
+    calls: list[int] = []
+
+    def render(shown: RunHistory) -> dict:
+        calls.append(shown.versions["sample"])
+        return RENDER["sample"](shown)
+
+    first = run.rendered("sample", render)
+    assert run.rendered("sample", render) is first and calls == [1], "the second session's"
+    run.apply(feed.metrics(2))  # another part changed: this one is still as drawn
+    assert run.rendered("sample", render) is first and calls == [1]
+    run.apply(feed.sample(3))
+    assert run.rendered("sample", render) is not first and calls == [1, 2]
+    assert run.rendered("sample", RENDER["sample"]) is not None  # another renderer: its own
+    assert calls == [1, 2]
+
+
+def test_each_panel_renders_exactly_its_sources_columns() -> None:
+    """The column names are the panel's: what it renders is what its sources hold."""
+    from bokeh.document import Document
+
+    from viewer.dashboard import Dashboard
+    from viewer.server.settings import ViewerSettings
+    from viewer.sources.fixed import FixedRun
+
+    feed, full, empty = Feed(), RunHistory("run-a"), RunHistory("run-b")
+    for message in (feed.started(), feed.sample(1), feed.evaluation(1), feed.weights(1)):
+        full.apply(message)
+    doc = Document()
+    Dashboard(doc, FixedRun(full), ViewerSettings(), static=True)
+    for part, render in RENDER.items():
+        if part == "header":
+            assert set(render(full)) == {"html", "status"}
+            continue
+        for run in (full, empty):
+            for name, columns in render(run).items():
+                source = doc.get_model_by_name(name)
+                assert source is not None, f"{part}: no source {name!r}"
+                assert set(columns) == set(source.data), (part, name)  # type: ignore[attr-defined]

@@ -65,7 +65,7 @@ def test_the_training_bar_says_step_and_eta_in_its_log_line(caplog) -> None:
     bar.update(0, 0, 2.0, 0.1, 0)
     bar.update(100, 0, 1.5, 0.5, 3200)
     (record,) = [r for r in caplog.records if r.name == "trainer"]
-    assert record.getMessage().startswith("step 100/1000 epoch 1/5 loss 1.5000 acc  50.0%")
+    assert record.getMessage().startswith("epoch 1/5 step 100/1000 loss 1.5000 acc  50.0%")
     assert "samples/s ETA " in record.getMessage()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import segno
@@ -38,12 +40,33 @@ def test_ansi_lines_force_white_on_black_around_the_same_blocks() -> None:
     assert [line[8:-4] for line in lines] == plain.splitlines()
 
 
-def test_the_svg_scales_and_names_its_url() -> None:
+def svg_modules(image: str, size: int) -> np.ndarray:
+    """The dark modules an SVG of segno's draws: its dark path's runs (``h`` segments)."""
+    (path,) = re.findall(r'<path[^>]*stroke="#000"[^>]*d="([^"]+)"', image)
+    dark = np.zeros((size, size), dtype=bool)
+    x = y = 0.0
+    for op, a, b in re.findall(r"([Mmh])(-?[\d.]+)(?:\s+(-?[\d.]+))?", path):
+        if op == "M":
+            x, y = float(a), float(b)
+        elif op == "m":
+            x, y = x + float(a), y + float(b)
+        else:
+            dark[int(y), int(x) : int(x + float(a))] = True
+            x += float(a)
+    return dark
+
+
+def test_the_svg_draws_every_dark_module_on_white_and_names_its_url() -> None:
     image = qr.svg(URL)
-    size = modules(URL).shape[0]
+    expected = modules(URL)
+    size = expected.shape[0]
     assert image.startswith("<svg") and f'viewBox="0 0 {size} {size}"' in image
     assert "width=" not in image.split(">")[0], "it fills the element that holds it"
+    assert 'fill="#fff"' in image or 'stroke="#fff"' in image, "a white ground of its own"
+    np.testing.assert_array_equal(svg_modules(image, size), expected)
     assert f"<title>QR code: {URL}</title>" in image
+    with_query = qr.svg(URL + "?theme=dark&large=1")
+    assert "?theme=dark&amp;large=1</title>" in with_query, "escaped once, not twice"
 
 
 def test_too_long_is_a_clear_error() -> None:

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from protocol import Evaluation, FirstLayerWeights, Hyperparameters, ModelWeights
-from tests.conftest import blob_dataset, cross_entropy
-from trainer.config import PRESETS
+from tests.conftest import SEED, blob_dataset, cross_entropy
 from trainer.evaluation import assess
 from trainer.loop import build_model, train
 from trainer.mlp import pixels
@@ -20,9 +19,6 @@ from trainer.reporter import Cadences, Reporter, weight_tiles
 HYPERPARAMETERS = Hyperparameters(
     optimizer="sgd", learning_rate=0.1, batch_size=16, epochs=1, seed=0
 )
-
-SEED = PRESETS["seed"]
-"""What these configurations change: the 2018 demo's recipe."""
 
 
 def _half_trained(steps: int = 8):

@@ -14,16 +14,13 @@ import numpy as np
 import pytest
 
 from protocol import Evaluation, RunFinished, RunStarted
-from tests.conftest import blob_dataset, wait_until
+from tests.conftest import SEED, blob_dataset, wait_until
 from trainer import checkpoint
-from trainer.config import PRESETS, TrainConfig
+from trainer.config import TrainConfig
 from trainer.loop import Pacer, batches, train
 from trainer.reporter import Cadences, Reporter
 
 FAST = Cadences(metrics=0.0, sample=0.0, evaluation=0.0)
-
-SEED = PRESETS["seed"]
-"""What these configurations change: the 2018 demo's recipe."""
 
 
 def test_run_publishes_a_complete_ordered_stream(collector_and_publisher) -> None:

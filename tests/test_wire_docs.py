@@ -102,3 +102,45 @@ def test_every_reply_the_broker_sends_validates_against_the_published_schema(bro
         raise AssertionError("the schema lets an unknown field through")
     client.close()
     publisher.close()
+
+
+def test_a_reply_that_is_not_one_is_a_one_line_error_not_a_silence(endpoint) -> None:
+    """A client meets a broker of another version: it says so at once, it does not wait."""
+    import threading
+
+    import zmq
+
+    from broker.clients.request import ask
+    from protocol.errors import CommandError
+    from protocol.snapshot import REPLY, RunsRequest, parse_reply
+
+    address = endpoint()
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(address)
+    answer = [REPLY, b'{"type": "runs", "id": 1, "runs": [{"run_id": ""}]}']
+
+    def serve() -> None:
+        if router.poll(5000):
+            who, _ = router.recv_multipart()
+            router.send_multipart([who, *answer])
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    began = time.monotonic()
+    try:
+        ask(address, RunsRequest(type="runs"), timeout=5)
+    except CommandError as exc:
+        assert "cannot read" in str(exc) and "same version" in str(exc)
+    else:
+        raise AssertionError("a malformed reply was taken")
+    finally:
+        thread.join(5)
+        router.close()
+    assert time.monotonic() - began < 4, "it said so at once"
+    try:
+        parse_reply(answer)  # an empty run id would have broken the Clone client's next request
+    except ValueError as exc:
+        assert "run_id" in str(exc)
+    else:
+        raise AssertionError("an empty run id passed")

@@ -7,6 +7,7 @@ pace through its reporter.
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from broker.clients.run_control import CommandSource, RunControl
@@ -34,7 +35,11 @@ class Controls(RunControl):
         self.pacer = pacer
         self.sink = announce
         super().__init__(
-            source, self._announce, on_pace=self._set_pace, poll_interval=poll_interval
+            source,
+            self._announce,
+            on_pace=self._set_pace,
+            poll_interval=poll_interval,
+            logger=logging.getLogger("trainer"),
         )
 
     def _set_pace(self, rate: float | None) -> None:

@@ -162,13 +162,9 @@ class Beside:
     save: Path | None
     started_at: float = 0.0
 
-    @property
-    def train_size(self) -> int:
-        return len(self.dataset.train_labels)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return self.config.steps_per_epoch(self.train_size)
+    def __post_init__(self) -> None:
+        self.train_size = len(self.dataset.train_labels)
+        self.steps_per_epoch = self.config.steps_per_epoch(self.train_size)
 
     def samples_seen(self, step: int) -> int:
         """Training examples consumed by the first ``step`` steps (the last batch may be short)."""

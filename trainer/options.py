@@ -147,9 +147,10 @@ OPTIONS: dict[str, Option] = {
 _FIELDS = {field.name for field in dataclasses.fields(TrainConfig)}
 if set(OPTIONS) != _FIELDS:  # a field added without its option, or the reverse
     raise AssertionError(f"OPTIONS and TrainConfig disagree: {sorted(set(OPTIONS) ^ _FIELDS)}")
-RECIPE_FIELDS = ("hidden", "activation", "optimizer", "learning_rate", "batch_size", "epochs",
-                 "schedule")  # fmt: skip
-"""What a preset sets on top of a checkpoint's configuration (its seed and the rest stay)."""
+SESSION_FIELDS = ("max_steps", "steps_per_second", "wait_for_start")
+"""How far and how fast: this session's, never a checkpoint's or a preset's."""
+RECIPE_FIELDS = tuple(f for f in OPTIONS if f not in (*SESSION_FIELDS, "seed"))
+"""What a preset sets on top of a checkpoint's configuration (the checkpoint's seed stays)."""
 
 
 def _shown(value: Any) -> str:
@@ -193,5 +194,5 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> Trai
     given = {f: v for f in OPTIONS if (v := getattr(args, f, None)) is not None}
     given["wait_for_start"] = bool(getattr(args, "wait_for_start", False))
     if base:
-        given |= {f: getattr(args, f, None) for f in ("max_steps", "steps_per_second")}
+        given |= {f: getattr(args, f, None) for f in SESSION_FIELDS if f != "wait_for_start"}
     return dataclasses.replace(config, **given)

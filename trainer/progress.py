@@ -48,15 +48,18 @@ class ProgressBar:
             return
         first_time, first_step, first_samples = self._first
         since = max(now - first_time, 1e-9)
-        words = (
-            f"epoch {epoch + 1}/{self.epochs} loss {loss:.4f} acc {accuracy:6.1%} "
-            f"{(samples - first_samples) / since:,.0f} samples/s"
+        speed = f"{(samples - first_samples) / since:,.0f} samples/s"
+        figures = f"loss {loss:.4f} acc {accuracy:6.1%} {speed}"
+        if self.line.tty:  # the bar shows the step and the ETA itself
+            self.line.show(step, f"epoch {epoch + 1}/{self.epochs} {figures}")
+            return
+        steps_per_second = (step - first_step) / since
+        eta = (self.total_steps - step) / steps_per_second if steps_per_second else 0.0
+        self.line.show(
+            step,
+            f"epoch {epoch + 1}/{self.epochs} step {step}/{self.total_steps} {figures} "
+            f"ETA {format_duration(eta)}",
         )
-        if not self.line.tty:  # the bar shows the step and the ETA; a log line says them
-            steps_per_second = (step - first_step) / since
-            eta = (self.total_steps - step) / steps_per_second if steps_per_second else 0.0
-            words = f"step {step}/{self.total_steps} {words} ETA {format_duration(eta)}"
-        self.line.show(step, words)
 
     def close(self) -> None:
         self.line.close()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from bokeh.document import Document
 from bokeh.layouts import column, row
@@ -50,8 +50,9 @@ RENDER: dict[str, Render] = {
 """Each part of a run, and the panel's renderer that draws it."""
 
 
-class Controls:
-    """What the dashboard needs of the presenter's controls (viewer.panels.presenter)."""
+class Controls(Protocol):
+    """What the dashboard needs of the controls in its header: the presenter's
+    (:mod:`viewer.panels.presenter`) or a replay's (:mod:`viewer.panels.playback`)."""
 
     layout: LayoutDOM
 
@@ -64,7 +65,7 @@ class Dashboard:
         doc: Document,
         hub: RunSource,
         settings: ViewerSettings,
-        controls: Controls | Any | None = None,
+        controls: Controls | None = None,
         look: Look | None = None,
         *,
         live: bool = True,

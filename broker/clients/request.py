@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from protocol import MAX_MESSAGE_BYTES, ProtocolError, endpoints
 from protocol.errors import CommandError
-from protocol.snapshot import REQUEST, ErrorReply, encode_request, parse_reply
+from protocol.snapshot import REPLY, REQUEST, ErrorReply, encode_request, parse_reply
 
 
 def ask(endpoint: str, request: BaseModel | dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -36,10 +36,16 @@ def ask(endpoint: str, request: BaseModel | dict[str, Any], timeout: float) -> d
         while (remaining := deadline - time.monotonic()) > 0:
             if not socket.poll(int(remaining * 1000) + 1):
                 break
+            frames = socket.recv_multipart()
+            if frames[0] != REPLY:
+                continue  # a held message: not the answer
             try:
-                reply = parse_reply(socket.recv_multipart())
-            except ProtocolError:
-                continue  # a held message, or something that is not an answer
+                reply = parse_reply(frames)
+            except ProtocolError as exc:
+                raise CommandError(
+                    f"the broker at {endpoint} answered with something this program cannot "
+                    f"read ({exc}); are both the same version of mnist-live?"
+                ) from None
             if isinstance(reply, ErrorReply):
                 raise CommandError(f"the broker refused the request: {reply.message}")
             return reply.model_dump()

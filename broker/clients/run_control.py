@@ -32,7 +32,8 @@ class CommandSource(Protocol):
 
 
 class RunControl:
-    """One run's obedience to the presenter; ``on_pace`` None ignores Pace."""
+    """One run's obedience to the presenter; ``on_pace`` None ignores Pace (saying
+    ``pace_ignored`` in the caller's ``logger``)."""
 
     def __init__(
         self,
@@ -42,8 +43,12 @@ class RunControl:
         on_pace: Callable[[float | None], None] | None = None,
         poll_interval: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
+        logger: logging.Logger = log,
+        pace_ignored: str = "this run keeps its own pace; 'pace' ignored",
     ) -> None:
         self.source = source
+        self.log = logger
+        self.pace_ignored = pace_ignored
         self.announce = announce
         self.on_pace = on_pace
         self.poll_interval = poll_interval
@@ -54,7 +59,7 @@ class RunControl:
 
     def wait_for_start(self, step: int, stop: threading.Event) -> None:
         """Hold the run until a presenter presses Start (or the run is stopped)."""
-        log.info("waiting for a start command (the presenter's Start button)")
+        self.log.info("waiting for a start command (the presenter's Start button)")
         self._status(step, "waiting", "waiting for the presenter to start")
         started = False
         while not (started or stop.is_set()):
@@ -65,7 +70,7 @@ class RunControl:
                     self._apply(command, step, stop)
             stop.wait(self.poll_interval)
         if started and not stop.is_set():
-            log.info("start command received")
+            self.log.info("start command received")
             self._status(step, "training")
 
     def between_steps(self, step: int, stop: threading.Event) -> float:
@@ -79,7 +84,7 @@ class RunControl:
         self._next_poll = now + self.poll_interval
         for command in self._commands():
             self._apply(command, step, stop)
-        if not self.paused:
+        if not self.paused or stop.is_set():  # a Stop ends a pause that came with it
             return 0.0
         self._status(step, "paused")
         while self.paused and not stop.is_set():
@@ -95,7 +100,7 @@ class RunControl:
         return [c for c in self.source.poll_commands() if c.run_id in ("*", run_id)]
 
     def _apply(self, command: ControlCommand, step: int, stop: threading.Event) -> None:
-        log.info("presenter command: %s", command.command)
+        self.log.info("presenter command: %s", command.command)
         match command.command:
             case "pause":
                 self.paused = True
@@ -104,11 +109,11 @@ class RunControl:
             case "stop":
                 stop.set()
             case "pace" if self.on_pace is None:
-                log.info("this run keeps its own pace; 'pace' ignored")
+                self.log.info("%s", self.pace_ignored)
             case "pace":
                 rate = command.steps_per_second
                 self.on_pace(rate)  # type: ignore[misc]
-                log.info("pace now %s", f"{rate:g} steps/s" if rate else "unlimited")
+                self.log.info("pace now %s", f"{rate:g} steps/s" if rate else "unlimited")
                 self._status(step, self.state)
 
     def _status(self, step: int, state: str, message: str = "") -> None:

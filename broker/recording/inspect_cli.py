@@ -92,7 +92,8 @@ def summarise(path: str) -> Summary:
         if run is None:
             run = runs[message.run_id] = RunSummary(message.run_id)
         run.add(message)
-    # A message's log time is its sent_at (broker.recording), which each run's summary spans.
+    # A message's log time is its sent_at (broker.recording.writer), which each run's summary
+    # spans.
     first = min((r.first_at for r in runs.values() if r.first_at is not None), default=None)
     last = max((r.last_at for r in runs.values() if r.last_at is not None), default=None)
     about = next((m for name, m in reader.metadata if name == RECORDING_METADATA), {})

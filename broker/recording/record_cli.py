@@ -1,10 +1,11 @@
 """Record a broker's runs to an MCAP file, each from its first message, until Ctrl-C.
 
-``mnist-live record`` subscribes like a viewer (the Clone pattern of :mod:`broker.clients.clone`), so
-a recording started mid-run still holds that run from its first message, and any message lost
-on the way is fetched again from the broker. Messages are on disk at most half a second after
-they arrive, so even a recorder killed with SIGKILL keeps all but the last moments; Ctrl-C or
-SIGTERM closes the file whole, with its index. Read it back with ``mnist-live inspect``.
+``mnist-live record`` subscribes like a viewer (the Clone pattern of
+:mod:`broker.clients.clone`), so a recording started mid-run still holds that run from its
+first message, and any message lost on the way is fetched again from the broker. Messages are
+on disk at most half a second after they arrive, so even a recorder killed with SIGKILL keeps
+all but the last moments; Ctrl-C or SIGTERM closes the file whole, with its index. Read it back
+with ``mnist-live inspect``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ keep up, the broker drops batches for the recording only (counted in ``mnist-liv
 logged) and never waits.
 
 To the forwarder this is a :class:`broker.tap.Tap`: it calls :meth:`~RunRecorder.submit`,
-:meth:`~RunRecorder.tick` and :meth:`~RunRecorder.close`, and nothing else of the recording.
+:meth:`~RunRecorder.tick`, :meth:`~RunRecorder.stats` and :meth:`~RunRecorder.close`, and
+nothing else of the recording.
 """
 
 from __future__ import annotations

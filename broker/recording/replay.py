@@ -137,6 +137,7 @@ class Replay:
             # One connection for every pass: the broker, and the presenter's commands through
             # it, reach the replay between passes too.
             publisher = self._connect(context)
+            self.control = self._obey(publisher)
             while True:
                 self._play_once(publisher)
                 if self.stop_requested:
@@ -253,7 +254,8 @@ class Replay:
         Resume, Stop ends it, and each change is announced as a ``status`` message. Returns the
         seconds spent paused, by which the rest of the replay moves later.
         """
-        control = self._control(publisher)
+        control = self.control
+        assert control is not None, "made with the publisher, in run()"
         held = 0.0
         while True:
             held += control.between_steps(step, self.stop)
@@ -262,14 +264,15 @@ class Replay:
                 return held
             self.stop.wait(min(remaining, WAIT_SLICE))
 
-    def _control(self, publisher: Publisher) -> RunControl:
-        if self.control is None or self.control.source is not publisher:
-            self.control = RunControl(
-                publisher,
-                lambda step, state, _message: publisher.send(RunStatus, step=step, state=state),
-                poll_interval=WAIT_SLICE,
-            )
-        return self.control
+    def _obey(self, publisher: Publisher) -> RunControl:
+        """The presenter's commands, as a trainer obeys them, announced by ``publisher``."""
+        return RunControl(
+            publisher,
+            lambda step, state, _message: publisher.send(RunStatus, step=step, state=state),
+            poll_interval=WAIT_SLICE,
+            logger=log,
+            pace_ignored="a replay keeps its --speed; 'pace' ignored",
+        )
 
     @property
     def stop_requested(self) -> bool:

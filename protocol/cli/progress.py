@@ -44,19 +44,13 @@ class Progress:
         self.interval = interval if self.tty else quiet_interval
         self.clock = clock
         self._last: float | None = None
+        self._bar_options = {
+            "total": total,
+            "unit": unit,
+            "unit_scale": unit_scale,
+            "desc": description or None,
+        }
         self.bar: tqdm | None = None
-        if self.enabled and self.tty:
-            self.bar = tqdm(
-                total=total,
-                unit=unit,
-                unit_scale=unit_scale,
-                desc=description or None,
-                file=self.stream,
-                mininterval=0,
-                miniters=1,
-                dynamic_ncols=True,
-                leave=True,
-            )
 
     def due(self) -> bool:
         """Whether to draw now (the first call is due; then every ``interval``)."""
@@ -68,10 +62,19 @@ class Progress:
 
     def show(self, done: float, words: str) -> None:
         """Draw ``done`` units so far, with ``words`` after the bar (or log ``words``)."""
-        if self.bar is None:
+        if not self.tty:
             if self.logger is not None:
                 self.logger.info("%s", words)
             return
+        if self.bar is None:  # drawn from its first update, not before (log lines come first)
+            self.bar = tqdm(
+                **self._bar_options,
+                file=self.stream,
+                mininterval=0,
+                miniters=1,
+                dynamic_ncols=True,
+                leave=True,
+            )
         self.bar.set_postfix_str(words, refresh=False)
         self.bar.update(done - self.bar.n)
 

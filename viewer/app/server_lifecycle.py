@@ -41,7 +41,7 @@ def on_server_loaded(server_context) -> None:
     batching.settle_id_setting()
     stats.watch_gc()
     # Everything loaded so far lives as long as the process: take it out of the collector's
-    # view, as viewer.gc_policy does for sessions once they have opened.
+    # view, as viewer.server.gc_policy does for sessions once they have opened.
     gc.collect()
     gc.freeze()
     log.debug("hub started; %d objects frozen out of garbage collection", gc.get_freeze_count())

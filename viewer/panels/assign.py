@@ -20,10 +20,10 @@ def same_list(values: tuple[Any, ...]) -> list[Any]:
 def refresh(source: ColumnDataSource, new: dict[str, Any]) -> None:
     """Give ``source`` the columns of ``new``, sending only those that changed.
 
-    Columns the hub reuses from one piece to the next (class names, the confusion matrix's
-    factors: :func:`same_list`) are the same objects, so ``is`` tells an
-    unchanged column for free, and an update of the others skips Bokeh's validation and
-    comparison of the whole value. A change of columns or of length replaces the data whole,
+    Columns the panels' renderers reuse from one piece to the next (class names, the confusion
+    matrix's factors: :func:`same_list`) are the same objects, so ``is`` tells an unchanged
+    column for free, and an update of the others skips Bokeh's validation and comparison of the
+    whole value. A change of columns or of length replaces the data whole,
     since a partial update must leave every column the same length.
     """
     old = source.data

@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 from bokeh.document import Document
 from bokeh.layouts import column, row
+from bokeh.models import LayoutDOM
 from bokeh.models.widgets import Button, Div, Slider
 
 from viewer.panels import qr
@@ -173,7 +174,7 @@ class PresenterControls:
                 "padding": "2vh",
             },
         )
-        self.layout = column(
+        self.layout: LayoutDOM = column(
             row(*self.buttons.values(), self.pace, self.show_qr),
             self.feedback,
             self.overlay,

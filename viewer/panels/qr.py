@@ -3,7 +3,6 @@ screen on the presenter's page."""
 
 from __future__ import annotations
 
-import html
 import io
 
 import segno
@@ -30,4 +29,4 @@ def terminal(text: str, *, ansi: bool = True) -> str:
 
 def svg(text: str) -> str:
     """A scalable SVG of the code with its quiet zone (it fills the element that holds it)."""
-    return code(text).svg_inline(omitsize=True, title=f"QR code: {html.escape(text)}")
+    return code(text).svg_inline(omitsize=True, dark="#000", light="#fff", title=f"QR code: {text}")
