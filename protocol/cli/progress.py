@@ -44,12 +44,8 @@ class Progress:
         self.interval = interval if self.tty else quiet_interval
         self.clock = clock
         self._last: float | None = None
-        self._bar_options = {
-            "total": total,
-            "unit": unit,
-            "unit_scale": unit_scale,
-            "desc": description or None,
-        }
+        self.total, self.unit, self.unit_scale = total, unit, unit_scale
+        self.description = description or None
         self.bar: tqdm | None = None
 
     def due(self) -> bool:
@@ -68,7 +64,10 @@ class Progress:
             return
         if self.bar is None:  # drawn from its first update, not before (log lines come first)
             self.bar = tqdm(
-                **self._bar_options,
+                total=self.total,
+                unit=self.unit,
+                unit_scale=self.unit_scale,
+                desc=self.description,
                 file=self.stream,
                 mininterval=0,
                 miniters=1,
