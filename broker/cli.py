@@ -13,15 +13,20 @@ from __future__ import annotations
 import argparse
 import logging
 
+import zmq
+
+from broker.forwarder import Forwarder
+from broker.history import RUNS_KEPT
+from broker.recording.recorder import RunRecorder
 from protocol import MAX_MESSAGE_BYTES, endpoints
+from protocol.cli.signals import signals_ignored
+from protocol.errors import CommandError
+from protocol.runlog import HISTORY_BYTES
 
 log = logging.getLogger("broker")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from broker.history import RUNS_KEPT
-    from protocol.runlog import HISTORY_BYTES
-
     parser.add_argument(
         "--in",
         dest="in_endpoint",
@@ -77,12 +82,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import zmq
-
-    from broker.forwarder import Forwarder
-    from protocol.cli.signals import signals_ignored
-    from protocol.errors import CommandError
-
     endpoints.check_endpoint(args.in_endpoint, "--in")
     endpoints.check_endpoint(args.out_endpoint, "--out")
     snapshot = args.snapshot_endpoint or endpoints.snapshot_endpoint_for(args.out_endpoint)
@@ -97,8 +96,6 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--runs-kept must be at least 1, got {args.runs_kept}")
     recorder = None
     if args.record is not None:
-        from broker.recording.recorder import RunRecorder
-
         recorder = RunRecorder(args.record, source=args.in_endpoint)  # its errors come first
     try:
         forwarder = Forwarder(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import socket
 
 BROKER_IN = "tcp://127.0.0.1:5555"
 """Where the broker receives from publishers (trainer, replay)."""
@@ -58,8 +59,6 @@ def snapshot_endpoint_for(out_endpoint: str) -> str:
 
 def free_tcp_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody is listening on right now, for programs that start their own peers."""
-    import socket
-
     with socket.socket() as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
@@ -67,8 +66,6 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
 
 def free_tcp_port_pair(host: str = "127.0.0.1", attempts: int = 50) -> int:
     """A port ``p`` with ``p`` and ``p + 1`` both free: a broker's ``--out`` and snapshot."""
-    import socket
-
     for _ in range(attempts):
         port = free_tcp_port(host)
         with socket.socket() as probe:

@@ -13,11 +13,17 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from broker.clients.publisher import Publisher
 from protocol import endpoints
 from protocol.errors import CommandError
+from trainer import blas, checkpoint
 from trainer.config import DEFAULT, PRESETS, TrainConfig
+from trainer.control import Controls
+from trainer.datasets import SYNTHETIC_TEST, Dataset, load_dataset
+from trainer.files import atomic_file
+from trainer.idx import DatasetError
+from trainer.loop import Pacer, RunResult, train
 from trainer.options import (
     add_config_arguments,
     cadence,
@@ -26,10 +32,8 @@ from trainer.options import (
     positive_int,
     synthetic_size,
 )
-
-if TYPE_CHECKING:
-    from trainer.datasets import Dataset
-    from trainer.loop import RunResult
+from trainer.progress import ProgressBar
+from trainer.reporter import Cadences, Reporter
 
 log = logging.getLogger("trainer")
 
@@ -133,9 +137,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_data(args: argparse.Namespace, seed: int) -> Dataset:
-    from trainer.datasets import SYNTHETIC_TEST, load_dataset
-    from trainer.idx import DatasetError
-
     train_size, test_size = args.synthetic_size or (None, None)
     sizes = {}
     if train_size:
@@ -150,13 +151,6 @@ def load_data(args: argparse.Namespace, seed: int) -> Dataset:
 
 
 def run(args: argparse.Namespace) -> int:
-    from broker.clients.publisher import Publisher
-    from trainer import blas, checkpoint
-    from trainer.control import Controls
-    from trainer.loop import Pacer, train
-    from trainer.progress import ProgressBar
-    from trainer.reporter import Cadences, Reporter
-
     endpoints.check_endpoint(args.connect, "--connect")
     resume = checkpoint.load(args.resume) if args.resume else None
     config = config_from_args(args, resume.config if resume else None)
@@ -239,8 +233,6 @@ def _write_summary(path: Path, dataset: Dataset, config: TrainConfig, result: Ru
         "wall_seconds": round(result.wall_seconds, 3),
         "samples_per_second": round(result.samples_per_second, 1),
     }
-    from trainer.files import atomic_file
-
     with atomic_file(path) as file:
         file.write((json.dumps(summary, indent=2) + "\n").encode())
     log.info("wrote summary %s", path)

@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 
+from broker.clients.request import ask
 from broker.clients.status_cli import add_broker_arguments
+from protocol import ControlCommand
+from protocol.errors import CommandError
+from protocol.snapshot import ControlRequest
 
 log = logging.getLogger("control")
 
@@ -38,11 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from broker.clients.request import ask
-    from protocol import ControlCommand
-    from protocol.errors import CommandError
-    from protocol.snapshot import ControlRequest
-
     if args.steps_per_second is not None and args.action != "pace":
         raise CommandError("--steps-per-second goes with the 'pace' command only")
     try:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from broker.clients.request import ask
 from protocol import endpoints
+from protocol.snapshot import StatsRequest
 
 DEFAULT_TIMEOUT = 3.0
 
@@ -36,9 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from broker.clients.request import ask
-    from protocol.snapshot import StatsRequest
-
     stats = ask(args.broker, StatsRequest(type="stats"), args.timeout)
     stats.pop("id", None)
     print(json.dumps(stats, indent=2))

@@ -16,6 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.recording.format import RECORDING_METADATA
+from broker.recording.reader import RecordingReader
 from broker.recording.run_summary import RunSummary
 from protocol.cli.durations import format_duration
 
@@ -79,9 +81,6 @@ def run_json(run: RunSummary) -> dict[str, Any]:
 
 def summarise(path: str) -> Summary:
     """Read the whole file (up to any damage); RecordingError if it is no recording at all."""
-    from broker.recording.format import RECORDING_METADATA
-    from broker.recording.reader import RecordingReader
-
     reader = RecordingReader(path)
     kinds: Counter[str] = Counter()
     runs: dict[str, RunSummary] = {}

@@ -16,10 +16,15 @@ import os
 import time
 from pathlib import Path
 
+from broker.clients.clone import CloneClient
+from broker.clients.request import ask
+from broker.recording.writer import RecordingWriter
 from protocol import Envelope, RunStarted, endpoints
 from protocol.cli.durations import format_duration
 from protocol.cli.progress import Progress
+from protocol.cli.signals import signals_ignored
 from protocol.errors import CommandError
+from protocol.snapshot import RunsRequest
 
 log = logging.getLogger("broker.record")
 
@@ -68,9 +73,6 @@ def output_path(args: argparse.Namespace) -> Path:
 
 def finished_runs(snapshot: str) -> set[str]:
     """The runs the broker already holds as finished (so --until-finished waits for a new one)."""
-    from broker.clients.request import ask
-    from protocol.snapshot import RunsRequest
-
     try:
         reply = ask(snapshot, RunsRequest(type="runs"), timeout=1.0)
     except CommandError:
@@ -97,10 +99,6 @@ class StatusLine:
 
 
 def run(args: argparse.Namespace) -> int:
-    from broker.clients.clone import CloneClient
-    from broker.recording.writer import RecordingWriter
-    from protocol.cli.signals import signals_ignored
-
     _, snapshot = endpoints.subscriber_endpoints(args)
     out = output_path(args)
     replace = out.exists()  # only with --force: written aside, moved over at the first message

@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import logging
 
+from broker.recording.replay import Replay
+from broker.recording.replay_plan import parse_offset, parse_speed
 from protocol import endpoints
+from protocol.errors import CommandError
 
 log = logging.getLogger("broker.replay")
 
@@ -64,10 +67,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from broker.recording.replay import Replay
-    from broker.recording.replay_plan import parse_offset, parse_speed
-    from protocol.errors import CommandError
-
     endpoints.check_endpoint(args.connect, "--connect")
     speed = parse_speed(args.speed)
     if args.from_time is not None and args.from_step is not None:

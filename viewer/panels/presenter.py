@@ -22,6 +22,10 @@ from bokeh.layouts import column, row
 from bokeh.models import LayoutDOM
 from bokeh.models.widgets import Button, Div, Slider
 
+from broker.clients.request import ask
+from protocol import ControlCommand
+from protocol.errors import CommandError
+from protocol.snapshot import ControlRequest
 from viewer.panels import qr
 from viewer.server.settings import ViewerSettings
 
@@ -218,8 +222,6 @@ class PresenterControls:
         """Send ``action`` for the shown run through the broker, off the event loop."""
         if not self._authorised(action):
             return
-        from protocol import ControlCommand
-
         try:
             command = ControlCommand(
                 command=action,  # type: ignore[arg-type]
@@ -235,10 +237,6 @@ class PresenterControls:
         ).start()
 
     def _send(self, command: Any) -> None:
-        from broker.clients.request import ask
-        from protocol.errors import CommandError
-        from protocol.snapshot import ControlRequest
-
         endpoint = self.settings.snapshot_endpoint
         body = ControlRequest(type="control", command=command.model_dump())
         try:
