@@ -11,6 +11,7 @@ import zmq
 
 from broker.clients.clone import CloneClient, Phase
 from broker.clients.publisher import Publisher
+from broker.forwarder import Forwarder
 from protocol import Evaluation, TrainingMetrics, encode
 from protocol.endpoints import free_tcp_port
 from tests.conftest import collect, wait_until
@@ -32,6 +33,17 @@ def evaluation(publisher: Publisher, step: int) -> None:
         misclassified_label=[1] * 8,
         misclassified_predicted=[2] * 8,
     )
+
+
+def published_run(make_broker, steps: int) -> tuple[Forwarder, Publisher]:
+    """A broker holding a run of ``steps`` metrics (a sample every 50), and its publisher."""
+    broker = make_broker()
+    publisher = Publisher(broker.endpoints[0])
+    assert publisher.wait_for_subscriber(5)
+    progress(publisher, range(steps), sample_every=50)
+    accepted = broker.stats.accepted
+    wait_until(lambda: accepted["metrics"] == steps, 5, message="all accepted")
+    return broker, publisher
 
 
 def bare_publisher(endpoint: str) -> zmq.Socket:
@@ -119,11 +131,7 @@ def test_client_gives_up_on_a_gap_when_the_broker_is_gone(endpoint) -> None:
 
 
 def test_hub_renders_history_from_a_snapshot(make_broker) -> None:
-    broker = make_broker()
-    publisher = Publisher(broker.endpoints[0])
-    assert publisher.wait_for_subscriber(5)
-    progress(publisher, range(200), sample_every=50)
-    wait_until(lambda: broker.stats.accepted["metrics"] == 200, 5, message="all accepted")
+    broker, publisher = published_run(make_broker, 200)
     hub = Hub(broker.endpoints[1], broker.snapshot_endpoint)
     hub.start()
     try:
@@ -187,11 +195,7 @@ def test_kill_9_and_restart_of_the_broker_restores_the_history(programs) -> None
 
 def test_the_client_moves_through_its_named_states(make_broker, endpoint) -> None:
     """asking -> syncing -> live against a broker; live -> repairing -> live around a gap."""
-    broker = make_broker()
-    publisher = Publisher(broker.endpoints[0])
-    assert publisher.wait_for_subscriber(5)
-    progress(publisher, range(300), sample_every=50)
-    wait_until(lambda: broker.stats.accepted["metrics"] == 300, 5, message="all accepted")
+    broker, publisher = published_run(make_broker, 300)
     client = CloneClient(broker.endpoints[1], broker.snapshot_endpoint)
     assert client.state is Phase.ASKING
     client.start()
