@@ -131,7 +131,7 @@ def check(root: Path = REPO) -> tuple[list[str], list[str]]:
                 by_package[inner].add(outer)
     for component in cycles(by_package):
         problems.append("cycle between packages: " + " <-> ".join(component))
-    lines = ["packages (an arrow: imports from; the number: import statements)"]
+    lines = ["packages (an arrow: imports from; the number: names imported)"]
     for name in sorted(LAYERS, key=lambda n: (LAYERS[n], n)):
         targets = sorted((t, n) for (s, t), n in edges.items() if s == name)
         used = ", ".join(f"{t} ({n})" for t, n in targets) or "nothing of ours"
