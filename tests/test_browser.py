@@ -49,7 +49,10 @@ def test_demo_shows_curves_growing_and_predictions_changing(programs, browser, t
     launched = time.monotonic()
     demo = programs.start("demo", "--port", str(port), env={"MNIST_LIVE_CACHE": str(tmp_path)})
     url = f"http://127.0.0.1:{port}/"
-    wait_until(lambda: "dashboard at" in programs.output(demo), 10, message="the viewer")
+    try:
+        wait_until(lambda: "dashboard at" in programs.output(demo), 10, message="the viewer")
+    except AssertionError as exc:  # say what the demo said, not only that it was slow
+        raise AssertionError(f"{exc}; the demo printed:\n{programs.output(demo)}") from None
     browser.get(url)
     first = wait_until(lambda: _with_data(page_state(browser)), 10, message="first data")
     later = wait_until(lambda: _changed(first, page_state(browser)), 10, message="live updates")
