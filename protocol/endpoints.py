@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import re
 import socket
+from collections.abc import Container
 
 BROKER_IN = "tcp://127.0.0.1:5555"
 """Where the broker receives from publishers (trainer, replay)."""
@@ -57,17 +58,29 @@ def snapshot_endpoint_for(out_endpoint: str) -> str:
     )
 
 
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody is listening on right now, for programs that start their own peers."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+def free_tcp_port(host: str = "127.0.0.1", avoid: Container[int] = (), attempts: int = 50) -> int:
+    """A TCP port nobody is listening on right now, for programs that start their own peers.
+
+    ``avoid`` holds ports already chosen but not bound yet: the kernel would hand them out
+    again, and two peers given one port fail to start.
+    """
+    for _ in range(attempts):
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+        if port not in avoid:
+            return port
+    raise OSError(f"found no free TCP port on {host} outside the {attempts} tried")
 
 
-def free_tcp_port_pair(host: str = "127.0.0.1", attempts: int = 50) -> int:
+def free_tcp_port_pair(
+    host: str = "127.0.0.1", avoid: Container[int] = (), attempts: int = 50
+) -> int:
     """A port ``p`` with ``p`` and ``p + 1`` both free: a broker's ``--out`` and snapshot."""
     for _ in range(attempts):
-        port = free_tcp_port(host)
+        port = free_tcp_port(host, avoid)
+        if port + 1 in avoid:
+            continue
         with socket.socket() as probe:
             try:
                 probe.bind((host, port + 1))

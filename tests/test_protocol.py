@@ -195,3 +195,14 @@ def test_control_commands_round_trip_and_bad_ones_are_refused() -> None:
         with pytest.raises(ProtocolError) as caught:
             decode_control(bad)
         assert caught.value.reason == reason
+
+
+def test_free_ports_avoid_the_ones_already_chosen() -> None:
+    from protocol.endpoints import free_tcp_port, free_tcp_port_pair
+
+    first = free_tcp_port()
+    assert free_tcp_port(avoid={first}) != first
+    pair = free_tcp_port_pair(avoid={first})
+    assert first not in (pair, pair + 1)
+    with pytest.raises(OSError, match="no free TCP port"):
+        free_tcp_port(avoid=range(1, 65536), attempts=5)

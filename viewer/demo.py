@@ -56,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
     from viewer.server.settings import new_token
 
     _check_port_free(args.address, args.port)
-    broker_in = f"tcp://127.0.0.1:{endpoints.free_tcp_port()}"
-    broker_out = f"tcp://127.0.0.1:{endpoints.free_tcp_port_pair()}"  # snapshot: port + 1
+    in_port = endpoints.free_tcp_port(avoid={args.port})  # the page's port is not bound yet
+    out_port = endpoints.free_tcp_port_pair(avoid={args.port, in_port})  # snapshot: port + 1
+    broker_in, broker_out = f"tcp://127.0.0.1:{in_port}", f"tcp://127.0.0.1:{out_port}"
     level = args.log_level
     token = new_token()
     children = {
