@@ -73,6 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "this machine's own names and addresses are accepted already",
     )
     parser.add_argument(
+        "--use-xheaders",
+        action="store_true",
+        help="behind a reverse proxy (nginx, see docs/scaling.md): take each client's address "
+        "and scheme from the proxy's X-Forwarded-For and X-Forwarded-Proto headers",
+    )
+    parser.add_argument(
         "--presenter-token",
         default=None,
         metavar="TOKEN",
@@ -155,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
             allow_origin=args.allow_origin,
             num_procs=args.num_procs,
             audience_url=audience,
+            use_xheaders=args.use_xheaders,
         )
     except OSError as exc:
         raise CommandError(

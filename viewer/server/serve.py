@@ -74,8 +74,13 @@ def make_server(
     allow_origin: list[str],
     num_procs: int = 1,
     audience_url: str | None = None,
+    use_xheaders: bool = False,
 ) -> Server:
-    """The Bokeh server for the app; with ``num_procs`` > 1 only the children return."""
+    """The Bokeh server for the app; with ``num_procs`` > 1 only the children return.
+
+    ``use_xheaders``: behind a reverse proxy, take the client's address and scheme from the
+    proxy's ``X-Forwarded-For`` / ``X-Real-Ip`` and ``X-Forwarded-Proto`` headers.
+    """
     redact_tokens_in_logs()
     argv = app_argv(settings)
     if audience_url:
@@ -90,6 +95,7 @@ def make_server(
         unused_session_lifetime_milliseconds=15_000,
         num_procs=num_procs,
         extra_patterns=ops.PATTERNS,
+        use_xheaders=use_xheaders,
     )
 
 
