@@ -107,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
             runs_kept=args.runs_kept,
             tap=recorder,
         )
-    except zmq.ZMQError as exc:
+    except zmq.ZMQError as exc:  # no forwarder took the recorder over: it is ours to close
         if recorder is not None:
-            recorder.close()  # (a second close, after the forwarder's own, does nothing)
+            recorder.close()
         raise CommandError(
             f"cannot bind {args.in_endpoint} / {args.out_endpoint} / {snapshot}: {exc}; "
             "is another broker running? choose other ports with --in/--out/--snapshot"

@@ -101,7 +101,7 @@ class Forwarder:
             self.backend.bind(out_endpoint)
             self.router.bind(snapshot_endpoint or snapshot_endpoint_for(out_endpoint))
         except zmq.ZMQError:
-            self.close()
+            self._close_sockets()  # the tap stays the caller's until the forwarder exists
             raise
         self.frontend.send(b"\x01")  # subscribe to every topic from every publisher
         self.endpoints = tuple(
@@ -213,7 +213,10 @@ class Forwarder:
 
     def close(self) -> None:
         """Close the sockets, then the tap (which may take a while to finish its work)."""
-        for socket in (self.frontend, self.backend, self.router):
-            socket.close()
+        self._close_sockets()
         if self.tap is not None:
             self.tap.close()
+
+    def _close_sockets(self) -> None:
+        for socket in (self.frontend, self.backend, self.router):
+            socket.close()

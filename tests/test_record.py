@@ -25,6 +25,7 @@ from protocol import encode
 from protocol.messages import STATE_KINDS
 from tests.conftest import assert_one_line_error, collect, run_cli, wait_until
 from tests.recordings import Feed, feed_run
+from tests.wire import STATS
 
 
 def record(programs, broker: Forwarder, out: Path, *extra: str):
@@ -190,7 +191,7 @@ def clone_client(out: str, snapshot: str) -> CloneClient:
     client.start()
 
     def joined() -> bool:
-        return client.poll(0.05) == [] and ask(snapshot, {"type": "stats"}, 5)["subscribers"] > 0
+        return client.poll(0.05) == [] and ask(snapshot, STATS, 5)["subscribers"] > 0
 
     wait_until(joined, 10, message="the subscription")
     return client
@@ -247,7 +248,7 @@ def test_a_restarted_broker_never_overwrites_a_run_file(programs, endpoint, tmp_
     publisher = Publisher(in_ep)
     assert publisher.wait_for_subscriber(10)
     publish_run(publisher, Feed(publisher.run_id), range(0, 40))
-    wait_until(lambda: ask(snap, {"type": "stats"}, 5)["recording"]["messages_written"]
+    wait_until(lambda: ask(snap, STATS, 5)["recording"]["messages_written"]
                == publisher.seq, 10, message="the whole run recorded")  # fmt: skip
     assert programs.stop(broker, signal.SIGINT) == 0
     broker = programs.start(*args)  # the publisher re-sends its run to the new broker
@@ -260,7 +261,7 @@ def test_a_restarted_broker_never_overwrites_a_run_file(programs, endpoint, tmp_
     # A re-publish sends the latest sample/weights only; everything else again, in order.
     latest = {m.kind: m.seq for m in whole}
     republished = [m.seq for m in whole if m.kind not in STATE_KINDS or m.seq == latest[m.kind]]
-    wait_until(lambda: ask(snap, {"type": "stats"}, 5)["recording"]["messages_written"]
+    wait_until(lambda: ask(snap, STATS, 5)["recording"]["messages_written"]
                >= len(republished), 10, message="the re-published run recorded")  # fmt: skip
     assert programs.stop(broker, signal.SIGINT) == 0
     publisher.close()
@@ -303,7 +304,7 @@ def test_a_disk_error_stops_the_recording_not_the_forwarding(programs, endpoint,
     finally:
         client.close()
     assert len(cloned) == publisher.seq, "forwarding went on"
-    recording = wait_until(lambda: ask(snap, {"type": "stats"}, 5)["recording"]["error"], 10,
+    recording = wait_until(lambda: ask(snap, STATS, 5)["recording"]["error"], 10,
                            message="the recording's error")  # fmt: skip
     assert "File too large" in recording
     publisher.close()

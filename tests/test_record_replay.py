@@ -80,6 +80,7 @@ def test_a_replayed_recording_records_the_same_messages(programs, endpoint, tmp_
 def test_replay_waits_for_a_broker_started_after_it(programs, endpoint, tmp_path) -> None:
     """Any order: a replay started before its broker still delivers the whole run."""
     from broker.clients.request import ask
+    from tests.wire import STATS
 
     messages = small_run("r1", metrics=50)
     path = write_recording(tmp_path / "run.mcap", messages)
@@ -89,6 +90,6 @@ def test_replay_waits_for_a_broker_started_after_it(programs, endpoint, tmp_path
     wait_until(lambda: "waiting" in programs.output(replay), 20, message="replay waiting")
     programs.start("broker", "--in", broker[0], "--out", broker[1], "--snapshot", broker[2])
     assert replay.wait(60) == 0, programs.output(replay)
-    stats = ask(broker[2], {"type": "stats"}, timeout=10)
+    stats = ask(broker[2], STATS, timeout=10)
     assert stats["in_by_kind"] == dict(Counter(m.kind for m in messages))
     assert stats["dropped"] == {}

@@ -9,6 +9,10 @@ import zmq
 
 from broker.clients.publisher import Publisher
 from protocol import SamplePrediction, TrainingMetrics, decode
+from protocol.snapshot import StatsRequest
+
+STATS = StatsRequest(type="stats")
+"""The broker's figures, as ``mnist-live status`` asks for them."""
 
 
 def dealer(address: str) -> zmq.Socket:

@@ -191,8 +191,8 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> Trai
     if base and preset:
         recipe = PRESETS[preset]
         config = dataclasses.replace(config, **{f: getattr(recipe, f) for f in RECIPE_FIELDS})
-    given = {f: v for f in OPTIONS if (v := getattr(args, f, None)) is not None}
-    given["wait_for_start"] = bool(getattr(args, "wait_for_start", False))
-    if base:
-        given |= {f: getattr(args, f, None) for f in SESSION_FIELDS if f != "wait_for_start"}
-    return dataclasses.replace(config, **given)
+    asked = (f for f in OPTIONS if f not in SESSION_FIELDS)
+    given = {f: v for f in asked if (v := getattr(args, f, None)) is not None}
+    session = {f: getattr(args, f, None) for f in SESSION_FIELDS}
+    session["wait_for_start"] = bool(session["wait_for_start"])
+    return dataclasses.replace(config, **given, **session)

@@ -7,25 +7,20 @@ import time
 from typing import Any
 
 import zmq
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from protocol import MAX_MESSAGE_BYTES, ProtocolError, endpoints
 from protocol.errors import CommandError
-from protocol.snapshot import REPLY, REQUEST, ErrorReply, encode_request, parse_reply
+from protocol.snapshot import REPLY, ErrorReply, encode_request, parse_reply
 
 
-def ask(endpoint: str, request: BaseModel | dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Send ``request`` (a :data:`protocol.snapshot.Request`, or its fields) and return the
-    reply's fields; a broker that does not answer in time, or refuses, is a CommandError."""
+def ask(endpoint: str, request: BaseModel, timeout: float) -> dict[str, Any]:
+    """Send ``request`` (one of :data:`protocol.snapshot.Request`) and return the reply's
+    fields; a broker that does not answer in time, or refuses, is a CommandError."""
     endpoints.check_endpoint(endpoint, "--broker")
     if not timeout > 0:
         raise CommandError(f"--timeout must be positive, got {timeout}")
-    if isinstance(request, dict):
-        try:
-            request = REQUEST.validate_python(request)
-        except ValidationError as exc:
-            raise CommandError(f"not a broker request: {exc.errors()[0]['msg']}") from None
-    body = encode_request(request.model_copy(update={"id": 1}))  # type: ignore[union-attr]
+    body = encode_request(request.model_copy(update={"id": 1}))
     socket: zmq.Socket = zmq.Context.instance().socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
     socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)

@@ -140,10 +140,10 @@ class Replay:
             self.control = self._obey(publisher)
             while True:
                 self._play_once(publisher)
-                if self.stop_requested:
+                if self.stop.is_set():
                     self.stopped = True
                     log.info("stopped by the presenter")
-                if not self.loop or self.stop_requested:
+                if not self.loop or self.stop.is_set():
                     break
         except KeyboardInterrupt:
             self.stopped = True
@@ -232,7 +232,7 @@ class Replay:
                     due += (recorded.log_time - plan.point_time) / self.speed
                 # The presenter is heard at any speed; a pause moves the timeline on.
                 start += self._wait(publisher, due, step)
-                if self.stop_requested:
+                if self.stop.is_set():
                     break
             step = getattr(recorded.message, "step", step)
             epoch = getattr(recorded.message, "epoch", epoch)
@@ -242,7 +242,7 @@ class Replay:
             self.sent += 1
             progress.update(sent, recorded.log_time - first_time)
         if not finished:  # stopped, or a recording cut short: end the run as a trainer would
-            why = "stopped by the presenter" if self.stop_requested else "the recording ends here"
+            why = "stopped by the presenter" if self.stop.is_set() else "the recording ends here"
             publisher.send(RunFinished, status="stopped", step=step, epoch=epoch, message=why)
         return sent, (time.monotonic() - start) if start is not None else 0.0
 
@@ -273,8 +273,3 @@ class Replay:
             logger=log,
             pace_ignored="a replay keeps its --speed; 'pace' ignored",
         )
-
-    @property
-    def stop_requested(self) -> bool:
-        """The presenter pressed Stop."""
-        return self.stop.is_set()
