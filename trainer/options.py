@@ -193,6 +193,6 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> Trai
         config = dataclasses.replace(config, **{f: getattr(recipe, f) for f in RECIPE_FIELDS})
     asked = (f for f in OPTIONS if f not in SESSION_FIELDS)
     given = {f: v for f in asked if (v := getattr(args, f, None)) is not None}
-    session = {f: getattr(args, f, None) for f in SESSION_FIELDS}
+    session: dict[str, Any] = {f: getattr(args, f, None) for f in SESSION_FIELDS}
     session["wait_for_start"] = bool(session["wait_for_start"])
     return dataclasses.replace(config, **given, **session)
