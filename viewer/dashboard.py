@@ -70,10 +70,13 @@ class Dashboard:
         *,
         live: bool = True,
         static: bool = False,
+        frames: bool = True,
     ) -> None:
         """``live``: messages arrive as sent, so their age is this session's lag (a played-back
         recording's are old). ``static``: a page saved once (``mnist-live export --html``), with
-        no frame tick and nothing that needs a server."""
+        no frame tick and nothing that needs a server. ``frames``: draw the run now and run this
+        session's own frame tick; without, someone else drives :meth:`tick` (the process's
+        :class:`viewer.broadcast.Broadcast`, which also fills a following session's document)."""
         self.doc = doc
         self.live = live and not static
         self.static = static
@@ -81,6 +84,10 @@ class Dashboard:
         self.controls = controls
         self.look = look or session_look(doc, settings)
         self.run: RunHistory | None = None
+        self.counted = True
+        """Frames count as updates sent to a session (not the broadcast's shadow's)."""
+        self.pinned: str | None = None
+        """The run this session keeps showing while newer ones start (the pin toggle)."""
         self.cursor = Cursor()
         self.lag_ms: float | None = None
         self.header_due = 0.0
@@ -122,19 +129,26 @@ class Dashboard:
                 name="dashboard",
             )
         )
-        self.tick(initial=True)
-        if not static:
-            doc.add_periodic_callback(self.tick, round(1000 / settings.frame_rate))
+        self.header.pin.on_change("active", self._pin_changed)
+        self.frame_period_ms = round(1000 / settings.frame_rate)
+        if frames:
+            self.tick(initial=True)
+            if not static:
+                doc.add_periodic_callback(self.tick, self.frame_period_ms)
 
     # -- the frame --------------------------------------------------------------------------------
 
     def shown_run(self) -> RunHistory | None:
         """The pinned run while it is pinned (and still held), else the newest."""
-        if self.header.pin.active and self.run is not None:
-            pinned = self.hub.run(self.run.run_id)
+        if self.pinned is not None:
+            pinned = self.hub.run(self.pinned)
             if pinned is not None:
                 return pinned
         return self.hub.current
+
+    def _pin_changed(self, _attr: str, _old: bool, active: bool) -> None:
+        shown = self.run or self.hub.current
+        self.pinned = shown.run_id if active and shown is not None else None
 
     def tick(self, initial: bool = False) -> None:
         """Bring this session up to date, in one message; nearly free when nothing changed."""
@@ -163,7 +177,7 @@ class Dashboard:
                 if self.live:
                     self.lag_ms = max(0.0, now - changes.sent_at) * 1000
         self._show_header(now, force=fresh)
-        if changes and not initial:
+        if changes and not initial and self.counted:
             live = self.live and not fresh
             stats.update_sent(max(0.0, now - changes.sent_at) if live else None)
 

@@ -3,12 +3,15 @@
 Presenter controls only for a session whose URL carried the presenter token; the controls
 check it again on the server for every command. A replayed recording has playback controls
 instead: for every session when served to this machine only, else for the presenter's.
+
+The dashboard draws no frames of its own: it follows the process's broadcast
+(:mod:`viewer.broadcast`), which encodes each frame once for every session.
 """
 
 from bokeh.io import curdoc
 
-from viewer import sources
-from viewer.dashboard import Dashboard
+from viewer import broadcast, sources
+from viewer.dashboard import Controls, Dashboard
 from viewer.panels.playback import PlaybackControls
 from viewer.panels.presenter import PresenterControls, is_presenter
 from viewer.server import settings
@@ -17,17 +20,19 @@ from viewer.sources.playback import ReplayHub
 
 doc = curdoc()
 config = settings.current()
+source = sources.current()
+controls: Controls | None
 if config.replay:
-    replay = sources.current()
-    assert isinstance(replay, ReplayHub)
+    assert isinstance(source, ReplayHub)
+    replay = source
 
     def allowed() -> bool:
         return config.open_controls or is_presenter(doc, config)
 
-    playback = PlaybackControls(replay, allowed, interactive=allowed())
-    Dashboard(doc, replay, config, playback, live=False)
+    controls = PlaybackControls(replay, allowed, interactive=allowed())
 else:
-    shared = sources.current()
-    assert isinstance(shared, Hub)
-    controls = PresenterControls(doc, config, shared) if is_presenter(doc, config) else None
-    Dashboard(doc, shared, config, controls)
+    assert isinstance(source, Hub)
+    controls = PresenterControls(doc, config, source) if is_presenter(doc, config) else None
+live = not config.replay
+dashboard = Dashboard(doc, source, config, controls, live=live, frames=False)
+broadcast.current(source, config, live=live).follow(dashboard, controls)

@@ -16,7 +16,7 @@ import sys
 
 from tornado.ioloop import PeriodicCallback
 
-from viewer import sources
+from viewer import broadcast, sources
 from viewer.panels import presenter
 from viewer.server import batching, settings
 from viewer.server.gc_policy import FrozenSessions
@@ -55,6 +55,7 @@ def _keep_sessions_frozen() -> None:
 
 
 def on_server_unloaded(server_context) -> None:
+    broadcast.stop()
     sources.stop()
 
 

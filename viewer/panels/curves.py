@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from bokeh.layouts import column
 from bokeh.models import (
-    ColumnDataSource,
     DataRange1d,
     HoverTool,
     Range1d,
@@ -21,6 +20,7 @@ from bokeh.models import (
 from bokeh.models.widgets import Toggle
 from bokeh.plotting import figure
 
+from viewer.panels.ids import named_source
 from viewer.panels.looks import Look
 from viewer.runs.columns import ROWS_KEPT
 from viewer.runs.state import CURVES
@@ -32,13 +32,9 @@ OVERLAY_COLUMNS = {"loss_previous": ("step", "loss"), "accuracy_previous": ("ste
 class Curves:
     def __init__(self, look: Look) -> None:
         self.look = look
-        self.sources = {
-            name: ColumnDataSource({c: [] for c in columns}, name=name)
-            for name, columns in CURVES.items()
-        }
+        self.sources = {name: named_source(name, columns) for name, columns in CURVES.items()}
         self.previous = {
-            name: ColumnDataSource({c: [] for c in columns}, name=name)
-            for name, columns in OVERLAY_COLUMNS.items()
+            name: named_source(name, columns) for name, columns in OVERLAY_COLUMNS.items()
         }
         self.x_range = DataRange1d(only_visible=True)
         self.linear = self._loss_figure("linear")

@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from bokeh.models import ColumnDataSource, FactorRange, Image, LinearColorMapper, Range1d
+from bokeh.models import FactorRange, Image, LinearColorMapper, Range1d
 from bokeh.palettes import Greys256
 from bokeh.plotting import figure
 from bokeh.transform import factor_cmap
 
 from viewer.panels.assign import refresh, same_list
+from viewer.panels.ids import named_source, shared
 from viewer.panels.images import image_figure
 from viewer.panels.looks import Look
 from viewer.runs.state import RunHistory
@@ -64,10 +65,8 @@ def render(run: RunHistory) -> dict[str, Any]:
 
 class Digit:
     def __init__(self, look: Look) -> None:
-        self.sample = ColumnDataSource({c: [] for c in SAMPLE_COLUMNS}, name="sample")
-        self.probabilities = ColumnDataSource(
-            {c: [] for c in PROBABILITY_COLUMNS}, name="probabilities"
-        )
+        self.sample = named_source("sample", SAMPLE_COLUMNS)
+        self.probabilities = named_source("probabilities", PROBABILITY_COLUMNS)
         size = look.plot_height
         self.image_figure = image_figure(
             "What the network sees",
@@ -94,7 +93,7 @@ class Digit:
             height=size,
             sizing_mode="stretch_width",
             min_width=280,
-            x_range=FactorRange(factors=[str(d) for d in range(10)]),
+            x_range=shared(FactorRange, "probability-classes", factors=[str(d) for d in range(10)]),
             y_range=Range1d(start=0, end=1.15),
             toolbar_location=None,
             tools="hover",

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from bokeh.models import (
-    ColumnDataSource,
     DataRange1d,
     FactorRange,
     HoverTool,
@@ -29,6 +28,7 @@ from bokeh.plotting import figure
 from bokeh.transform import dodge
 
 from viewer.panels.assign import refresh, same_list
+from viewer.panels.ids import named_source, shared
 from viewer.panels.images import TILE, tile_mosaic
 from viewer.panels.looks import Look
 from viewer.runs.state import RunHistory
@@ -106,14 +106,17 @@ def gallery_mosaic(images: Sequence[np.ndarray] | np.ndarray) -> dict[str, list[
     }
 
 
-def class_figure(title: str, height: int, y_range: Any, tooltips: list, **options: Any) -> Any:
-    """A figure with the classes along x, as the confusion matrix and per-class bars have."""
+def class_figure(
+    key: str, title: str, height: int, y_range: Any, tooltips: list, **options: Any
+) -> Any:
+    """A figure with the classes along x, as the confusion matrix and per-class bars have;
+    ``key`` names its class axis (shared by every session, :mod:`viewer.panels.ids`)."""
     return figure(
         title=title,
         height=height,
         sizing_mode="stretch_width",
         min_width=260,
-        x_range=FactorRange(factors=[str(d) for d in range(10)]),
+        x_range=shared(FactorRange, f"{key}-classes", factors=[str(d) for d in range(10)]),
         y_range=y_range,
         toolbar_location=None,
         tools="hover",
@@ -125,23 +128,20 @@ def class_figure(title: str, height: int, y_range: Any, tooltips: list, **option
 class EvaluationPanels:
     def __init__(self, look: Look) -> None:
         self.look = look
-        self.confusion = ColumnDataSource({c: [] for c in CONFUSION_COLUMNS}, name="confusion")
-        self.per_class = ColumnDataSource({c: [] for c in PER_CLASS_COLUMNS}, name="per_class")
-        self.misclassified = ColumnDataSource(
-            {c: [] for c in GALLERY_SOURCE_COLUMNS}, name="misclassified"
-        )
-        self.misclassified_images = ColumnDataSource(
-            {c: [] for c in GALLERY_IMAGE_COLUMNS}, name="misclassified_images"
-        )
+        self.confusion = named_source("confusion", CONFUSION_COLUMNS)
+        self.per_class = named_source("per_class", PER_CLASS_COLUMNS)
+        self.misclassified = named_source("misclassified", GALLERY_SOURCE_COLUMNS)
+        self.misclassified_images = named_source("misclassified_images", GALLERY_IMAGE_COLUMNS)
         self.confusion_figure = self._confusion(look)
         self.per_class_figure = self._per_class(look)
         self.gallery_figure = self._gallery(look)
 
     def _confusion(self, look: Look) -> Any:
         fig = class_figure(
+            "confusion",
             "Confusion, latest evaluation (rows normalised)",
             look.plot_height,
-            FactorRange(factors=[str(d) for d in reversed(range(10))]),
+            shared(FactorRange, "confusion-true", factors=[str(d) for d in reversed(range(10))]),
             [
                 ("true", "@true"),
                 ("predicted", "@predicted"),
@@ -168,6 +168,7 @@ class EvaluationPanels:
 
     def _per_class(self, look: Look) -> Any:
         fig = class_figure(
+            "per-class",
             "Accuracy per class",
             look.plot_height,
             Range1d(start=0, end=1.0),

@@ -17,6 +17,7 @@ from bokeh.models import InlineStyleSheet, LayoutDOM
 from bokeh.models.widgets import Div, Toggle
 
 from protocol.cli.durations import format_duration
+from viewer.panels.ids import shared
 from viewer.panels.looks import Look
 from viewer.runs.state import RunHistory
 
@@ -76,7 +77,9 @@ class Header:
     def __init__(self, look: Look, toggles: list[LayoutDOM], controls: LayoutDOM | None) -> None:
         self.run_html = WAITING
         self.session_html = ""
-        self.div = Div(
+        self.div = shared(
+            Div,
+            "header",
             text=self._text(),
             name="header",
             sizing_mode="stretch_width",

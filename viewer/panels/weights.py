@@ -12,9 +12,10 @@ import math
 from typing import Any
 
 import numpy as np
-from bokeh.models import ColumnDataSource, Image, LinearColorMapper
+from bokeh.models import Image, LinearColorMapper
 from bokeh.palettes import RdBu11, interp_palette
 
+from viewer.panels.ids import named_source
 from viewer.panels.images import image_figure, tile_mosaic
 from viewer.panels.looks import Look
 from viewer.runs.state import RunHistory
@@ -45,7 +46,7 @@ def render(run: RunHistory) -> dict[str, Any]:
 
 class Weights:
     def __init__(self, look: Look) -> None:
-        self.source = ColumnDataSource({c: [] for c in WEIGHT_COLUMNS}, name="weights")
+        self.source = named_source("weights", WEIGHT_COLUMNS)
         self.figure = image_figure("First-layer weights", look.plot_height)
         mapper = LinearColorMapper(
             palette=DIVERGING, low=0.5, high=255, low_color="rgba(0, 0, 0, 0)"

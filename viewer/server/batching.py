@@ -25,9 +25,10 @@ on its own, as before, and the reason is logged once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from bokeh.core.serialization import Serializer
@@ -54,25 +55,23 @@ class _DataOnly(Serializer):
 
 def patch_message(events: list[Any], protocol: Any) -> Any:
     """One PATCH-DOC message holding ``events``, encoded without the model set where it can be."""
-    serializer = _DataOnly()
-    try:
-        content = serializer.encode(events)
-    except _ModelFound:
-        return protocol.create("PATCH-DOC", events)
-    message = patch_doc(patch_doc.create_header(), {}, PatchJson(events=content))
-    message.add_buffers(*serializer.buffers)
-    return message
+    message = shared_message(events)
+    return message if message is not None else protocol.create("PATCH-DOC", events)
 
 
 class _Collector:
-    """Stands in for a session's ``_document_patched``: holds changes while a frame runs."""
+    """Stands in for a session's ``_document_patched``: holds changes while a frame runs, drops
+    them while the document is changed :func:`silently`."""
 
     def __init__(self, session: Any) -> None:
         self.session = session
         self.send_each = session._document_patched  # Bokeh's own handler, one message a change
         self.events: list[Any] | None = None
+        self.silent = False
 
     def __call__(self, event: Any) -> None:
+        if self.silent:
+            return
         if self.events is None:
             self.send_each(event)
         elif event.setter is not None:
@@ -98,11 +97,16 @@ class _Collector:
             pending.append(connection._socket.send_message(message))
 
 
+def server_session(doc: Document) -> Any | None:
+    """The Bokeh ``ServerSession`` serving ``doc`` (None while it is built, or not served)."""
+    context = doc.session_context
+    return getattr(context, "_session", None) if context is not None else None
+
+
 def _collector(doc: Document) -> _Collector | None:
     """The collector installed on ``doc``'s server session, installed on first use."""
     global _warned
-    context = doc.session_context
-    session = getattr(context, "_session", None) if context is not None else None
+    session = server_session(doc)
     if session is None:  # still being built, or not served by a Bokeh server
         return None
     collector = session.__dict__.get("_document_patched")
@@ -148,3 +152,67 @@ def settle_id_setting() -> None:
     room. Once set explicitly, the lookup stops at the set value; the value is unchanged.
     """
     bokeh_settings.simple_ids.set_value(bokeh_settings.simple_ids())
+
+
+@contextlib.contextmanager
+def silently(doc: Document) -> Iterator[None]:
+    """Change ``doc`` without telling its browsers: for what they hold already, or what they are
+    about to pull whole. Under the session's document lock, like every change."""
+    collector = _collector(doc)
+    if collector is None:  # not served: nobody to tell anyway
+        yield
+        return
+    was, collector.silent = collector.silent, True
+    try:
+        yield
+    finally:
+        collector.silent = was
+
+
+def before_pull(doc: Document, prepare: Callable[[], None]) -> None:
+    """Call ``prepare`` each time a browser pulls ``doc`` whole, just before it is serialized.
+
+    Bokeh answers a PULL-DOC request under the document lock with ``doc.to_json()``, and
+    BokehJS drops every patch that reaches it before that reply (the reply holds them): so what
+    ``prepare`` puts in the document is exactly what the browser starts from.
+    """
+    serialize = doc.to_json
+
+    def to_json(*args: Any, **kwargs: Any) -> Any:
+        prepare()
+        return serialize(*args, **kwargs)
+
+    doc.to_json = to_json  # type: ignore[method-assign]
+
+
+def shared_message(events: list[Any]) -> Any | None:
+    """One PATCH-DOC message for ``events``, valid in every document whose models have the
+    events' ids; None if the events carry a model (those go as references to each document's
+    own set)."""
+    serializer = _DataOnly()
+    try:
+        content = serializer.encode(events)
+    except _ModelFound:
+        return None
+    message = patch_doc(patch_doc.create_header(), {}, PatchJson(events=content))
+    message.add_buffers(*serializer.buffers)
+    return message
+
+
+def send(doc: Document, message: Any) -> int:
+    """Write ``message`` to every browser connected to ``doc``; how many there were.
+
+    The same message object (its JSON encoded once, when first sent) goes to each; Bokeh's
+    per-connection write lock keeps it whole between other messages.
+    """
+    session = server_session(doc)
+    connections = getattr(session, "_subscribed_connections", ()) if session else ()
+    for connection in connections:
+        task = asyncio.ensure_future(connection._socket.send_message(message))
+        _writing.add(task)
+        task.add_done_callback(_writing.discard)
+    return len(connections)
+
+
+_writing: set[asyncio.Future[Any]] = set()
+"""Writes under way (the event loop keeps only weak references to its tasks)."""

@@ -1,0 +1,241 @@
+"""One frame for every session: each change computed and serialized once per viewer process.
+
+At a given moment nearly every session of a room shows the same thing, the newest run, so the
+process keeps one *shadow* dashboard (a :class:`~viewer.dashboard.Dashboard` on a document no
+browser sees) and one frame tick for all sessions. Each frame the shadow catches up with the
+run; its changes touch only models that every session builds with the same id
+(:mod:`viewer.panels.ids`), so they are encoded once, as one PATCH-DOC message, and that
+message is written to the websocket of every session that follows the broadcast.
+
+A following session's own document is not changed by the frames: the browser moves on, the
+server-side copy stays as it was. It is brought up to the shadow's state, silently, only when
+a browser pulls it whole (:func:`viewer.server.batching.before_pull`), which is when Bokeh
+reads it; from then on the session receives every frame after that state. So code that reads
+a following session's document on the server sees the state of its last pull, not what the
+browser shows; the dashboard never reads it.
+
+A session that pins a run while a newer one starts leaves the broadcast: its document is
+brought silently to what its browser shows (the shadow's state), and from then on its own
+frame tick draws its run, as every session did before. Unpinned, it is brought loudly to the
+shadow's state and follows again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+from bokeh.document import Document
+from bokeh.document.events import DocumentPatchedEvent
+from bokeh.models import ColumnDataSource, FactorRange
+from bokeh.models.widgets import Div
+from bokeh.server.callbacks import PeriodicCallback as SessionPeriodicCallback
+from tornado.ioloop import PeriodicCallback
+
+from viewer.dashboard import Controls, Dashboard
+from viewer.panels.ids import is_shared
+from viewer.server import batching
+from viewer.server.settings import ViewerSettings
+from viewer.server.stats import stats
+from viewer.sources import RunSource
+
+log = logging.getLogger("viewer")
+
+SHARED_ATTRIBUTES: dict[type, str] = {ColumnDataSource: "data", Div: "text", FactorRange: "factors"}
+"""What a frame may change on each kind of shared model."""
+
+
+def _attribute(model: Any) -> str:
+    for kind, attribute in SHARED_ATTRIBUTES.items():
+        if isinstance(model, kind):
+            return attribute
+    raise TypeError(f"a frame never changes a {type(model).__name__}")
+
+
+def _copied(value: Any) -> Any:
+    """A value for another document: the shadow streams into its curve lists in place."""
+    if isinstance(value, dict):
+        return {k: list(v) if isinstance(v, list) else v for k, v in value.items()}
+    if isinstance(value, list):
+        return list(value)
+    return value
+
+
+class Follower:
+    """One session in the broadcast: which frame its browsers hold, or its own frame tick."""
+
+    def __init__(
+        self, broadcast: Broadcast, dashboard: Dashboard, controls: Controls | None
+    ) -> None:
+        self.broadcast = broadcast
+        self.dashboard = dashboard
+        self.controls = controls
+        self.doc = dashboard.doc
+        self.at: int | None = None
+        """The frame its browsers hold (None: not pulled yet, or drawing its own frames)."""
+        self.own_tick: SessionPeriodicCallback | None = None
+        self.leaving = False
+
+    @property
+    def following(self) -> bool:
+        return self.own_tick is None and not self.leaving
+
+    def pulled(self) -> None:
+        """A browser pulls the document: give it the shadow's state (Bokeh's lock is held)."""
+        if self.following:
+            self.broadcast.copy_into(self.doc, loud=False)
+            self.at = self.broadcast.frame
+
+    def refresh_controls(self) -> None:
+        """Show the controls' state for the shown run (this session's own widgets)."""
+        if self.controls is not None and self.own_tick is None:  # else its own tick does
+            self.controls.refresh(self.broadcast.source.current)
+
+    def leave(self) -> None:
+        """Draw this session's own frames from now on (its pinned run left the broadcast)."""
+        self.leaving, self.at = True, None
+        self.doc.add_next_tick_callback(self._start_own_frames)
+
+    def _start_own_frames(self) -> None:
+        self.broadcast.copy_into(self.doc, loud=False)  # what its browsers hold
+        self.leaving = False
+        self.dashboard.run = None  # the next tick draws the pinned run afresh
+        self.dashboard.tick()
+        self.own_tick = self.doc.add_periodic_callback(
+            self.dashboard.tick, self.dashboard.frame_period_ms
+        )
+        log.debug("a pinned session draws its own frames")
+
+    def rejoin(self) -> None:
+        self.doc.add_next_tick_callback(self._rejoin)
+
+    def _rejoin(self) -> None:
+        if self.own_tick is None or self.dashboard.pinned is not None:
+            return
+        self.doc.remove_periodic_callback(self.own_tick)
+        self.own_tick = None
+        with batching.one_message(self.doc):
+            self.broadcast.copy_into(self.doc, loud=True)
+        self.at = self.broadcast.frame
+        log.debug("a session follows the broadcast again")
+
+
+class Broadcast:
+    """The process's frame tick: the shadow dashboard, and the sessions that follow it."""
+
+    def __init__(self, source: RunSource, settings: ViewerSettings, *, live: bool) -> None:
+        self.source = source
+        self.doc = Document()
+        self.events: list[DocumentPatchedEvent] = []
+        self.doc.on_change(self._collect)
+        self.shadow = Dashboard(self.doc, source, settings, live=live, frames=False)
+        self.shadow.counted = False  # the broadcast counts each session it writes to
+        self.models = {m.id: m for m in self.doc.models if is_shared(m)}
+        self.frame = 0
+        self.followers: dict[int, Follower] = {}
+        self.frames_sent = 0
+        self.encode_seconds = 0.0
+        self.tick()  # the first session starts from the run as it is, not from nothing
+        self._tick = PeriodicCallback(self.tick, 1000 / settings.frame_rate)
+        self._tick.start()
+
+    def _collect(self, event: Any) -> None:
+        if isinstance(event, DocumentPatchedEvent):
+            self.events.append(event)
+
+    def stop(self) -> None:
+        self._tick.stop()
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    def follow(self, dashboard: Dashboard, controls: Controls | None = None) -> Follower:
+        """Let ``dashboard``'s session follow the broadcast; its ``controls`` are refreshed
+        after each frame, in a message of their own (each session's buttons are its own)."""
+        follower = Follower(self, dashboard, controls)
+        doc = dashboard.doc
+        self.followers[id(doc)] = follower
+        batching.before_pull(doc, follower.pulled)
+
+        def forget(_context: Any) -> None:
+            self.followers.pop(id(doc), None)
+
+        doc.on_session_destroyed(forget)
+        dashboard.header.pin.on_change("active", lambda _a, _o, active: self._pin(follower))
+        return follower
+
+    def _pin(self, follower: Follower) -> None:
+        if follower.dashboard.pinned is None and follower.own_tick is not None:
+            follower.rejoin()
+
+    def copy_into(self, doc: Document, *, loud: bool) -> None:
+        """Give ``doc``'s shared models the shadow's values; ``loud`` tells the browsers what
+        differs from what the document held."""
+        started = time.perf_counter()
+        with contextlib.nullcontext() if loud else batching.silently(doc):
+            for model_id, shadow in self.models.items():
+                model = doc.get_model_by_id(model_id)
+                if model is None:
+                    continue
+                attribute = _attribute(shadow)
+                setattr(model, attribute, _copied(getattr(shadow, attribute)))
+        log.debug("copied the shadow in %.1f ms", 1000 * (time.perf_counter() - started))
+
+    # -- the frame ----------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Catch the shadow up with its run and send what changed to every following session."""
+        shown = self.source.current
+        for follower in list(self.followers.values()):
+            if follower.following and follower.dashboard.pinned is not None:
+                pinned = follower.dashboard.shown_run()
+                if pinned is not shown:
+                    follower.leave()
+        self.events.clear()
+        self.shadow.tick()
+        for follower in self.followers.values():
+            if follower.controls is not None:
+                follower.doc.add_next_tick_callback(follower.refresh_controls)
+        if not self.events:
+            return
+        started = time.perf_counter()
+        message = batching.shared_message(list(self.events))
+        self.events.clear()
+        self.encode_seconds += time.perf_counter() - started
+        before = self.frame
+        self.frame += 1
+        if message is None:  # a model among the changes: never in a dashboard frame
+            log.error("a frame changed a model, not data: every session draws its own frames")
+            for follower in self.followers.values():
+                if follower.following:
+                    follower.leave()
+            return
+        lag = self.shadow.lag_ms / 1000 if self.shadow.lag_ms is not None else None
+        for follower in self.followers.values():
+            if follower.following and follower.at == before:
+                sent = batching.send(follower.doc, message)
+                follower.at = self.frame
+                for _ in range(sent):
+                    stats.update_sent(lag)
+                self.frames_sent += sent
+
+
+_broadcast: Broadcast | None = None
+
+
+def current(source: RunSource, settings: ViewerSettings, *, live: bool) -> Broadcast:
+    """This process's broadcast, started with its first session (on the server's loop)."""
+    global _broadcast
+    if _broadcast is None or _broadcast.source is not source:
+        if _broadcast is not None:
+            _broadcast.stop()
+        _broadcast = Broadcast(source, settings, live=live)
+    return _broadcast
+
+
+def stop() -> None:
+    global _broadcast
+    if _broadcast is not None:
+        _broadcast.stop()
+        _broadcast = None
