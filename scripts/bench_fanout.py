@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,23 +271,31 @@ async def wait_for_training(url: str, timeout: float) -> None:
 
 
 async def time_late_session(url: str, live: list[Session], timeout: float) -> dict:
-    """Open one more session and time it until it holds the rows live sessions hold now."""
-    target = max(s.rows for s in live)
+    """Open one more session and time it until it holds the newest step live sessions hold now
+    (its history may come thinned to what the plots draw, so rows are not the measure)."""
+    target = max(s.last_step or 0.0 for s in live)
+    rows = max(s.rows for s in live)
     started = time.time()
     late = await asyncio.wait_for(open_sessions(url, 1, parallel=1, timeout=timeout), timeout)
     session = late[0]
     deadline = started + timeout
+
+    def whole() -> bool:
+        return session.last_step is not None and session.last_step >= target
+
     try:
-        while session.rows < target and time.time() < deadline and not session.closed.is_set():
+        while not whole() and time.time() < deadline and not session.closed.is_set():
             session.rows_changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(session.rows_changed.wait(), deadline - time.time())
-        complete = session.rows >= target
         return {
-            "late_session_seconds": round(time.time() - started, 3) if complete else None,
+            "late_session_first_page_kb": round(session.pull_bytes / 1000, 1),
+            "late_session_seconds": round(time.time() - started, 3) if whole() else None,
             "late_session_pull_seconds": round(session.pulled_at - started, 3),
             "late_session_rows": session.rows,
-            "live_session_rows": target,
+            "live_session_rows": rows,
+            "late_session_step": session.last_step,
+            "live_session_step": target,
         }
     finally:
         session.close()
@@ -314,6 +323,7 @@ async def attach(
         await asyncio.sleep(args.settle)
         window = Window(time.time(), 0.0)
         traffic0 = sum(s.messages for s in sessions), sum(s.bytes for s in sessions)
+        by_source0 = sum((s.bytes_by_name for s in sessions), Counter())
         cpu0, client0 = cpu_seconds(server), time.process_time()
         feed0 = {name: cpu_seconds(pids) for name, pids in feed.items()}
         busy0 = machine_busy_seconds()
@@ -323,6 +333,7 @@ async def attach(
         await asyncio.sleep(args.seconds)
         window.end = time.time()
         traffic1 = sum(s.messages for s in sessions), sum(s.bytes for s in sessions)
+        by_source1 = sum((s.bytes_by_name for s in sessions), Counter())
         cpu1, client1 = cpu_seconds(server), time.process_time()
         feed1 = {name: cpu_seconds(pids) for name, pids in feed.items()}
         busy1 = machine_busy_seconds()
@@ -344,6 +355,7 @@ async def attach(
         "server_cpu_seconds": cpu1 - cpu0,
         "messages": traffic1[0] - traffic0[0],
         "bytes": traffic1[1] - traffic0[1],
+        "bytes_by_source": by_source1 - by_source0,
         "client_cpu_percent": 100 * (client1 - client0) / seconds,
         **{f"{name}_cpu_percent": 100 * (feed1[name] - feed0[name]) / seconds for name in feed},
         "machine_busy_percent": 100 * (busy1 - busy0) / seconds,
@@ -409,6 +421,7 @@ def summarise(result: dict, args: argparse.Namespace, rss_before: float) -> dict
         else None,
         "messages_per_frame": round(result["messages"] / frames_total, 1) if frames_total else None,
         "kb_per_session_second": round(result["bytes"] / 1000 / args.sessions / seconds, 1),
+        "kb_per_session_second_by_source": by_source(result, args.sessions * seconds),
         "server_rss_mb_before": round(rss_before, 1),
         "server_rss_mb_open": round(result["rss_open"], 1),
         "server_rss_mb_end": round(result["rss_end"], 1),
@@ -423,9 +436,12 @@ def summarise(result: dict, args: argparse.Namespace, rss_before: float) -> dict
         "machine_busy_percent": round(result["machine_busy_percent"], 1),
         "others_cpu_percent": round(max(0.0, result["others_cpu_percent"]), 1),
         "late_session_seconds": result["late_session_seconds"],
+        "late_session_first_page_kb": result["late_session_first_page_kb"],
         "late_session_pull_seconds": result["late_session_pull_seconds"],
         "late_session_rows": result["late_session_rows"],
         "live_session_rows": result["live_session_rows"],
+        "late_session_step": result["late_session_step"],
+        "live_session_step": result["live_session_step"],
         "target_lag_p99_ms": budget,
         "target_late_session_seconds": LATE_TARGET_S,
         "target_growth_ms": GROWTH_MS,
@@ -446,6 +462,15 @@ def summarise(result: dict, args: argparse.Namespace, rss_before: float) -> dict
     return summary
 
 
+def by_source(result: dict, session_seconds: float) -> dict[str, float]:
+    """kB per session-second for each model the patches changed, largest first; ``other``: the
+    rest of the traffic (message headers, websocket framing, the controls)."""
+    sizes: Counter = result["bytes_by_source"]
+    figures = {name: size / 1000 / session_seconds for name, size in sizes.most_common()}
+    figures["other"] = max(0.0, result["bytes"] - sum(sizes.values())) / 1000 / session_seconds
+    return {name: round(kb, 2) for name, kb in figures.items()}
+
+
 def print_table(s: dict) -> None:
     def pair(a: str, b: str, unit: str = "") -> str:
         return f"{s[a]} / {s[b]}{unit}"
@@ -463,6 +488,10 @@ def print_table(s: dict) -> None:
         ("server CPU per session frame", f"{s['server_cpu_ms_per_frame']} ms"),
         ("Bokeh messages per frame", f"{s['messages_per_frame']}"),
         ("traffic per session", f"{s['kb_per_session_second']} kB/s"),
+        *(
+            (f"  {name}", f"{kb} kB/s")
+            for name, kb in s["kb_per_session_second_by_source"].items()
+        ),
         ("server RSS at open / end", pair("server_rss_mb_open", "server_rss_mb_end", " MB")),
         ("memory per session", f"{s['memory_per_session_mb']} MB"),
         ("viewer full GCs / their ms", pair("viewer_full_gcs", "viewer_full_gc_ms")),
@@ -471,7 +500,9 @@ def print_table(s: dict) -> None:
         ("trainer / broker CPU", pair("trainer_cpu_percent", "broker_cpu_percent", " %")),
         ("machine busy / not ours", pair("machine_busy_percent", "others_cpu_percent", " %")),
         ("late session complete in", f"{s['late_session_seconds']} s"),
+        ("late session's first page", f"{s['late_session_first_page_kb']} kB"),
         ("late session rows / live rows", pair("late_session_rows", "live_session_rows")),
+        ("late session step / live step", pair("late_session_step", "live_session_step")),
         ("target lag p99", f"{s['target_lag_p99_ms']:.0f} ms at {s['target_scale']}"),
         ("pass", f"{s['pass']} (at target scale: {s['at_target_scale']})"),
     ]  # fmt: skip

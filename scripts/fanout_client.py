@@ -6,8 +6,11 @@ Python's recursion limit (~320 updates). Its per-fragment coroutines and full do
 rebuilds would also make the load generator, not the server, the bottleneck on a 2-core
 machine. So each session here is an :class:`asyncio.Protocol` speaking the websocket and Bokeh
 wire formats directly: frames are cut out of whatever bytes arrive, a Bokeh message is
-assembled from its fragments (header, metadata, content, then buffer pairs), and only patches
-that mention the ``loss`` source are parsed as JSON. No recursion, no per-message task.
+assembled from its fragments (header, metadata, content, then buffer pairs) and parsed once
+per distinct message: a viewer that encodes a frame once sends every session the same message
+(same id), so sessions share one reading of it (:func:`read_patch`). No recursion, no
+per-message task. Each session counts the bytes it received per model (by the model's name),
+so the benchmark can say which source costs what.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import json
 import os
 import struct
 import time
-from dataclasses import dataclass
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +48,80 @@ class Frame:
     rows: int
     lag: float | None
     """``received_at`` minus the newest ``sent_at`` among the rows; None without that column."""
+
+
+@dataclass
+class Change:
+    """What one patch event did to one model."""
+
+    kind: str
+    rows: int = 0
+    """Rows streamed (``ColumnsStreamed``) or held after a replacement (``data`` assigned)."""
+    sent_at: float | None = None
+    """The newest ``sent_at`` among the rows, when the model has that column."""
+    step: float | None = None
+    """The newest ``step`` among the rows, when the model has that column."""
+    rollover: int | None = None
+
+
+@dataclass
+class Patch:
+    """A PATCH-DOC message read once: bytes and changes per model id, in order."""
+
+    sizes: Counter = field(default_factory=Counter)
+    changes: list[tuple[str, Change]] = field(default_factory=list)
+
+
+PATCHES_KEPT = 256
+_patches: OrderedDict[str, Patch] = OrderedDict()
+
+
+def read_patch(header: str, content: str, buffers: dict[str, bytes]) -> Patch:
+    """The patch in this message, read once for every session that receives the same one.
+
+    ``header`` holds the message's id, so it names the message: a viewer that writes one message
+    to every session is read once, a viewer that builds one per session once per session.
+    """
+    patch = _patches.get(header)
+    if patch is not None:
+        return patch
+    patch = Patch()
+    for event in json.loads(content).get("events", []):
+        model = event.get("model")
+        if not isinstance(model, dict) or "id" not in model:
+            continue
+        model_id = model["id"]
+        data = event.get("data", event.get("new"))
+        patch.sizes[model_id] += len(json.dumps(event, separators=(",", ":"))) + _buffer_bytes(
+            data, buffers
+        )
+        kind = event.get("kind", "")
+        if kind == "ColumnsStreamed" or (kind == "ModelChanged" and event.get("attr") == "data"):
+            decoded = _decode(data, buffers)
+            rows = _row_count(decoded)
+            sent_at, step = _newest(decoded, "sent_at", rows), _newest(decoded, "step", rows)
+            change = Change(kind, rows, sent_at, step, event.get("rollover"))
+            patch.changes.append((model_id, change))
+    _patches[header] = patch
+    while len(_patches) > PATCHES_KEPT:
+        _patches.popitem(last=False)
+    return patch
+
+
+def _newest(data: Any, column: str, rows: int) -> float | None:
+    values = data.get(column) if isinstance(data, dict) else None
+    return float(np.max(values)) if values is not None and rows else None
+
+
+def _buffer_bytes(value: Any, buffers: dict[str, bytes]) -> int:
+    """Bytes of the binary buffers a serialised value refers to."""
+    if isinstance(value, list):
+        return sum(_buffer_bytes(v, buffers) for v in value)
+    if not isinstance(value, dict):
+        return 0
+    if value.get("type") == "bytes" and isinstance(value.get("data"), dict):
+        return len(buffers.get(value["data"].get("id"), b""))
+    return sum(_buffer_bytes(v, buffers) for v in value.values())
 
 
 @dataclass
@@ -85,9 +163,17 @@ class Session(asyncio.Protocol):
     def __init__(self, url: str) -> None:
         self.url = url
         self.source_id: str | None = None
+        self.names: dict[str, str] = {}
+        """Model ids to names, for the bytes per source."""
         self.rows = 0
+        self.last_step: float | None = None
+        """The newest step the ``loss`` source holds: a session with the live sessions' newest
+        step holds the whole run (a late joiner's history comes thinned, not row by row)."""
         self.messages = 0
         self.bytes = 0
+        self.pull_bytes = 0
+        """Bytes received until the document was pulled: what opening the page cost."""
+        self.bytes_by_name: Counter = Counter()
         self.frames: list[Frame] = []
         self.has_sent_at = False
         self.opened_at = self.pulled_at = 0.0
@@ -264,48 +350,48 @@ class Session(asyncio.Protocol):
                 self._send_message("PULL-DOC-REQ")
             elif msgtype == "PULL-DOC-REPLY":
                 self._read_document(json.loads(content)["doc"], buffers)
+                self.pull_bytes = self.bytes
                 self._pulled.set_result(None)
             elif msgtype == "ERROR":
                 raise SessionError(f"the server refused the session: {content[:200]}")
             # patches before the reply are already in the document it brings
             return
-        if self.source_id and f'"{self.source_id}"' in content:
-            self._apply_patch(json.loads(content).get("events", []), buffers)
+        if '"PATCH-DOC"' not in header_text:
+            return
+        patch = read_patch(header_text, content, buffers)
+        names = self.names
+        for model_id, size in patch.sizes.items():
+            self.bytes_by_name[names.get(model_id, model_id)] += size
+        now = time.time()
+        for model_id, change in patch.changes:
+            if model_id == self.source_id:
+                self._apply_change(change, now)
 
     def _read_document(self, doc: dict, buffers: dict[str, bytes]) -> None:
         source = _find_source(doc, SOURCE)
         if source is None:
             raise SessionError(f"the dashboard has no source named {SOURCE!r}")
         self.source_id = source["id"]
+        self.names = _model_names(doc)
         data = _decode(source["attributes"].get("data", {}), buffers)
         self.has_sent_at = "sent_at" in data
         self.rows = _row_count(data)
+        self.last_step = _newest(data, "step", self.rows)
         self.rows_changed.set()
 
-    def _apply_patch(self, events: list[dict], buffers: dict[str, bytes]) -> None:
-        now = time.time()
-        for event in events:
-            model = event.get("model")
-            if not isinstance(model, dict) or model.get("id") != self.source_id:
-                continue
-            kind = event.get("kind")
-            if kind == "ColumnsStreamed":
-                data = _decode(event["data"], buffers)
-                added = _row_count(data)
-                rollover = event.get("rollover")
-                self.rows = min(self.rows + added, rollover) if rollover else self.rows + added
-                sent_at = data.get("sent_at")
-                lag = now - float(np.max(sent_at)) if sent_at is not None and added else None
-                self.frames.append(Frame(now, added, lag))
-            elif kind == "ColumnDataChanged" or (
-                kind == "ModelChanged" and event.get("attr") == "data"
-            ):
-                data = _decode(event.get("data", event.get("new", {})), buffers)
-                self.has_sent_at = self.has_sent_at or "sent_at" in data
-                self.rows = _row_count(data)
-            else:
-                continue
-            self.rows_changed.set()
+    def _apply_change(self, change: Change, now: float) -> None:
+        if change.step is not None:
+            streamed = change.kind == "ColumnsStreamed" and self.last_step is not None
+            self.last_step = max(self.last_step, change.step) if streamed else change.step
+        if change.kind == "ColumnsStreamed":
+            added = change.rows
+            total = self.rows + added
+            self.rows = min(total, change.rollover) if change.rollover else total
+            lag = now - change.sent_at if change.sent_at is not None and added else None
+            self.frames.append(Frame(now, added, lag))
+        else:
+            self.rows = change.rows
+        self.rows_changed.set()
 
 
 def _find_source(node: Any, name: str) -> dict | None:
@@ -326,6 +412,22 @@ def _find_source(node: Any, name: str) -> dict | None:
         elif isinstance(item, list):
             stack.extend(item)
     return None
+
+
+def _model_names(doc: dict) -> dict[str, str]:
+    """Every named model's id and name in a pulled document."""
+    names: dict[str, str] = {}
+    stack: list[Any] = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            attributes = item.get("attributes")
+            if isinstance(attributes, dict) and isinstance(attributes.get("name"), str):
+                names[item.get("id", "")] = attributes["name"]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return names
 
 
 def _decode(value: Any, buffers: dict[str, bytes]) -> Any:

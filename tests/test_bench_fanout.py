@@ -104,4 +104,8 @@ def test_bench_fanout_smoke(tmp_path: Path) -> None:
     assert 0 <= summary["lag_p50_ms"] <= summary["lag_p99_ms"]
     assert summary["server_cpu_percent"] > 0
     assert summary["late_session_seconds"] is not None
-    assert summary["late_session_rows"] >= summary["live_session_rows"] > 0
+    assert summary["late_session_step"] >= summary["live_session_step"] > 0
+    assert summary["late_session_rows"] > 0
+    by_source = summary["kb_per_session_second_by_source"]
+    assert by_source["loss"] > 0 and by_source["weights"] > 0, by_source
+    assert sum(by_source.values()) == pytest.approx(summary["kb_per_session_second"], rel=0.05)

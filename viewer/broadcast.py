@@ -23,10 +23,13 @@ shadow's state and follows again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
+from bokeh.core.types import ID
 from bokeh.document import Document
 from bokeh.document.events import DocumentPatchedEvent
 from bokeh.models import ColumnDataSource, FactorRange
@@ -35,7 +38,9 @@ from bokeh.server.callbacks import PeriodicCallback as SessionPeriodicCallback
 from tornado.ioloop import PeriodicCallback
 
 from viewer.dashboard import Controls, Dashboard
-from viewer.panels.ids import is_shared
+from viewer.panels.curves import history
+from viewer.panels.ids import PREFIX, is_shared
+from viewer.runs.state import CURVES
 from viewer.server import batching
 from viewer.server.settings import ViewerSettings
 from viewer.server.stats import stats
@@ -61,6 +66,12 @@ def _copied(value: Any) -> Any:
     if isinstance(value, list):
         return list(value)
     return value
+
+
+JOINING: dict[str, Callable[[Any], Any]] = {
+    PREFIX + name: functools.partial(history, name) for name in CURVES
+}
+"""How a curve's history is given to a session that joins (thinned, as arrays), by model id."""
 
 
 class Follower:
@@ -134,6 +145,7 @@ class Broadcast:
         self.shadow.counted = False  # the broadcast counts each session it writes to
         self.models = {m.id: m for m in self.doc.models if is_shared(m)}
         self.frame = 0
+        self._values: tuple[int, dict[str, Any]] | None = None
         self.followers: dict[int, Follower] = {}
         self.frames_sent = 0
         self.encode_seconds = 0.0
@@ -173,14 +185,25 @@ class Broadcast:
         """Give ``doc``'s shared models the shadow's values; ``loud`` tells the browsers what
         differs from what the document held."""
         started = time.perf_counter()
+        values = self._shadow_values()
         with contextlib.nullcontext() if loud else batching.silently(doc):
-            for model_id, shadow in self.models.items():
-                model = doc.get_model_by_id(model_id)
-                if model is None:
-                    continue
-                attribute = _attribute(shadow)
-                setattr(model, attribute, _copied(getattr(shadow, attribute)))
+            for model_id, value in values.items():
+                model = doc.get_model_by_id(ID(model_id))
+                if model is not None:
+                    setattr(model, _attribute(model), _copied(value))
         log.debug("copied the shadow in %.1f ms", 1000 * (time.perf_counter() - started))
+
+    def _shadow_values(self) -> dict[str, Any]:
+        """What a session is given of each shared model at this frame (made once per frame:
+        sessions that open together share it; arrays are never changed in place)."""
+        if self._values is None or self._values[0] != self.frame:
+            values: dict[str, Any] = {}
+            for model_id, shadow in self.models.items():
+                value = getattr(shadow, _attribute(shadow))
+                joining = JOINING.get(model_id)
+                values[model_id] = joining(dict(value)) if joining is not None else value
+            self._values = (self.frame, values)
+        return self._values[1]
 
     # -- the frame ----------------------------------------------------------------------------
 

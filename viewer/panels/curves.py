@@ -5,12 +5,19 @@ trainer's ``sent_at``), ``accuracy`` (evaluations on the test subset), ``test_ac
 (whole test set at epoch ends), ``loss_previous`` and ``accuracy_previous`` (the run before).
 The log scale is a second loss figure on the same sources, built only when a session first
 asks for it (a figure is the costliest part of opening a session) and then swapped in.
+
+On the wire every value carries the digits a reader can use (:func:`wire_rows`: a loss to five
+significant digits, a fraction to four decimals, a time to the millisecond), and a session that
+joins late gets each curve's history thinned to what its plot can draw
+(:func:`history`, M4), as compact arrays.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
+import numpy as np
 from bokeh.layouts import column
 from bokeh.models import (
     DataRange1d,
@@ -23,9 +30,59 @@ from bokeh.plotting import figure
 from viewer.panels.ids import named_source
 from viewer.panels.looks import Look
 from viewer.runs.columns import ROWS_KEPT
+from viewer.runs.decimate import decimated
 from viewer.runs.state import CURVES
 
 TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
+DRAWN = {
+    "loss": ("loss", "loss_smooth", "accuracy_smooth"),
+    "accuracy": ("accuracy", "loss"),
+    "test_accuracy": ("accuracy", "loss"),
+}
+"""The columns each curve source's lines draw: what decimation must keep the extremes of."""
+DTYPES: dict[str, type] = {
+    "step": np.int32,
+    "epoch": np.int32,
+    "sent_at": np.float64,  # seconds since 1970: float32 would keep only minutes
+    **dict.fromkeys(
+        ("loss", "loss_smooth", "batch_accuracy", "accuracy_smooth", "accuracy"), np.float32
+    ),
+}
+
+
+def _significant(digits: int) -> Callable[[float], float]:
+    return lambda v: float(f"{v:.{digits}g}")
+
+
+def _decimals(digits: int) -> Callable[[float], float]:
+    return lambda v: round(v, digits)
+
+
+ROUNDING: dict[str, Callable[[float], float]] = {
+    "loss": _significant(5),
+    "loss_smooth": _significant(5),
+    "batch_accuracy": _decimals(4),
+    "accuracy_smooth": _decimals(4),
+    "accuracy": _decimals(4),
+    "sent_at": _decimals(3),
+}
+
+
+def wire_rows(rows: dict[str, list[float]]) -> dict[str, list[float]]:
+    """New curve rows with the digits worth sending (about half the JSON of full floats)."""
+    out = {}
+    for name, values in rows.items():
+        shorten = ROUNDING.get(name)
+        out[name] = [shorten(v) for v in values] if shorten is not None else values
+    return out
+
+
+def history(name: str, data: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A curve source's rows for a session that joins: thinned by M4 to what the plot can
+    draw, as arrays (binary on the wire, float32 where that keeps what the plot shows)."""
+    return decimated(data, "step", DRAWN[name], DTYPES)
+
+
 OVERLAY_COLUMNS = {"loss_previous": ("step", "loss"), "accuracy_previous": ("step", "accuracy")}
 
 
@@ -136,4 +193,4 @@ class Curves:
 
     def apply(self, rows: dict[str, dict[str, list[float]]]) -> None:
         for name, new in rows.items():
-            self.sources[name].stream(new, rollover=ROWS_KEPT)  # type: ignore[arg-type]
+            self.sources[name].stream(wire_rows(new), rollover=ROWS_KEPT)  # type: ignore[arg-type]
