@@ -9,10 +9,16 @@ message is written to the websocket of every session that follows the broadcast.
 
 A following session's own document is not changed by the frames: the browser moves on, the
 server-side copy stays as it was. It is brought up to the shadow's state, silently, only when
-a browser pulls it whole (:func:`viewer.server.batching.before_pull`), which is when Bokeh
-reads it; from then on the session receives every frame after that state. So code that reads
-a following session's document on the server sees the state of its last pull, not what the
-browser shows; the dashboard never reads it.
+a browser pulls it whole (:func:`viewer.server.batching.on_pull`), which is when Bokeh reads
+it; from then on the session receives every frame after that state. So code that reads a
+following session's document on the server sees the state of its last pull (or of its
+building, when its page came from the shared one), not what the browser shows; the dashboard
+never reads it.
+
+Joining is shared too: every audience document of one look is built with the same ids
+(:func:`viewer.panels.ids.settle`), so the page a browser pulls first is serialized once per
+frame and look, and handed as it is to every session that opens in that frame. A late joiner's
+curves come thinned to what the plots draw (:func:`viewer.panels.curves.history`).
 
 A session that pins a run while a newer one starts leaves the broadcast: its document is
 brought silently to what its browser shows (the shadow's state), and from then on its own
@@ -88,16 +94,29 @@ class Follower:
         """The frame its browsers hold (None: not pulled yet, or drawing its own frames)."""
         self.own_tick: SessionPeriodicCallback | None = None
         self.leaving = False
+        self.pulls = 0
+        look = dashboard.look
+        self.page_key = (look.name, look.large) if controls is None else None
+        """Sessions with the same key have the same page (None: its own, with controls)."""
 
     @property
     def following(self) -> bool:
         return self.own_tick is None and not self.leaving
 
-    def pulled(self) -> None:
-        """A browser pulls the document: give it the shadow's state (Bokeh's lock is held)."""
-        if self.following:
-            self.broadcast.copy_into(self.doc, loud=False)
-            self.at = self.broadcast.frame
+    def pulled(self, serialize: Callable[[], Any]) -> Any:
+        """A browser pulls the document: give it the shadow's state (Bokeh's lock is held).
+
+        The first pull of an audience session takes the page serialized for its look at this
+        frame, if another session already had it made; its own document is left as built.
+        """
+        self.pulls += 1
+        if not self.following:
+            return serialize()
+        self.at = self.broadcast.frame
+        if self.pulls == 1 and self.page_key is not None:
+            return self.broadcast.page(self.page_key, self.doc, serialize)
+        self.broadcast.copy_into(self.doc, loud=False)
+        return serialize()
 
     def refresh_controls(self) -> None:
         """Show the controls' state for the shown run (this session's own widgets)."""
@@ -146,6 +165,8 @@ class Broadcast:
         self.models = {m.id: m for m in self.doc.models if is_shared(m)}
         self.frame = 0
         self._values: tuple[int, dict[str, Any]] | None = None
+        self._pages: dict[tuple[str, bool], tuple[int, Any]] = {}
+        self.pages_made = self.pages_shared = 0
         self.followers: dict[int, Follower] = {}
         self.frames_sent = 0
         self.encode_seconds = 0.0
@@ -168,7 +189,7 @@ class Broadcast:
         follower = Follower(self, dashboard, controls)
         doc = dashboard.doc
         self.followers[id(doc)] = follower
-        batching.before_pull(doc, follower.pulled)
+        batching.on_pull(doc, follower.pulled)
 
         def forget(_context: Any) -> None:
             self.followers.pop(id(doc), None)
@@ -192,6 +213,18 @@ class Broadcast:
                 if model is not None:
                     setattr(model, _attribute(model), _copied(value))
         log.debug("copied the shadow in %.1f ms", 1000 * (time.perf_counter() - started))
+
+    def page(self, key: tuple[str, bool], doc: Document, serialize: Callable[[], Any]) -> Any:
+        """The page at this frame for documents built like ``doc`` (made from ``doc`` once)."""
+        made = self._pages.get(key)
+        if made is not None and made[0] == self.frame:
+            self.pages_shared += 1
+            return made[1]
+        self.copy_into(doc, loud=False)
+        page = serialize()
+        self._pages[key] = (self.frame, page)
+        self.pages_made += 1
+        return page
 
     def _shadow_values(self) -> dict[str, Any]:
         """What a session is given of each shared model at this frame (made once per frame:

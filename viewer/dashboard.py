@@ -26,6 +26,7 @@ from viewer.panels.curves import Curves
 from viewer.panels.digit import Digit
 from viewer.panels.evaluation import EvaluationPanels
 from viewer.panels.header import WAITING, Header
+from viewer.panels.ids import settle
 from viewer.panels.looks import Look, session_look
 from viewer.panels.weights import Weights
 from viewer.runs.columns import Changes, Cursor
@@ -105,30 +106,31 @@ class Dashboard:
         doc.title = "MNIST Live"
         doc.theme = self.look.theme()
         doc.template_variables.update(self.look.template_variables())
-        doc.add_root(
-            column(
-                self.header.layout,
-                row(
-                    self.curves.loss_layout,
-                    self.curves.accuracy_layout,
-                    sizing_mode="stretch_width",
-                ),
-                row(
-                    self.digit.image_figure,
-                    self.digit.bars,
-                    self.weights.figure,
-                    sizing_mode="stretch_width",
-                ),
-                row(
-                    self.evaluation.confusion_figure,
-                    self.evaluation.per_class_figure,
-                    self.evaluation.gallery_figure,
-                    sizing_mode="stretch_width",
-                ),
+        root = column(
+            self.header.layout,
+            row(
+                self.curves.loss_layout,
+                self.curves.accuracy_layout,
                 sizing_mode="stretch_width",
-                name="dashboard",
-            )
+            ),
+            row(
+                self.digit.image_figure,
+                self.digit.bars,
+                self.weights.figure,
+                sizing_mode="stretch_width",
+            ),
+            row(
+                self.evaluation.confusion_figure,
+                self.evaluation.per_class_figure,
+                self.evaluation.gallery_figure,
+                sizing_mode="stretch_width",
+            ),
+            sizing_mode="stretch_width",
+            name="dashboard",
         )
+        if controls is None:  # an audience page: the same ids in each, one page serialized for all
+            settle(root)  # (a page with controls keeps unique ids: it is its own)
+        doc.add_root(root)
         self.header.pin.on_change("active", self._pin_changed)
         self.frame_period_ms = round(1000 / settings.frame_rate)
         if frames:

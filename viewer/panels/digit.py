@@ -53,12 +53,14 @@ def render(run: RunHistory) -> dict[str, Any]:
         },
         "probabilities": {
             "class_name": same_list(tuple(names)),
-            "probability": list(s.probabilities),
-            "kind": [
-                "true" if i == s.label else "predicted" if i == predicted else "other"
-                for i in range(len(names))
-            ],
-            "mark": marks,
+            "probability": [round(p, 3) for p in s.probabilities],  # what the bars can show
+            "kind": same_list(
+                tuple(
+                    "true" if i == s.label else "predicted" if i == predicted else "other"
+                    for i in range(len(names))
+                )
+            ),
+            "mark": same_list(tuple(marks)),
         },
     }
 

@@ -69,7 +69,7 @@ def render(run: RunHistory) -> dict[str, Any]:
             "true": same_list(tuple(names[i] for i in true_index)),
             "predicted": same_list(tuple(names[j] for j in predicted_index)),
             "rate": rates.ravel().astype(np.float32),
-            "count": counts.ravel().astype(np.int32),
+            "count": counts.ravel().astype(np.uint16 if counts.max() < 2**16 else np.int32),
         },
         "per_class": {"class_name": same_list(tuple(names)), "accuracy": per_class},
         "misclassified": {

@@ -16,9 +16,12 @@ from typing import Any, TypeVar
 
 from bokeh.core.types import ID
 from bokeh.model import Model
+from bokeh.model.util import collect_models
 from bokeh.models import ColumnDataSource
 
 PREFIX = "mnist-live-"
+PLACE = "ml"
+"""Ids by place (:func:`settle`); Bokeh's own are ``p`` and a number."""
 M = TypeVar("M", bound=Model)
 
 
@@ -36,3 +39,16 @@ def is_shared(model: Model) -> bool:
 def named_source(name: str, columns: tuple[str, ...]) -> ColumnDataSource:
     """An empty source called ``name`` with ``columns``, its id shared by every session."""
     return shared(ColumnDataSource, name, data={c: [] for c in columns}, name=name)
+
+
+def settle(root: Model) -> None:
+    """Give every model under ``root`` that has no shared id one made from its place.
+
+    Documents built by the same code then have the same ids throughout, so they serialize to
+    the same JSON: a viewer serializes the page once for all the sessions that open it in the
+    same frame (:mod:`viewer.broadcast`). Must run before ``root`` joins a document, which
+    indexes its models by id. Models added later (a log-scale figure) keep Bokeh's own ids.
+    """
+    for place, model in enumerate(collect_models(root)):
+        if not is_shared(model):
+            model._id = ID(f"{PLACE}{place}")  # type: ignore[attr-defined]

@@ -169,18 +169,18 @@ def silently(doc: Document) -> Iterator[None]:
         collector.silent = was
 
 
-def before_pull(doc: Document, prepare: Callable[[], None]) -> None:
-    """Call ``prepare`` each time a browser pulls ``doc`` whole, just before it is serialized.
+def on_pull(doc: Document, serialize: Callable[[Callable[[], Any]], Any]) -> None:
+    """Let ``serialize`` answer each time a browser pulls ``doc`` whole; it is given Bokeh's
+    own serializer and returns what ``doc.to_json()`` would (which it may cache and reuse).
 
     Bokeh answers a PULL-DOC request under the document lock with ``doc.to_json()``, and
     BokehJS drops every patch that reaches it before that reply (the reply holds them): so what
-    ``prepare`` puts in the document is exactly what the browser starts from.
+    ``serialize`` returns is exactly what the browser starts from.
     """
-    serialize = doc.to_json
+    own = doc.to_json
 
     def to_json(*args: Any, **kwargs: Any) -> Any:
-        prepare()
-        return serialize(*args, **kwargs)
+        return serialize(lambda: own(*args, **kwargs))
 
     doc.to_json = to_json  # type: ignore[method-assign]
 
