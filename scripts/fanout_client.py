@@ -22,7 +22,7 @@ import json
 import os
 import struct
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -174,6 +174,8 @@ class Session(asyncio.Protocol):
         self.pull_bytes = 0
         """Bytes received until the document was pulled: what opening the page cost."""
         self.bytes_by_name: Counter = Counter()
+        self.patch_headers: deque[str] = deque(maxlen=256)
+        """The latest patches' headers (each names its message by id)."""
         self.frames: list[Frame] = []
         self.has_sent_at = False
         self.opened_at = self.pulled_at = 0.0
@@ -358,6 +360,7 @@ class Session(asyncio.Protocol):
             return
         if '"PATCH-DOC"' not in header_text:
             return
+        self.patch_headers.append(header_text)
         patch = read_patch(header_text, content, buffers)
         names = self.names
         for model_id, size in patch.sizes.items():

@@ -155,7 +155,11 @@ class Follower:
 class Broadcast:
     """The process's frame tick: the shadow dashboard, and the sessions that follow it."""
 
-    def __init__(self, source: RunSource, settings: ViewerSettings, *, live: bool) -> None:
+    def __init__(
+        self, source: RunSource, settings: ViewerSettings, *, live: bool, schedule: bool = True
+    ) -> None:
+        """``schedule``: run :meth:`tick` on the server's event loop at the frame rate (tests
+        call it, or :meth:`next_frame`, themselves)."""
         self.source = source
         self.doc = Document()
         self.events: list[DocumentPatchedEvent] = []
@@ -172,7 +176,8 @@ class Broadcast:
         self.encode_seconds = 0.0
         self.tick()  # the first session starts from the run as it is, not from nothing
         self._tick = PeriodicCallback(self.tick, 1000 / settings.frame_rate)
-        self._tick.start()
+        if schedule:
+            self._tick.start()
 
     def _collect(self, event: Any) -> None:
         if isinstance(event, DocumentPatchedEvent):
@@ -240,6 +245,20 @@ class Broadcast:
 
     # -- the frame ----------------------------------------------------------------------------
 
+    def next_frame(self) -> Any:
+        """Catch the shadow up; its changes as one PATCH-DOC message for every session (False:
+        nothing changed; None: the changes carry a model, which no one message can)."""
+        self.events.clear()
+        self.shadow.tick()
+        if not self.events:
+            return False
+        started = time.perf_counter()
+        message = batching.shared_message(list(self.events))
+        self.events.clear()
+        self.encode_seconds += time.perf_counter() - started
+        self.frame += 1
+        return message
+
     def tick(self) -> None:
         """Catch the shadow up with its run and send what changed to every following session."""
         shown = self.source.current
@@ -248,19 +267,13 @@ class Broadcast:
                 pinned = follower.dashboard.shown_run()
                 if pinned is not shown:
                     follower.leave()
-        self.events.clear()
-        self.shadow.tick()
+        message = self.next_frame()
         for follower in self.followers.values():
             if follower.controls is not None:
                 follower.doc.add_next_tick_callback(follower.refresh_controls)
-        if not self.events:
+        if message is False:
             return
-        started = time.perf_counter()
-        message = batching.shared_message(list(self.events))
-        self.events.clear()
-        self.encode_seconds += time.perf_counter() - started
-        before = self.frame
-        self.frame += 1
+        before = self.frame - 1
         if message is None:  # a model among the changes: never in a dashboard frame
             log.error("a frame changed a model, not data: every session draws its own frames")
             for follower in self.followers.values():

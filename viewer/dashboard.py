@@ -129,7 +129,7 @@ class Dashboard:
             name="dashboard",
         )
         if controls is None:  # an audience page: the same ids in each, one page serialized for all
-            settle(root)  # (a page with controls keeps unique ids: it is its own)
+            settle(root, doc.config)  # (a page with controls keeps unique ids: it is its own)
         doc.add_root(root)
         self.header.pin.on_change("active", self._pin_changed)
         self.frame_period_ms = round(1000 / settings.frame_rate)

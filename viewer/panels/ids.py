@@ -41,14 +41,15 @@ def named_source(name: str, columns: tuple[str, ...]) -> ColumnDataSource:
     return shared(ColumnDataSource, name, data={c: [] for c in columns}, name=name)
 
 
-def settle(root: Model) -> None:
-    """Give every model under ``root`` that has no shared id one made from its place.
+def settle(*roots: Model) -> None:
+    """Give every model under ``roots`` that has no shared id one made from its place.
 
     Documents built by the same code then have the same ids throughout, so they serialize to
     the same JSON: a viewer serializes the page once for all the sessions that open it in the
-    same frame (:mod:`viewer.broadcast`). Must run before ``root`` joins a document, which
-    indexes its models by id. Models added later (a log-scale figure) keep Bokeh's own ids.
+    same frame (:mod:`viewer.broadcast`). Pass the document's root before it joins the
+    document (which indexes its models by id) and the document's ``config`` (which it does
+    not index). Models added later (a log-scale figure) keep Bokeh's own ids.
     """
-    for place, model in enumerate(collect_models(root)):
+    for place, model in enumerate(collect_models(*roots)):
         if not is_shared(model):
             model._id = ID(f"{PLACE}{place}")  # type: ignore[attr-defined]

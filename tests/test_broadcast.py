@@ -1,0 +1,252 @@
+"""Encoding a frame once for every session: shared ids, one message that fits every audience
+page, a shared first page, the pin, and the thinned history a late joiner gets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bokeh.client import pull_session
+from bokeh.document import Document
+from bokeh.model.util import collect_models
+
+from broker.clients.publisher import Publisher
+from protocol import RunStarted, TrainingMetrics
+from protocol.endpoints import free_tcp_port, free_tcp_port_pair
+from tests.conftest import Programs, wait_until
+from tests.documents import header, receive
+from tests.recordings import Feed
+from tests.test_dashboard import feed_run
+from tests.test_presenter import run_started_fields
+from viewer.broadcast import Broadcast
+from viewer.dashboard import Dashboard
+from viewer.panels.curves import history
+from viewer.panels.ids import PREFIX, settle
+from viewer.runs.decimate import m4_rows
+from viewer.server.settings import ViewerSettings
+from viewer.sources.live import Hub
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+from fanout_client import open_sessions
+
+
+def page(doc: Document) -> str:
+    return json.dumps(doc.to_json(deferred=False), sort_keys=True)
+
+
+def audience(hub: Hub) -> Dashboard:
+    return Dashboard(Document(), hub, ViewerSettings(), frames=False)
+
+
+@pytest.fixture
+def hub() -> Hub:
+    hub = Hub("tcp://127.0.0.1:1")  # never started: tests apply messages themselves
+    feed_run(hub, Feed("run-a"), steps=20)
+    return hub
+
+
+def test_audience_pages_have_the_same_ids_and_serialize_alike(hub: Hub) -> None:
+    broadcast = Broadcast(hub, ViewerSettings(), live=True, schedule=False)
+    first, second = audience(hub), audience(hub)
+    ids = [model.id for model in collect_models(*first.doc.roots)]
+    assert ids == [model.id for model in collect_models(*second.doc.roots)]
+    assert len(set(ids)) == len(ids)
+    assert {i for i in ids if i.startswith(PREFIX)} >= {PREFIX + "loss", PREFIX + "header"}
+    assert page(first.doc) == page(second.doc)
+    broadcast.copy_into(first.doc, loud=False)
+    assert page(first.doc) != page(second.doc)  # the copy brought the run
+    broadcast.copy_into(second.doc, loud=False)
+    assert page(first.doc) == page(second.doc)
+    assert "run-a" in first.header.div.text
+
+
+def test_settle_keeps_shared_ids_and_numbers_the_rest_by_place(hub: Hub) -> None:
+    dashboard = audience(hub)
+    models = collect_models(*dashboard.doc.roots)
+    shared = [m for m in models if m.id.startswith(PREFIX)]
+    assert len(shared) >= 12 and all(m.id == PREFIX + m.name for m in shared if m.name)
+    before = [m.id for m in models]
+    settle(dashboard.doc.roots[0], dashboard.doc.config)  # again: same places, same ids
+    assert [m.id for m in models] == before
+
+
+def test_one_frame_message_brings_every_audience_page_to_the_shadow(hub: Hub) -> None:
+    broadcast = Broadcast(hub, ViewerSettings(), live=True, schedule=False)
+    pages = [audience(hub), audience(hub)]
+    for dashboard in pages:
+        broadcast.copy_into(dashboard.doc, loud=False)
+    feed = Feed("run-a")
+    feed.seq = 10_000
+    for step in range(21, 26):
+        hub.apply(feed.metrics(step, loss=0.5))
+    hub.apply(feed.sample(25, label=7, predicted=7))
+    message = broadcast.next_frame()
+    assert message is not None and message is not False
+    content = json.loads(message.content_json)
+    touched = {event["model"]["id"] for event in content["events"]}
+    assert touched and all(i.startswith(PREFIX) for i in touched), touched
+    for dashboard in pages:
+        message.apply_to_document(dashboard.doc)
+        loss = dashboard.curves.sources["loss"].data
+        assert list(loss["step"])[-5:] == [21, 22, 23, 24, 25]
+        assert dashboard.digit.sample.data["label"] == ["7"]
+    shadow = broadcast.shadow
+    assert len(pages[0].curves.sources["loss"].data["step"]) == len(
+        shadow.curves.sources["loss"].data["step"]
+    )
+    assert broadcast.next_frame() is False  # nothing new: nothing to send
+
+
+def test_m4_keeps_every_pixel_columns_extremes() -> None:
+    rng = np.random.default_rng(7)
+    n = 50_000
+    x = np.arange(n, dtype=np.float64)
+    noisy = np.abs(rng.normal(1.0, 0.4, n)) * np.exp(-x / 20_000)
+    noisy[1234] = np.nan
+    smooth = np.convolve(noisy, np.ones(25) / 25, mode="same")
+    kept = m4_rows(x, [noisy, smooth], columns=500)
+    assert 2 * 500 <= len(kept) < n / 8
+    assert kept[0] == 0 and kept[-1] == n - 1 and np.all(np.diff(kept) > 0)
+    bucket = np.minimum((x * 500 / (n - 1)).astype(int), 499)
+    for column in (0, 123, 250, 499):
+        rows = np.flatnonzero(bucket == column)
+        ours = np.intersect1d(rows, kept)
+        for y in (noisy, smooth):
+            assert np.nanmax(y[ours]) == np.nanmax(y[rows])
+            assert np.nanmin(y[ours]) == np.nanmin(y[rows])
+    small = m4_rows(x[:100], [noisy[:100]], columns=500)
+    assert np.array_equal(small, np.arange(100))
+
+
+def test_a_late_joiners_history_is_thinned_to_arrays() -> None:
+    steps = list(range(1, 40_001))
+    data = {
+        "step": steps,
+        "loss": [1 / s for s in steps],
+        "loss_smooth": [1 / s for s in steps],
+        "batch_accuracy": [0.5] * len(steps),
+        "accuracy_smooth": [min(1.0, s / 1000) for s in steps],
+        "sent_at": [1.7e9 + s / 20 for s in steps],
+    }
+    thinned = history("loss", data)
+    rows = len(thinned["step"])
+    assert rows < 8_000 and thinned["step"][-1] == 40_000 and thinned["step"][0] == 1
+    assert thinned["loss"].dtype == np.float32 and thinned["sent_at"].dtype == np.float64
+    assert thinned["sent_at"][-1] == pytest.approx(1.7e9 + 2000, abs=1e-3)
+
+
+# -- a real viewer --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Iterator[tuple[Publisher, str, Programs]]:
+    programs = Programs(tmp_path_factory.mktemp("broadcast"))
+    broker_in = f"tcp://127.0.0.1:{free_tcp_port()}"
+    broker_out = f"tcp://127.0.0.1:{free_tcp_port_pair()}"
+    port = free_tcp_port()
+    publisher = None
+    try:
+        programs.start("broker", "--in", broker_in, "--out", broker_out)
+        viewer = programs.start("view", "--connect", broker_out, "--port", str(port))
+        publisher = Publisher(broker_in)
+        assert publisher.wait_for_subscriber(15), "the broker did not subscribe"
+        publisher.send(RunStarted, **run_started_fields())
+        wait_until(lambda: "new run" in programs.output(viewer), 20, message="viewer has the run")
+        yield publisher, f"127.0.0.1:{port}", programs
+    finally:
+        if publisher is not None:
+            publisher.close()
+        programs.stop_all()
+
+
+def send_metrics(publisher: Publisher, first: int, count: int) -> None:
+    for step in range(first, first + count):
+        publisher.send(
+            TrainingMetrics,
+            step=step,
+            epoch=0,
+            samples_seen=16 * step,
+            loss=1.0 / step,
+            batch_accuracy=0.5,
+            learning_rate=0.1,
+            samples_per_second=320.0,
+        )
+
+
+@pytest.mark.slow
+def test_every_session_is_written_the_same_message(served) -> None:
+    publisher, host, _ = served
+
+    async def watch() -> list:
+        sessions = await open_sessions(f"ws://{host}/ws", 3, parallel=3, timeout=20)
+        try:
+            for round_ in range(6):
+                send_metrics(publisher, 100 + 10 * round_, 10)
+                await asyncio.sleep(0.3)
+            late = (await open_sessions(f"ws://{host}/ws", 1, parallel=1, timeout=20))[0]
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and (late.last_step or 0) < 159:
+                await asyncio.sleep(0.05)
+            late.close()
+            return [*sessions, late]
+        finally:
+            for session in sessions:
+                session.close()
+
+    *live, late = asyncio.run(watch())
+    seen = [set(s.patch_headers) for s in live]
+    common = seen[0] & seen[1] & seen[2]
+    assert len(common) >= 5, "one message, written to every session"
+    assert all(len(mine - common) <= 2 for mine in seen), "no session got messages of its own"
+    for session in live:
+        assert session.error is None and session.last_step == 159
+        steps = [f.rows for f in session.frames]
+        assert sum(steps) >= 50
+    assert late.last_step == 159 and late.pull_bytes > 0
+
+
+@pytest.mark.slow
+def test_a_pinned_session_keeps_its_run_and_follows_again_when_unpinned(served) -> None:
+    publisher, host, _ = served
+    pinned = pull_session(url=f"http://{host}/")
+    watching = pull_session(url=f"http://{host}/")
+    try:
+        first_run = publisher.run_id
+        assert first_run in header(pinned.document)
+        pinned.document.get_model_by_name("pin").active = True  # type: ignore[union-attr]
+        receive([pinned, watching], 0.5)
+        publisher.begin_run("run-second")
+        publisher.send(RunStarted, **run_started_fields())
+        send_metrics(publisher, 1, 5)
+        second_run = publisher.run_id
+        assert second_run != first_run
+
+        def shows(session, run_id: str) -> bool:
+            receive([session], 0.3)
+            return run_id in header(session.document)
+
+        wait_until(lambda: shows(watching, second_run), 10, message="the new run on a page")
+        receive([pinned], 1.0)
+        assert first_run in header(pinned.document) and "pinned" in header(pinned.document)
+        pinned.document.get_model_by_name("pin").active = False  # type: ignore[union-attr]
+        wait_until(lambda: shows(pinned, second_run), 10, message="the unpinned page follow")
+        send_metrics(publisher, 6, 5)
+        wait_until(
+            lambda: (
+                receive([pinned], 0.3)
+                or math.isclose(max(pinned.document.get_model_by_name("loss").data["step"]), 10)
+            ),
+            10,
+            message="frames after rejoining",
+        )
+    finally:
+        pinned.close()
+        watching.close()
