@@ -1,24 +1,28 @@
 """Libraries whose internals we use are pinned to the minor version the tests run against.
 
-``viewer/server/batching.py`` reaches into Bokeh's ``ServerSession`` and
-``broker/recording/reader.py`` calls mcap's ``breakup_chunk``; test_batching and
-test_recording exercise those uses against what is installed, and this checks that what is
-installed is what pyproject.toml pins, and that the pin admits one minor version only.
+``viewer/server/batching.py`` reaches into Bokeh's ``ServerSession`` and writes ready-made
+frames to a Tornado websocket's stream, and ``broker/recording/reader.py`` calls mcap's
+``breakup_chunk``; test_batching, test_broadcast and test_recording exercise those uses
+against what is installed, and this checks that what is installed is what pyproject.toml
+pins, and that the pin admits one minor version only.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 import tomllib
 from importlib.metadata import version
 
 import pytest
 from bokeh.server.session import ServerSession
+from bokeh.server.views.ws import WSHandler
 from mcap import stream_reader
+from tornado.websocket import WebSocketProtocol13
 
 from tests.conftest import REPO
 
-PINNED = ("bokeh", "mcap")
+PINNED = ("bokeh", "mcap", "tornado")
 
 
 def requirement(name: str) -> str:
@@ -42,3 +46,6 @@ def test_the_internals_we_use_are_there() -> None:
     for name in ("_document_patched", "_pending_writes", "_subscribed_connections"):
         assert name in ServerSession.__init__.__code__.co_names or hasattr(ServerSession, name)
     assert callable(stream_reader.breakup_chunk)
+    assert "_compressor" in WebSocketProtocol13.__init__.__code__.co_names
+    assert "self.stream = " in inspect.getsource(WebSocketProtocol13)
+    assert "write_lock" in WSHandler.__init__.__code__.co_names

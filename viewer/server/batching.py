@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -36,6 +38,7 @@ from bokeh.document import Document
 from bokeh.document.json import PatchJson
 from bokeh.protocol.messages.patch_doc import patch_doc
 from bokeh.settings import settings as bokeh_settings
+from tornado.iostream import StreamClosedError
 
 log = logging.getLogger("viewer")
 
@@ -202,17 +205,78 @@ def shared_message(events: list[Any]) -> Any | None:
 def send(doc: Document, message: Any) -> int:
     """Write ``message`` to every browser connected to ``doc``; how many there were.
 
-    The same message object (its JSON encoded once, when first sent) goes to each; Bokeh's
-    per-connection write lock keeps it whole between other messages.
+    The message is framed once (:func:`wire_bytes`) and the same bytes go to each websocket in
+    one write, under Bokeh's per-connection write lock so they never land inside another
+    message. Where the connection is not the plain kind this expects (compressed, closing),
+    Bokeh writes it its own way.
     """
     session = server_session(doc)
     connections = getattr(session, "_subscribed_connections", ()) if session else ()
     for connection in connections:
-        task = asyncio.ensure_future(connection._socket.send_message(message))
-        _writing.add(task)
-        task.add_done_callback(_writing.discard)
+        handler = connection._socket
+        socket = getattr(handler, "ws_connection", None)
+        if socket is None or getattr(socket, "_compressor", True) is not None:
+            task = asyncio.ensure_future(handler.send_message(message))
+            _writing.add(task)
+            task.add_done_callback(_writing.discard)
+            continue
+        _write_locked(handler, socket, wire_bytes(message))
     return len(connections)
 
 
+def wire_bytes(message: Any) -> bytes:
+    """``message`` as the websocket frames Bokeh would write for it (header, metadata, content,
+    then each buffer's header and bytes), framed once for every connection.
+
+    A server's frames are neither masked nor, with compression off, transformed (RFC 6455).
+    """
+    framed = getattr(message, "_mnist_live_wire", None)
+    if framed is None:
+        parts = [message.header_json, message.metadata_json, message.content_json]
+        frames = [_frame(0x1, part.encode()) for part in parts]
+        for buffer in message.buffers:
+            frames.append(_frame(0x1, json.dumps(buffer.ref).encode()))
+            frames.append(_frame(0x2, buffer.to_bytes()))
+        framed = b"".join(frames)
+        message._mnist_live_wire = framed
+    return framed
+
+
+def _frame(opcode: int, payload: bytes) -> bytes:
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, n)
+    elif n <= 0xFFFF:
+        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+    return head + payload
+
+
+def _write_locked(handler: Any, socket: Any, data: bytes) -> None:
+    """One write of ``data`` under the handler's write lock, at once when it is free."""
+    lock = handler.write_lock
+    acquired = lock.acquire()
+
+    def write(_: Any = None) -> None:
+        try:
+            written = socket.stream.write(data)
+            written.add_done_callback(_closed_is_fine)
+        except StreamClosedError:
+            pass  # the connection is going; Bokeh drops its session in its own time
+        finally:
+            lock.release()
+
+    if acquired.done():
+        write()
+    else:  # another message is being written: this one follows it
+        acquired.add_done_callback(write)
+
+
+def _closed_is_fine(future: Any) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: a closed stream is not an error here
+
+
 _writing: set[asyncio.Future[Any]] = set()
-"""Writes under way (the event loop keeps only weak references to its tasks)."""
+"""Bokeh's own writes under way (the event loop keeps only weak references to its tasks)."""
