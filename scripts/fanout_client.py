@@ -384,8 +384,11 @@ class Session(asyncio.Protocol):
 
     def _apply_change(self, change: Change, now: float) -> None:
         if change.step is not None:
-            streamed = change.kind == "ColumnsStreamed" and self.last_step is not None
-            self.last_step = max(self.last_step, change.step) if streamed else change.step
+            last = self.last_step
+            streamed = change.kind == "ColumnsStreamed" and last is not None
+            self.last_step = (
+                max(last, change.step) if streamed and last is not None else change.step
+            )
         if change.kind == "ColumnsStreamed":
             added = change.rows
             total = self.rows + added

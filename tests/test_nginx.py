@@ -9,10 +9,8 @@ live. When one backend is killed, a reloaded page is served by another.
 from __future__ import annotations
 
 import json
-import re
-import shutil
 import signal
-import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -20,42 +18,15 @@ import pytest
 from bokeh.client import pull_session
 
 from protocol.endpoints import free_tcp_port, free_tcp_port_pair
-from tests.conftest import REPO, Programs, wait_until
+from tests.conftest import Programs, wait_until
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import nginx_front
 
 pytestmark = pytest.mark.slow
 
-NGINX = shutil.which("nginx") or next(
-    (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
-)
 BACKENDS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
-
-
-def documented_config() -> str:
-    text = (REPO / "docs" / "scaling.md").read_text()
-    match = re.search(r"<!-- nginx-viewers -->\s*```nginx\n(.*?)```", text, re.S)
-    assert match, "docs/scaling.md lost its nginx configuration"
-    return match.group(1)
-
-
-def nginx_conf(directory: Path, listen: int, backends: list[str]) -> str:
-    """The documented block with this test's addresses, inside a main config of its own."""
-    block = documented_config()
-    servers = [line for line in block.splitlines() if re.match(r"\s+server \S+:\d+ ", line)]
-    assert len(servers) == 3, "the documented upstream names three viewer hosts"
-    options = servers[0].split(None, 2)[2]  # max_fails=... fail_timeout=...;
-    ours = "\n".join(f"    server {backend} {options}" for backend in backends)
-    block = block.replace("\n".join(servers), ours)
-    block = block.replace("listen 80;", f"listen 127.0.0.1:{listen};")
-    temp = "\n".join(
-        f"    {kind}_temp_path {directory / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    indented = "\n".join(f"    {line}" if line else line for line in block.splitlines())
-    return (
-        f"worker_processes 1;\ndaemon off;\npid {directory / 'nginx.pid'};\n"
-        f"error_log {directory / 'error.log'};\nevents {{ worker_connections 256; }}\n"
-        f"http {{\n    access_log {directory / 'access.log'};\n{temp}\n{indented}\n}}\n"
-    )
 
 
 def sessions_on(backend: str, port: int) -> int:
@@ -84,7 +55,9 @@ def loss_rows(session) -> int:
     return len(source.data["step"]) if source is not None else 0
 
 
-@pytest.mark.skipif(NGINX is None, reason="needs Debian's nginx (apt-get install nginx)")
+@pytest.mark.skipif(
+    nginx_front.NGINX is None, reason="needs Debian's nginx (apt-get install nginx)"
+)
 def test_sessions_spread_over_viewer_hosts_behind_nginx_and_survive_one_dying(
     programs: Programs, tmp_path: Path
 ) -> None:
@@ -104,14 +77,7 @@ def test_sessions_spread_over_viewer_hosts_behind_nginx_and_survive_one_dying(
     )  # fmt: skip
     for backend in BACKENDS:
         wait_until(lambda b=backend: healthy(b, port), 30, message=f"the viewer on {backend}")
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(nginx_conf(tmp_path, listen, [f"{b}:{port}" for b in BACKENDS]))
-    nginx = subprocess.Popen(
-        [NGINX, "-p", str(tmp_path), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    nginx = nginx_front.start(tmp_path, listen, [f"{b}:{port}" for b in BACKENDS])
     url = f"http://127.0.0.1:{listen}/"
     opened = []
     try:
@@ -141,9 +107,4 @@ def test_sessions_spread_over_viewer_hosts_behind_nginx_and_survive_one_dying(
     finally:
         for session in opened:
             session.close()
-        nginx.send_signal(signal.SIGQUIT)
-        try:
-            nginx.wait(10)
-        except subprocess.TimeoutExpired:
-            nginx.kill()
-            nginx.wait()
+        nginx_front.stop(nginx)
