@@ -524,7 +524,7 @@ def print_table(s: dict) -> None:
         ("late session step / live step", pair("late_session_step", "live_session_step")),
         ("target lag p99", f"{s['target_lag_p99_ms']:.0f} ms at {s['target_scale']}"),
         ("pass", f"{s['pass']} (at target scale: {s['at_target_scale']})"),
-        ("within the byte budget", f"{s['bytes_within_budget']} (target {KB_PER_SESSION_SECOND} kB/s)"),
+        ("within the byte budget", f"{s['bytes_within_budget']} ({KB_PER_SESSION_SECOND} kB/s)"),
     ]  # fmt: skip
     width = max(len(name) for name, _ in rows)
     for name, value in rows:

@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bokeh.client import pull_session
+from bokeh.core.validation.check import check_integrity
 from bokeh.document import Document
 from bokeh.model.util import collect_models
+from bokeh.models import Button
 
 from broker.clients.publisher import Publisher
 from protocol import RunStarted, TrainingMetrics
@@ -28,7 +30,7 @@ from tests.test_presenter import run_started_fields
 from viewer.broadcast import Broadcast
 from viewer.dashboard import Dashboard
 from viewer.panels.curves import history
-from viewer.panels.ids import PREFIX, settle
+from viewer.panels.ids import PLACE, PREFIX, settle
 from viewer.runs.decimate import m4_rows
 from viewer.server.settings import ViewerSettings
 from viewer.sources.live import Hub
@@ -68,14 +70,45 @@ def test_audience_pages_have_the_same_ids_and_serialize_alike(hub: Hub) -> None:
     assert "run-a" in first.header.div.text
 
 
+def test_pages_pass_bokehs_checks(hub: Hub) -> None:
+    """The viewer skips Bokeh's per-session validation: this is where it is done."""
+    for controls in (False, True):
+        dashboard = audience(hub) if not controls else presenter_page(hub)
+        issues = check_integrity(list(collect_models(*dashboard.doc.roots)))
+        assert not issues.error and not issues.warning, issues
+
+
+def presenter_page(hub: Hub) -> Dashboard:
+    class Buttons:
+        layout = Button(label="pause", name="pause")
+
+        def refresh(self, run: object) -> None: ...
+
+    return Dashboard(Document(), hub, ViewerSettings(), Buttons(), frames=False)
+
+
+def test_page_ids_are_unique_and_a_page_with_controls_keeps_bokehs(hub: Hub) -> None:
+    page_ids = {m.id for m in collect_models(*audience(hub).doc.roots)}
+    own_ids = {m.id for m in collect_models(*presenter_page(hub).doc.roots)}
+    shared = {i for i in page_ids if i.startswith(PREFIX)}
+    assert shared == {i for i in own_ids if i.startswith(PREFIX)}
+    assert not (page_ids - shared) & (own_ids - shared)
+    later = Button()  # made after a page: never one of a page's ids
+    assert later.id not in page_ids
+
+
 def test_settle_keeps_shared_ids_and_numbers_the_rest_by_place(hub: Hub) -> None:
-    dashboard = audience(hub)
-    models = collect_models(*dashboard.doc.roots)
-    shared = [m for m in models if m.id.startswith(PREFIX)]
-    assert len(shared) >= 12 and all(m.id == PREFIX + m.name for m in shared if m.name)
-    before = [m.id for m in models]
-    settle(dashboard.doc.roots[0], dashboard.doc.config)  # again: same places, same ids
-    assert [m.id for m in models] == before
+    """The way to alike pages where Bokeh makes random ids (BOKEH_SIMPLE_IDS=no)."""
+    pages = [presenter_page(hub), presenter_page(hub)]  # unique ids, as random ones would be
+    orders = []
+    for page_ in pages:
+        models = collect_models(*page_.doc.roots)
+        assert len({m.id for m in models}) == len(models)
+        settle(*page_.doc.roots, page_.doc.config)
+        orders.append([m.id for m in collect_models(*page_.doc.roots, page_.doc.config)])
+    assert orders[0] == orders[1]
+    assert PREFIX + "loss" in orders[0] and PREFIX + "header" in orders[0]
+    assert sum(i.startswith(PLACE) for i in orders[0]) > 200
 
 
 def test_one_frame_message_brings_every_audience_page_to_the_shadow(hub: Hub) -> None:

@@ -17,6 +17,7 @@ from importlib.metadata import version
 import pytest
 from bokeh.server.session import ServerSession
 from bokeh.server.views.ws import WSHandler
+from bokeh.util import serialization
 from mcap import stream_reader
 from tornado.websocket import WebSocketProtocol13
 
@@ -49,3 +50,4 @@ def test_the_internals_we_use_are_there() -> None:
     assert "_compressor" in WebSocketProtocol13.__init__.__code__.co_names
     assert "self.stream = " in inspect.getsource(WebSocketProtocol13)
     assert "write_lock" in WSHandler.__init__.__code__.co_names
+    assert isinstance(serialization._simple_id, int) and serialization._simple_id_lock

@@ -16,9 +16,11 @@ building, when its page came from the shared one), not what the browser shows; t
 never reads it.
 
 Joining is shared too: every audience document of one look is built with the same ids
-(:func:`viewer.panels.ids.settle`), so the page a browser pulls first is serialized once per
-frame and look, and handed as it is to every session that opens in that frame. A late joiner's
-curves come thinned to what the plots draw (:func:`viewer.panels.curves.history`).
+(:func:`viewer.panels.ids.settle`), so the page a browser pulls first is serialized once for
+every session of that look that opens within the next :data:`RECENT_FRAMES` frames, the
+Clone pattern's snapshot: each such session is then sent the frames it missed since the page
+was made, kept for that purpose, and follows. A late joiner's curves come thinned to what the
+plots draw (:func:`viewer.panels.curves.history`).
 
 A session that pins a run while a newer one starts leaves the broadcast: its document is
 brought silently to what its browser shows (the shadow's state), and from then on its own
@@ -32,6 +34,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -74,6 +77,9 @@ def _copied(value: Any) -> Any:
     return value
 
 
+RECENT_FRAMES = 25
+"""Frames kept for sessions that start from a shared page made a little earlier (5 s)."""
+
 JOINING: dict[str, Callable[[Any], Any]] = {
     PREFIX + name: functools.partial(history, name) for name in CURVES
 }
@@ -112,10 +118,11 @@ class Follower:
         self.pulls += 1
         if not self.following:
             return serialize()
-        self.at = self.broadcast.frame
         if self.pulls == 1 and self.page_key is not None:
-            return self.broadcast.page(self.page_key, self.doc, serialize)
+            page, self.at = self.broadcast.page(self.page_key, self.doc, serialize)
+            return page
         self.broadcast.copy_into(self.doc, loud=False)
+        self.at = self.broadcast.frame
         return serialize()
 
     def refresh_controls(self) -> None:
@@ -170,6 +177,8 @@ class Broadcast:
         self.frame = 0
         self._values: tuple[int, dict[str, Any]] | None = None
         self._pages: dict[tuple[str, bool], tuple[int, Any]] = {}
+        self.recent: deque[tuple[int, Any]] = deque(maxlen=RECENT_FRAMES)
+        """The latest frames' messages, for sessions whose page was made before them."""
         self.pages_made = self.pages_shared = 0
         self.followers: dict[int, Follower] = {}
         self.frames_sent = 0
@@ -219,17 +228,23 @@ class Broadcast:
                     setattr(model, _attribute(model), _copied(value))
         log.debug("copied the shadow in %.1f ms", 1000 * (time.perf_counter() - started))
 
-    def page(self, key: tuple[str, bool], doc: Document, serialize: Callable[[], Any]) -> Any:
-        """The page at this frame for documents built like ``doc`` (made from ``doc`` once)."""
+    def page(
+        self, key: tuple[str, bool], doc: Document, serialize: Callable[[], Any]
+    ) -> tuple[Any, int]:
+        """A page for documents built like ``doc``, and the frame it shows: one made at most
+        :data:`RECENT_FRAMES` frames ago (the frames since are kept to send), else a new one
+        made from ``doc``."""
         made = self._pages.get(key)
-        if made is not None and made[0] == self.frame:
+        oldest_kept = self.recent[0][0] if self.recent else self.frame + 1
+        # the frame after the page's must still be kept after the next frame is added
+        if made is not None and (made[0] == self.frame or made[0] >= oldest_kept):
             self.pages_shared += 1
-            return made[1]
+            return made[1], made[0]
         self.copy_into(doc, loud=False)
         page = serialize()
         self._pages[key] = (self.frame, page)
         self.pages_made += 1
-        return page
+        return page, self.frame
 
     def _shadow_values(self) -> dict[str, Any]:
         """What a session is given of each shared model at this frame (made once per frame:
@@ -273,21 +288,36 @@ class Broadcast:
                 follower.doc.add_next_tick_callback(follower.refresh_controls)
         if message is False:
             return
-        before = self.frame - 1
         if message is None:  # a model among the changes: never in a dashboard frame
             log.error("a frame changed a model, not data: every session draws its own frames")
+            self.recent.clear()
+            self._pages.clear()
             for follower in self.followers.values():
                 if follower.following:
                     follower.leave()
             return
+        self.recent.append((self.frame, message))
         lag = self.shadow.lag_ms / 1000 if self.shadow.lag_ms is not None else None
-        for follower in self.followers.values():
-            if follower.following and follower.at == before:
-                sent = batching.send(follower.doc, message)
-                follower.at = self.frame
-                for _ in range(sent):
-                    stats.update_sent(lag)
-                self.frames_sent += sent
+        for follower in list(self.followers.values()):
+            if not follower.following or follower.at is None:
+                continue
+            if follower.at < self.recent[0][0] - 1:  # cannot happen: page() keeps a margin
+                log.error("a session fell behind the kept frames; it draws its own from now on")
+                follower.leave()
+                continue
+            for frame, missed in self._since(follower.at):
+                sent = batching.send(follower.doc, missed)
+                if frame == self.frame:
+                    for _ in range(sent):
+                        stats.update_sent(lag)
+                    self.frames_sent += sent
+            follower.at = self.frame
+
+    def _since(self, frame: int) -> list[tuple[int, Any]]:
+        """The kept frames after ``frame`` (a session that pulled a shared page is behind)."""
+        if frame == self.frame - 1:
+            return [self.recent[-1]]
+        return [(f, message) for f, message in self.recent if f > frame]
 
 
 _broadcast: Broadcast | None = None

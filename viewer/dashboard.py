@@ -26,7 +26,7 @@ from viewer.panels.curves import Curves
 from viewer.panels.digit import Digit
 from viewer.panels.evaluation import EvaluationPanels
 from viewer.panels.header import WAITING, Header
-from viewer.panels.ids import settle
+from viewer.panels.ids import same_ids, settle
 from viewer.panels.looks import Look, session_look
 from viewer.panels.weights import Weights
 from viewer.runs.columns import Changes, Cursor
@@ -95,41 +95,45 @@ class Dashboard:
         self.header_status = ""
         self.pending_header: dict[str, str] | None = None
 
-        self.curves = Curves(self.look)
-        presenter = controls.layout if controls is not None else None
-        self.header = Header(self.look, [] if static else [self.curves.log_scale], presenter)
-        self.header.pin.visible = not static
-        self.digit = Digit(self.look)
-        self.evaluation = EvaluationPanels(self.look)
-        self.weights = Weights(self.look)
+        # An audience page's models get the same ids in every session (one page serialized for
+        # all, viewer.panels.ids); a page with controls keeps unique ids: it is its own.
+        audience = controls is None
+        with same_ids(audience) as alike:
+            self.curves = Curves(self.look)
+            presenter = controls.layout if controls is not None else None
+            self.header = Header(self.look, [] if static else [self.curves.log_scale], presenter)
+            self.header.pin.visible = not static
+            self.digit = Digit(self.look)
+            self.evaluation = EvaluationPanels(self.look)
+            self.weights = Weights(self.look)
 
+            root = column(
+                self.header.layout,
+                row(
+                    self.curves.loss_layout,
+                    self.curves.accuracy_layout,
+                    sizing_mode="stretch_width",
+                ),
+                row(
+                    self.digit.image_figure,
+                    self.digit.bars,
+                    self.weights.figure,
+                    sizing_mode="stretch_width",
+                ),
+                row(
+                    self.evaluation.confusion_figure,
+                    self.evaluation.per_class_figure,
+                    self.evaluation.gallery_figure,
+                    sizing_mode="stretch_width",
+                ),
+                sizing_mode="stretch_width",
+                name="dashboard",
+            )
         doc.title = "MNIST Live"
         doc.theme = self.look.theme()
         doc.template_variables.update(self.look.template_variables())
-        root = column(
-            self.header.layout,
-            row(
-                self.curves.loss_layout,
-                self.curves.accuracy_layout,
-                sizing_mode="stretch_width",
-            ),
-            row(
-                self.digit.image_figure,
-                self.digit.bars,
-                self.weights.figure,
-                sizing_mode="stretch_width",
-            ),
-            row(
-                self.evaluation.confusion_figure,
-                self.evaluation.per_class_figure,
-                self.evaluation.gallery_figure,
-                sizing_mode="stretch_width",
-            ),
-            sizing_mode="stretch_width",
-            name="dashboard",
-        )
-        if controls is None:  # an audience page: the same ids in each, one page serialized for all
-            settle(root, doc.config)  # (a page with controls keeps unique ids: it is its own)
+        if audience:  # the document's config was made with it, before this page
+            settle(doc.config) if alike else settle(root, doc.config)
         doc.add_root(root)
         self.header.pin.on_change("active", self._pin_changed)
         self.frame_period_ms = round(1000 / settings.frame_rate)

@@ -14,6 +14,7 @@ import gc
 import logging
 import sys
 
+from bokeh.settings import settings as bokeh_settings
 from tornado.ioloop import PeriodicCallback
 
 from viewer import broadcast, sources
@@ -39,6 +40,9 @@ def on_server_loaded(server_context) -> None:
     else:
         live.start(_settings.connect, _settings.snapshot)
     batching.settle_id_setting()
+    # Bokeh checks every session's page for layout mistakes as it is built (a tenth of the
+    # cost of opening one); the page is always the same, and the test suite checks it once.
+    bokeh_settings.perform_document_validation.set_value(False)
     stats.watch_gc()
     # Everything loaded so far lives as long as the process: take it out of the collector's
     # view, as viewer.server.gc_policy does for sessions once they have opened.

@@ -8,20 +8,33 @@ Every other model keeps Bokeh's own unique id.
 
 Bokeh accepts an id only through ``Model.__new__`` with no property (its deserializer builds
 models that way); the properties are then given to ``__init__`` as usual.
+
+Every other model of an audience page gets the same id in every session too, so that whole
+pages serialize alike (:func:`same_ids`): Bokeh numbers models from one counter, which is set
+to the same place before a page is built and put back after. Where Bokeh makes random ids
+instead (``BOKEH_SIMPLE_IDS=no``), the page's models are renumbered by their place in it
+(:func:`settle`), which costs a walk over the page (as long as building it).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from bokeh.core.types import ID
 from bokeh.model import Model
 from bokeh.model.util import collect_models
 from bokeh.models import ColumnDataSource
+from bokeh.settings import settings
+from bokeh.util import serialization
 
 PREFIX = "mnist-live-"
 PLACE = "ml"
 """Ids by place (:func:`settle`); Bokeh's own are ``p`` and a number."""
+PAGE_IDS_FROM = 1_000_000_000
+"""Where Bokeh's id counter stands while an audience page is built: far above the ids it
+makes otherwise (it counts from 1,000), so a later model never takes one of them."""
 M = TypeVar("M", bound=Model)
 
 
@@ -53,3 +66,24 @@ def settle(*roots: Model) -> None:
     for place, model in enumerate(collect_models(*roots)):
         if not is_shared(model):
             model._id = ID(f"{PLACE}{place}")  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def same_ids(enabled: bool = True) -> Iterator[bool]:
+    """Models made inside get the same ids each time the same code runs inside (``enabled``);
+    yields whether they do (with random ids they do not: :func:`settle` the page afterwards).
+
+    Runs on the server's event loop, where every session's page is built, one at a time; the
+    counter is Bokeh's own (``bokeh.util.serialization._simple_id``, pinned with Bokeh).
+    """
+    if not enabled or not settings.simple_ids():
+        yield False
+        return
+    with serialization._simple_id_lock:
+        saved = serialization._simple_id
+        serialization._simple_id = PAGE_IDS_FROM
+    try:
+        yield True
+    finally:
+        with serialization._simple_id_lock:
+            serialization._simple_id = saved
