@@ -73,16 +73,19 @@ class Patch:
 
 
 PATCHES_KEPT = 256
-_patches: OrderedDict[str, Patch] = OrderedDict()
+_patches: OrderedDict[tuple[str, str], Patch] = OrderedDict()
 
 
 def read_patch(header: str, content: str, buffers: dict[str, bytes]) -> Patch:
     """The patch in this message, read once for every session that receives the same one.
 
-    ``header`` holds the message's id, so it names the message: a viewer that writes one message
-    to every session is read once, a viewer that builds one per session once per session.
+    The header holds the message's id, but ids are only unique within one server process
+    (several viewers behind nginx make the same ones), so header and content together name
+    the message: a viewer that writes one message to every session is read once, a viewer
+    that builds one per session once per session.
     """
-    patch = _patches.get(header)
+    key = (header, content)
+    patch = _patches.get(key)
     if patch is not None:
         return patch
     patch = Patch()
@@ -102,7 +105,7 @@ def read_patch(header: str, content: str, buffers: dict[str, bytes]) -> Patch:
             sent_at, step = _newest(decoded, "sent_at", rows), _newest(decoded, "step", rows)
             change = Change(kind, rows, sent_at, step, event.get("rollover"))
             patch.changes.append((model_id, change))
-    _patches[header] = patch
+    _patches[key] = patch
     while len(_patches) > PATCHES_KEPT:
         _patches.popitem(last=False)
     return patch

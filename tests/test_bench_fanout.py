@@ -24,6 +24,7 @@ from tests.conftest import bokeh_app_server
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
+import nginx_front  # noqa: E402
 from fanout_client import Session, open_sessions  # noqa: E402
 
 UPDATES = 400
@@ -109,3 +110,34 @@ def test_bench_fanout_smoke(tmp_path: Path) -> None:
     by_source = summary["kb_per_session_second_by_source"]
     assert by_source["loss"] > 0 and by_source["weights"] > 0, by_source
     assert sum(by_source.values()) == pytest.approx(summary["kb_per_session_second"], rel=0.05)
+
+
+@pytest.mark.slow
+def test_bench_joining_smoke(tmp_path: Path) -> None:
+    command = [sys.executable, str(SCRIPTS / "bench_joining.py"), "--minutes", "0.2"]
+    command += ["--burst", "3", "--burst-rate", "5", "--settle", "1", "--log-level", "WARNING"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["history_rows"] == 240
+    assert 0 < summary["late_first_page_kb"] < 1000
+    assert summary["late_whole_seconds"] is not None and summary["late_whole_seconds"] > 0
+    assert summary["burst_whole"] == 3
+    assert 0 < summary["burst_whole_p50_seconds"] <= summary["burst_whole_max_seconds"]
+    assert summary["burst_server_cpu_seconds_per_session"] > 0
+    assert isinstance(summary["pass"], bool)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    nginx_front.NGINX is None, reason="needs Debian's nginx (apt-get install nginx)"
+)
+def test_bench_fanout_via_nginx_smoke(tmp_path: Path) -> None:
+    command = [sys.executable, str(SCRIPTS / "bench_fanout.py"), "--sessions", "3", "--via-nginx"]
+    command += ["--seconds", "3", "--warmup", "2", "--settle", "1", "--log-level", "WARNING"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["via_nginx"] is True and summary["backends"] == 3
+    assert summary["frames_received_mean"] > 0 and summary["sessions_failed"] == 0
+    assert summary["nginx_cpu_percent"] is not None and summary["nginx_cpu_percent"] >= 0

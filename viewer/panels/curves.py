@@ -68,12 +68,20 @@ ROUNDING: dict[str, Callable[[float], float]] = {
 }
 
 
-def wire_rows(rows: dict[str, list[float]]) -> dict[str, list[float]]:
-    """New curve rows with the digits worth sending (about half the JSON of full floats)."""
+PAGE_COLUMNS = {
+    name: tuple(c for c in columns if c != "batch_accuracy") for name, columns in CURVES.items()
+}
+"""What a page's curve sources hold: what the plots draw, plus ``sent_at`` (how old a row is
+when it arrives); the raw batch accuracy, drawn nowhere, stays in the hub (and the CSV)."""
+
+
+def wire_rows(name: str, rows: dict[str, list[float]]) -> dict[str, list[float]]:
+    """New rows of curve ``name`` with the columns a page holds and the digits worth sending
+    (about half the JSON of full floats)."""
     out = {}
-    for name, values in rows.items():
-        shorten = ROUNDING.get(name)
-        out[name] = [shorten(v) for v in values] if shorten is not None else values
+    for field in PAGE_COLUMNS[name]:
+        shorten, values = ROUNDING.get(field), rows[field]
+        out[field] = [shorten(v) for v in values] if shorten is not None else values
     return out
 
 
@@ -89,7 +97,7 @@ OVERLAY_COLUMNS = {"loss_previous": ("step", "loss"), "accuracy_previous": ("ste
 class Curves:
     def __init__(self, look: Look) -> None:
         self.look = look
-        self.sources = {name: named_source(name, columns) for name, columns in CURVES.items()}
+        self.sources = {name: named_source(name, columns) for name, columns in PAGE_COLUMNS.items()}
         self.previous = {
             name: named_source(name, columns) for name, columns in OVERLAY_COLUMNS.items()
         }
@@ -186,11 +194,12 @@ class Curves:
         arrive twice.
         """
         for name, source in self.sources.items():
-            source.data = rows.get(name) or {c: [] for c in CURVES[name]}
+            whole = rows.get(name)
+            source.data = wire_rows(name, whole) if whole else {c: [] for c in PAGE_COLUMNS[name]}
         previous = previous or {"step": [], "loss": [], "accuracy": []}
         for name, columns in OVERLAY_COLUMNS.items():
             self.previous[name].data = {c: previous[c] for c in columns}
 
     def apply(self, rows: dict[str, dict[str, list[float]]]) -> None:
         for name, new in rows.items():
-            self.sources[name].stream(wire_rows(new), rollover=ROWS_KEPT)  # type: ignore[arg-type]
+            self.sources[name].stream(wire_rows(name, new), rollover=ROWS_KEPT)  # type: ignore[arg-type]
