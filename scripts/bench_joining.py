@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,8 @@ BATCH = 32
 FIRST_PAGE_KB = 300.0
 LATE_SECONDS = 1.0
 BURST_WHOLE_SECONDS = 3.0
+BUILD_EVERY = 0.25
+"""viewer.pages.BUILD_EVERY: seconds between two pages built ahead."""
 
 
 class Run:
@@ -169,6 +172,24 @@ class Run:
                 self.weights()
 
 
+def wait_for_pages(port: int, args: argparse.Namespace) -> None:
+    """Until each server process has its pages built ahead (``/healthz`` answers for one
+    process at a time, so every answer must say so)."""
+    if not args.prebuild:
+        return
+    deadline = time.monotonic() + args.prebuild * BUILD_EVERY * 2 + 60
+    full: set[int] = set()
+    log.info("waiting for %d pages built ahead in each process", args.prebuild)
+    while time.monotonic() < deadline and len(full) < args.procs:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
+            health = json.load(reply)
+        if health.get("pages_ready", 0) >= args.prebuild:
+            full.add(health["pid"])
+        time.sleep(0.5)
+    if len(full) < args.procs:
+        raise CommandError("the viewer did not build its pages ahead in time")
+
+
 async def open_one(url: str, timeout: float) -> Session:
     session = Session(url)
     await session.open(timeout)
@@ -226,6 +247,7 @@ async def measure(url: str, args: argparse.Namespace, run: Run, server: list[int
     return {
         "minutes": args.minutes,
         "procs": args.procs,
+        "prebuild": args.prebuild,
         "history_rows": round(60 * args.minutes * METRICS_PER_SECOND),
         "late_first_page_kb": round(first_page / 1e3, 1),
         "late_whole_seconds": round(late_seconds, 3) if late_seconds is not None else None,
@@ -256,9 +278,10 @@ def run(args: argparse.Namespace) -> dict:
         children.start("broker", "broker", "--in", broker_in, "--out", broker_out)
         viewer = children.start(
             "viewer", "view", "--connect", broker_out, "--port", str(port),
-            "--num-procs", str(args.procs),
+            "--num-procs", str(args.procs), "--prebuild", str(args.prebuild),
         )  # fmt: skip
         wait_for_port("127.0.0.1", port, viewer, timeout=60)
+        wait_for_pages(port, args)
         children.check()
         publisher = Publisher(broker_in, blocking=True)
         if not publisher.wait_for_subscriber(15):
@@ -303,6 +326,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--burst", type=int, default=200, help="sessions opened in the burst")
     parser.add_argument("--burst-rate", type=float, default=20.0, help="burst sessions a second")
     parser.add_argument("--procs", type=int, default=1, help="viewer processes (--num-procs)")
+    parser.add_argument(
+        "--prebuild", type=int, default=0, help="pages each viewer process builds ahead"
+    )
     parser.add_argument("--settle", type=float, default=5.0, help="seconds before measuring")
     parser.add_argument("--open-timeout", type=float, default=60.0, help="seconds per session")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])

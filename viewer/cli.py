@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("viewer")
 
 MAX_PROCS = 32
+MAX_PREBUILD = 2_000
+"""Pages built ahead at most: 4 GB of memory."""
 TOKEN = re.compile(r"^[A-Za-z0-9_\-]{8,128}$")
 CHILD_STOP_TIMEOUT = 5.0
 LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
@@ -101,6 +103,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="server processes sharing the port, each with its own broker subscription "
         "(for rooms of several hundred laptops)",
     )
+    parser.add_argument(
+        "--prebuild",
+        type=int,
+        default=0,
+        metavar="N",
+        help="audience pages each process builds ahead, between frames, so that N laptops "
+        "opening the page at once do not queue for them (about 2 MB each)",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> ViewerSettings:
@@ -114,6 +124,8 @@ def settings_from(args: argparse.Namespace) -> ViewerSettings:
         raise CommandError(f"--frame-rate must be above 0 and at most 60, got {args.frame_rate:g}")
     if not 1 <= args.num_procs <= MAX_PROCS:
         raise CommandError(f"--num-procs must be 1..{MAX_PROCS}, got {args.num_procs}")
+    if not 0 <= args.prebuild <= MAX_PREBUILD:
+        raise CommandError(f"--prebuild must be 0..{MAX_PREBUILD}, got {args.prebuild}")
     if args.replay_run is not None and args.replay is None:
         raise CommandError("--run picks a run of a recording; give the recording with --replay")
     token = args.presenter_token
@@ -131,6 +143,7 @@ def settings_from(args: argparse.Namespace) -> ViewerSettings:
         replay=os.path.abspath(args.replay) if args.replay else None,
         replay_run=args.replay_run,
         open_controls=args.address in LOCAL_ADDRESSES,
+        prebuild=args.prebuild,
     )
 
 

@@ -60,54 +60,25 @@ class Controls(Protocol):
     def refresh(self, run: RunHistory | None) -> None: ...
 
 
-class Dashboard:
-    def __init__(
-        self,
-        doc: Document,
-        hub: RunSource,
-        settings: ViewerSettings,
-        controls: Controls | None = None,
-        look: Look | None = None,
-        *,
-        live: bool = True,
-        static: bool = False,
-        frames: bool = True,
-    ) -> None:
-        """``live``: messages arrive as sent, so their age is this session's lag (a played-back
-        recording's are old). ``static``: a page saved once (``mnist-live export --html``), with
-        no frame tick and nothing that needs a server. ``frames``: draw the run now and run this
-        session's own frame tick; without, someone else drives :meth:`tick` (the process's
-        :class:`viewer.broadcast.Broadcast`, which also fills a following session's document)."""
-        self.doc = doc
-        self.live = live and not static
-        self.static = static
-        self.hub = hub
-        self.controls = controls
-        self.look = look or session_look(doc, settings)
-        self.run: RunHistory | None = None
-        self.counted = True
-        """Frames count as updates sent to a session (not the broadcast's shadow's)."""
-        self.pinned: str | None = None
-        """The run this session keeps showing while newer ones start (the pin toggle)."""
-        self.cursor = Cursor()
-        self.lag_ms: float | None = None
-        self.header_due = 0.0
-        self.header_status = ""
-        self.pending_header: dict[str, str] | None = None
+class Page:
+    """A dashboard's models, built before they join a document (so they can be built ahead).
 
-        # An audience page's models get the same ids in every session (one page serialized for
-        # all, viewer.panels.ids); a page with controls keeps unique ids: it is its own.
-        audience = controls is None
-        with same_ids(audience) as alike:
-            self.curves = Curves(self.look)
+    An audience page's models get the same ids in every session (one page serialized for all,
+    :mod:`viewer.panels.ids`); a page with controls keeps unique ids: it is its own.
+    """
+
+    def __init__(self, look: Look, controls: Controls | None = None, static: bool = False) -> None:
+        self.look = look
+        self.audience = controls is None
+        with same_ids(self.audience) as alike:
+            self.curves = Curves(look)
             presenter = controls.layout if controls is not None else None
-            self.header = Header(self.look, [] if static else [self.curves.log_scale], presenter)
+            self.header = Header(look, [] if static else [self.curves.log_scale], presenter)
             self.header.pin.visible = not static
-            self.digit = Digit(self.look)
-            self.evaluation = EvaluationPanels(self.look)
-            self.weights = Weights(self.look)
-
-            root = column(
+            self.digit = Digit(look)
+            self.evaluation = EvaluationPanels(look)
+            self.weights = Weights(look)
+            self.root = column(
                 self.header.layout,
                 row(
                     self.curves.loss_layout,
@@ -129,12 +100,57 @@ class Dashboard:
                 sizing_mode="stretch_width",
                 name="dashboard",
             )
+        self.alike = alike
+        """Its ids are the same as every other audience page's already (else settle them)."""
+
+
+class Dashboard:
+    def __init__(
+        self,
+        doc: Document,
+        hub: RunSource,
+        settings: ViewerSettings,
+        controls: Controls | None = None,
+        look: Look | None = None,
+        *,
+        live: bool = True,
+        static: bool = False,
+        frames: bool = True,
+        page: Page | None = None,
+    ) -> None:
+        """``live``: messages arrive as sent, so their age is this session's lag (a played-back
+        recording's are old). ``static``: a page saved once (``mnist-live export --html``), with
+        no frame tick and nothing that needs a server. ``frames``: draw the run now and run this
+        session's own frame tick; without, someone else drives :meth:`tick` (the process's
+        :class:`viewer.broadcast.Broadcast`, which also fills a following session's document).
+        ``page``: its models, built ahead (:mod:`viewer.pages`), else built here."""
+        self.doc = doc
+        self.live = live and not static
+        self.static = static
+        self.hub = hub
+        self.controls = controls
+        self.look = page.look if page is not None else look or session_look(doc, settings)
+        self.run: RunHistory | None = None
+        self.counted = True
+        """Frames count as updates sent to a session (not the broadcast's shadow's)."""
+        self.pinned: str | None = None
+        """The run this session keeps showing while newer ones start (the pin toggle)."""
+        self.cursor = Cursor()
+        self.lag_ms: float | None = None
+        self.header_due = 0.0
+        self.header_status = ""
+        self.pending_header: dict[str, str] | None = None
+
+        page = page or Page(self.look, controls, static)
+        self.page = page
+        self.curves, self.header, self.digit = page.curves, page.header, page.digit
+        self.evaluation, self.weights = page.evaluation, page.weights
         doc.title = "MNIST Live"
         doc.theme = self.look.theme()
         doc.template_variables.update(self.look.template_variables())
-        if audience:  # the document's config was made with it, before this page
-            settle(doc.config) if alike else settle(root, doc.config)
-        doc.add_root(root)
+        if page.audience:  # the document's config was made with it, before this page
+            settle(doc.config) if page.alike else settle(page.root, doc.config)
+        doc.add_root(page.root)
         self.header.pin.on_change("active", self._pin_changed)
         self.frame_period_ms = round(1000 / settings.frame_rate)
         if frames:

@@ -5,13 +5,15 @@ check it again on the server for every command. A replayed recording has playbac
 instead: for every session when served to this machine only, else for the presenter's.
 
 The dashboard draws no frames of its own: it follows the process's broadcast
-(:mod:`viewer.broadcast`), which encodes each frame once for every session.
+(:mod:`viewer.broadcast`), which encodes each frame once for every session. An audience page
+may have been built ahead (:mod:`viewer.pages`).
 """
 
 from bokeh.io import curdoc
 
-from viewer import broadcast, sources
+from viewer import broadcast, pages, sources
 from viewer.dashboard import Controls, Dashboard
+from viewer.panels.looks import session_look
 from viewer.panels.playback import PlaybackControls
 from viewer.panels.presenter import PresenterControls, is_presenter
 from viewer.server import settings
@@ -34,5 +36,6 @@ else:
     assert isinstance(source, Hub)
     controls = PresenterControls(doc, config, source) if is_presenter(doc, config) else None
 live = not config.replay
-dashboard = Dashboard(doc, source, config, controls, live=live, frames=False)
+page = pages.take(session_look(doc, config)) if controls is None else None
+dashboard = Dashboard(doc, source, config, controls, live=live, frames=False, page=page)
 broadcast.current(source, config, live=live).follow(dashboard, controls)

@@ -17,8 +17,9 @@ import sys
 from bokeh.settings import settings as bokeh_settings
 from tornado.ioloop import PeriodicCallback
 
-from viewer import broadcast, sources
+from viewer import broadcast, pages, sources
 from viewer.panels import presenter
+from viewer.panels.looks import look
 from viewer.server import batching, settings
 from viewer.server.gc_policy import FrozenSessions
 from viewer.server.stats import stats
@@ -50,6 +51,8 @@ def on_server_loaded(server_context) -> None:
     gc.freeze()
     log.debug("hub started; %d objects frozen out of garbage collection", gc.get_freeze_count())
     PeriodicCallback(_keep_sessions_frozen, GC_CHECK_MS).start()  # on this process's loop
+    if not _settings.replay:  # a replay's pages have controls: each is its own
+        pages.start(look(_settings.theme, _settings.large), _settings.prebuild)
 
 
 def _keep_sessions_frozen() -> None:
@@ -59,6 +62,7 @@ def _keep_sessions_frozen() -> None:
 
 
 def on_server_unloaded(server_context) -> None:
+    pages.stop()
     broadcast.stop()
     sources.stop()
 

@@ -53,6 +53,7 @@ def health(viewer: ViewerStats = stats) -> dict[str, Any]:
         "pid": os.getpid(),
         "uptime_seconds": round(time.time() - viewer.started_at, 3),
         "sessions": viewer.sessions_open,
+        "pages_ready": viewer.pages_ready,
         "hub": {
             "connected": state["running"],
             "receiving": age is not None and age < RECEIVING_WITHIN,

@@ -34,6 +34,8 @@ class ViewerSettings:
     """The recording's run to play (default: the one with the most messages)."""
     open_controls: bool = False
     """Every session gets the playback controls, not only the presenter's (this machine only)."""
+    prebuild: int = 0
+    """Audience pages built ahead in each process (:mod:`viewer.pages`)."""
 
     @property
     def snapshot_endpoint(self) -> str:
@@ -62,6 +64,7 @@ def app_parser() -> argparse.ArgumentParser:
     parser.add_argument("--replay", default=None)
     parser.add_argument("--replay-run", default=None)
     parser.add_argument("--open-controls", action="store_true")
+    parser.add_argument("--prebuild", type=int, default=0)
     return parser
 
 
@@ -95,6 +98,8 @@ def app_argv(settings: ViewerSettings) -> list[str]:
         argv += [f"--replay-run={settings.replay_run}"]
     if settings.open_controls:
         argv.append("--open-controls")
+    if settings.prebuild:
+        argv += [f"--prebuild={settings.prebuild}"]
     return argv
 
 

@@ -23,6 +23,8 @@ class ViewerStats:
     sessions_open: int = 0
     sessions_total: int = 0
     updates_sent: int = 0
+    pages_ready: int = 0
+    """Audience pages built ahead and not yet taken (``view --prebuild``)."""
     lags: deque[float] = field(default_factory=lambda: deque(maxlen=LAG_WINDOW))
     gc_collections: list[int] = field(default_factory=lambda: [0, 0, 0])
     gc_seconds: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
