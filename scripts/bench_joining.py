@@ -215,6 +215,8 @@ async def measure(url: str, args: argparse.Namespace, run: Run, server: list[int
         late = await open_one(url, args.open_timeout)
         late_seconds = await until_whole(late, target, time.time() + args.open_timeout)
         first_page = late.pull_bytes
+        page_sizes = {name: round(size / 1e3, 1) for name, size in late.page_sizes.items()}
+        late_rows = late.rows
         late.close()
         log.info("late session: first page %.0f kB, whole in %s s", first_page / 1e3, late_seconds)
 
@@ -251,6 +253,8 @@ async def measure(url: str, args: argparse.Namespace, run: Run, server: list[int
         "history_rows": round(60 * args.minutes * METRICS_PER_SECOND),
         "late_first_page_kb": round(first_page / 1e3, 1),
         "late_whole_seconds": round(late_seconds, 3) if late_seconds is not None else None,
+        "late_loss_rows": late_rows,
+        "late_first_page_kb_by_source": page_sizes,
         "burst": args.burst,
         "burst_rate": args.burst_rate,
         "burst_opened_in_seconds": round(burst_seconds, 1),

@@ -176,6 +176,8 @@ class Session(asyncio.Protocol):
         self.bytes = 0
         self.pull_bytes = 0
         """Bytes received until the document was pulled: what opening the page cost."""
+        self.page_sizes: dict[str, int] = {}
+        """Bytes of each named source's data in the pulled page."""
         self.bytes_by_name: Counter = Counter()
         self.patch_headers: deque[str] = deque(maxlen=256)
         """The latest patches' headers (each names its message by id)."""
@@ -379,6 +381,7 @@ class Session(asyncio.Protocol):
             raise SessionError(f"the dashboard has no source named {SOURCE!r}")
         self.source_id = source["id"]
         self.names = _model_names(doc)
+        self.page_sizes = _data_sizes(doc, buffers)
         data = _decode(source["attributes"].get("data", {}), buffers)
         self.has_sent_at = "sent_at" in data
         self.rows = _row_count(data)
@@ -421,6 +424,24 @@ def _find_source(node: Any, name: str) -> dict | None:
         elif isinstance(item, list):
             stack.extend(item)
     return None
+
+
+def _data_sizes(doc: dict, buffers: dict[str, bytes]) -> dict[str, int]:
+    """The bytes of each named model's data (JSON and buffers) in a pulled document."""
+    sizes: dict[str, int] = {}
+    stack: list[Any] = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            attributes = item.get("attributes")
+            if isinstance(attributes, dict) and "data" in attributes and "name" in attributes:
+                data = attributes["data"]
+                text = json.dumps(data, separators=(",", ":"))
+                sizes[str(attributes["name"])] = len(text) + _buffer_bytes(data, buffers)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return sizes
 
 
 def _model_names(doc: dict) -> dict[str, str]:

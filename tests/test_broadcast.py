@@ -29,8 +29,10 @@ from tests.test_dashboard import feed_run
 from tests.test_presenter import run_started_fields
 from viewer.broadcast import Broadcast
 from viewer.dashboard import Dashboard
+from viewer.pages import Pages
 from viewer.panels.curves import history
 from viewer.panels.ids import PLACE, PREFIX, settle
+from viewer.panels.looks import look
 from viewer.runs.decimate import m4_rows
 from viewer.server.settings import ViewerSettings
 from viewer.sources.live import Hub
@@ -40,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from fanout_client import open_sessions
 
 
-def page(doc: Document) -> str:
+def page_json(doc: Document) -> str:
     return json.dumps(doc.to_json(deferred=False), sort_keys=True)
 
 
@@ -62,11 +64,11 @@ def test_audience_pages_have_the_same_ids_and_serialize_alike(hub: Hub) -> None:
     assert ids == [model.id for model in collect_models(*second.doc.roots)]
     assert len(set(ids)) == len(ids)
     assert {i for i in ids if i.startswith(PREFIX)} >= {PREFIX + "loss", PREFIX + "header"}
-    assert page(first.doc) == page(second.doc)
+    assert page_json(first.doc) == page_json(second.doc)
     broadcast.copy_into(first.doc, loud=False)
-    assert page(first.doc) != page(second.doc)  # the copy brought the run
+    assert page_json(first.doc) != page_json(second.doc)  # the copy brought the run
     broadcast.copy_into(second.doc, loud=False)
-    assert page(first.doc) == page(second.doc)
+    assert page_json(first.doc) == page_json(second.doc)
     assert "run-a" in first.header.div.text
 
 
@@ -286,3 +288,21 @@ def test_a_pinned_session_keeps_its_run_and_follows_again_when_unpinned(served) 
     finally:
         pinned.close()
         watching.close()
+
+
+def test_pages_built_ahead_are_audience_pages_and_wait_for_a_quiet_moment(hub: Hub) -> None:
+    default = look("light", False)
+    pool = Pages(default, size=2)
+    pool.build_one()
+    pool.build_one()
+    pool.build_one()  # full: builds no more
+    assert len(pool.ready) == 2 and pool.built == 2
+    assert pool.take(look("dark", False)) is None, "a page is built for one look only"
+    page = pool.take(default)
+    assert page is not None and len(pool.ready) == 1
+    pool.build_one()  # a session just opened: the room is arriving, do not compete with it
+    assert len(pool.ready) == 1
+    ahead = Dashboard(Document(), hub, ViewerSettings(), frames=False, page=page)
+    built_here = audience(hub)
+    assert ahead.curves is page.curves and ahead.doc.roots == [page.root]
+    assert page_json(ahead.doc) == page_json(built_here.doc)

@@ -22,7 +22,7 @@ def test_help_explains_every_option() -> None:
     text = view("--help").stdout
     for option in (
         "--connect", "--snapshot", "--port", "--address", "--allow-origin",
-        "--presenter-token", "--theme", "--large", "--frame-rate", "--num-procs",
+        "--presenter-token", "--theme", "--large", "--frame-rate", "--num-procs", "--prebuild",
     ):  # fmt: skip
         assert option in text, option
 
@@ -33,6 +33,7 @@ def test_help_explains_every_option() -> None:
         (["--port", "70000"], "--port must be 1..65535"),
         (["--frame-rate", "0"], "--frame-rate must be above 0"),
         (["--num-procs", "0"], "--num-procs must be 1.."),
+        (["--prebuild", "-1"], "--prebuild must be 0.."),
         (["--presenter-token", "short"], "--presenter-token must be 8-128"),
         (["--connect", "localhost:5556"], "--connect"),
         (["--snapshot", "nope"], "--snapshot"),
