@@ -16,10 +16,10 @@ building, when its page came from the shared one), not what the browser shows; t
 never reads it.
 
 Joining is shared too: every audience document of one look is built with the same ids
-(:func:`viewer.panels.ids.settle`), so the page a browser pulls first is serialized once for
-every session of that look that opens within the next :data:`RECENT_FRAMES` frames, the
-Clone pattern's snapshot: each such session is then sent the frames it missed since the page
-was made, kept for that purpose, and follows. A late joiner's curves come thinned to what the
+(:mod:`viewer.panels.ids`), so the page a browser pulls first is serialized once for every
+session of that look that opens within the next :data:`PAGE_SECONDS`, the Clone pattern's
+snapshot: each such session is then sent the frames it missed since the page was made (kept
+for that purpose) and follows. A late joiner's curves come thinned to what the
 plots draw (:func:`viewer.panels.curves.history`).
 
 A session that pins a run while a newer one starts leaves the broadcast: its document is
@@ -77,8 +77,13 @@ def _copied(value: Any) -> Any:
     return value
 
 
+PAGE_SECONDS = 1.0
+"""How long a page serialized for one session serves others: at most this stale before the
+frames since arrive (a room opening at once costs one serialization a second, not one per
+frame)."""
 RECENT_FRAMES = 25
-"""Frames kept for sessions that start from a shared page made a little earlier (5 s)."""
+"""Frames kept for sessions that start from a shared page (far more than a page's seconds
+hold at the frame rate)."""
 
 JOINING: dict[str, Callable[[Any], Any]] = {
     PREFIX + name: functools.partial(history, name) for name in CURVES
@@ -176,7 +181,7 @@ class Broadcast:
         self.models = {m.id: m for m in self.doc.models if is_shared(m)}
         self.frame = 0
         self._values: tuple[int, dict[str, Any]] | None = None
-        self._pages: dict[tuple[str, bool], tuple[int, Any]] = {}
+        self._pages: dict[tuple[str, bool], tuple[int, Any, float]] = {}
         self.recent: deque[tuple[int, Any]] = deque(maxlen=RECENT_FRAMES)
         """The latest frames' messages, for sessions whose page was made before them."""
         self.pages_made = self.pages_shared = 0
@@ -231,18 +236,21 @@ class Broadcast:
     def page(
         self, key: tuple[str, bool], doc: Document, serialize: Callable[[], Any]
     ) -> tuple[Any, int]:
-        """A page for documents built like ``doc``, and the frame it shows: one made at most
-        :data:`RECENT_FRAMES` frames ago (the frames since are kept to send), else a new one
-        made from ``doc``."""
+        """A page for documents built like ``doc``, and the frame it shows: one made at this
+        frame, or at most :data:`PAGE_SECONDS` ago (the frames since are kept to send), else a
+        new one made from ``doc``."""
         made = self._pages.get(key)
         oldest_kept = self.recent[0][0] if self.recent else self.frame + 1
-        # the frame after the page's must still be kept after the next frame is added
-        if made is not None and (made[0] == self.frame or made[0] >= oldest_kept):
-            self.pages_shared += 1
-            return made[1], made[0]
+        if made is not None:
+            frame, page, at = made
+            fresh = time.monotonic() - at <= PAGE_SECONDS
+            # the frame after the page's must still be kept after the next frame is added
+            if frame == self.frame or (fresh and frame >= oldest_kept):
+                self.pages_shared += 1
+                return page, frame
         self.copy_into(doc, loud=False)
         page = serialize()
-        self._pages[key] = (self.frame, page)
+        self._pages[key] = (self.frame, page, time.monotonic())
         self.pages_made += 1
         return page, self.frame
 
