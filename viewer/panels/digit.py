@@ -53,7 +53,7 @@ def render(run: RunHistory) -> dict[str, Any]:
         },
         "probabilities": {
             "class_name": same_list(tuple(names)),
-            "probability": [round(p, 3) for p in s.probabilities],  # what the bars can show
+            "probability": [round(p, 4) for p in s.probabilities],  # more than the bars show
             "kind": same_list(
                 tuple(
                     "true" if i == s.label else "predicted" if i == predicted else "other"
