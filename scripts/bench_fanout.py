@@ -40,6 +40,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -649,8 +650,14 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_main(
+    name: str,
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], dict],
+    show: Callable[[dict], None],
+) -> int:
+    """What every benchmark of the room does around its ``run``: log at ``--log-level``,
+    unwind on SIGTERM, one line for an error, ``show`` the figures, and last one JSON line."""
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S"
     )
@@ -658,14 +665,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run(args)
     except (CommandError, SessionError, OSError) as exc:
-        print(f"bench_fanout: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("bench_fanout: interrupted; every process it started was stopped", file=sys.stderr)
+        print(f"{name}: interrupted; every process it started was stopped", file=sys.stderr)
         return 130
-    print_table(summary)
+    show(summary)
     print(json.dumps(summary))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("bench_fanout", parse_args(argv), run, print_table)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -41,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_fanout import Children, cpu_seconds, family, wait_for_port  # noqa: E402
+from bench_fanout import Children, cpu_seconds, family, run_main, wait_for_port  # noqa: E402
 from fanout_client import Session, SessionError  # noqa: E402
 
 from broker.clients.publisher import Publisher  # noqa: E402
@@ -342,30 +341,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM unwinds like Ctrl-C, so the ``finally`` blocks stop every child."""
-    raise KeyboardInterrupt
+def print_table(result: dict) -> None:
+    width = max(len(key) for key in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S"
-    )
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        result = run(args)
-    except (CommandError, SessionError, OSError) as exc:
-        print(f"bench_joining: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench_joining: interrupted; every process it started was stopped", file=sys.stderr)
-        return 130
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    print(json.dumps(result))
-    return 0
+    return run_main("bench_joining", parse_args(argv), run, print_table)
 
 
 if __name__ == "__main__":

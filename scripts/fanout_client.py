@@ -23,6 +23,7 @@ import os
 import struct
 import time
 from collections import Counter, OrderedDict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -426,38 +427,33 @@ def _find_source(node: Any, name: str) -> dict | None:
     return None
 
 
-def _data_sizes(doc: dict, buffers: dict[str, bytes]) -> dict[str, int]:
-    """The bytes of each named model's data (JSON and buffers) in a pulled document."""
-    sizes: dict[str, int] = {}
-    stack: list[Any] = [doc]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            attributes = item.get("attributes")
-            if isinstance(attributes, dict) and "data" in attributes and "name" in attributes:
-                data = attributes["data"]
-                text = json.dumps(data, separators=(",", ":"))
-                sizes[str(attributes["name"])] = len(text) + _buffer_bytes(data, buffers)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return sizes
-
-
-def _model_names(doc: dict) -> dict[str, str]:
-    """Every named model's id and name in a pulled document."""
-    names: dict[str, str] = {}
+def _named_models(doc: dict) -> Iterator[tuple[str, dict]]:
+    """Every named model's id and attributes in a pulled document."""
     stack: list[Any] = [doc]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             attributes = item.get("attributes")
             if isinstance(attributes, dict) and isinstance(attributes.get("name"), str):
-                names[item.get("id", "")] = attributes["name"]
+                yield item.get("id", ""), attributes
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return names
+
+
+def _data_sizes(doc: dict, buffers: dict[str, bytes]) -> dict[str, int]:
+    """The bytes of each named source's data (JSON and buffers) in a pulled document."""
+    return {
+        attributes["name"]: len(json.dumps(attributes["data"], separators=(",", ":")))
+        + _buffer_bytes(attributes["data"], buffers)
+        for _, attributes in _named_models(doc)
+        if "data" in attributes
+    }
+
+
+def _model_names(doc: dict) -> dict[str, str]:
+    """Every named model's id and name in a pulled document."""
+    return {model_id: attributes["name"] for model_id, attributes in _named_models(doc)}
 
 
 def _decode(value: Any, buffers: dict[str, bytes]) -> Any:

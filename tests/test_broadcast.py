@@ -8,7 +8,6 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,11 @@ from bokeh.models import Button
 
 from broker.clients.publisher import Publisher
 from protocol import RunStarted, TrainingMetrics
-from protocol.endpoints import free_tcp_port, free_tcp_port_pair
-from tests.conftest import Programs, wait_until
+from tests.conftest import wait_until
 from tests.documents import header, receive
 from tests.recordings import Feed
 from tests.test_dashboard import feed_run
-from tests.test_presenter import run_started_fields
+from tests.test_presenter import Room, room, run_started_fields  # noqa: F401 (a fixture)
 from viewer.broadcast import Broadcast
 from viewer.dashboard import Dashboard
 from viewer.pages import Pages
@@ -185,24 +183,10 @@ def test_a_late_joiners_history_is_thinned_to_arrays() -> None:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[tuple[Publisher, str, Programs]]:
-    programs = Programs(tmp_path_factory.mktemp("broadcast"))
-    broker_in = f"tcp://127.0.0.1:{free_tcp_port()}"
-    broker_out = f"tcp://127.0.0.1:{free_tcp_port_pair()}"
-    port = free_tcp_port()
-    publisher = None
-    try:
-        programs.start("broker", "--in", broker_in, "--out", broker_out)
-        viewer = programs.start("view", "--connect", broker_out, "--port", str(port))
-        publisher = Publisher(broker_in)
-        assert publisher.wait_for_subscriber(15), "the broker did not subscribe"
-        publisher.send(RunStarted, **run_started_fields())
-        wait_until(lambda: "new run" in programs.output(viewer), 20, message="viewer has the run")
-        yield publisher, f"127.0.0.1:{port}", programs
-    finally:
-        if publisher is not None:
-            publisher.close()
-        programs.stop_all()
+def served(room: Room) -> tuple[Publisher, str]:  # noqa: F811 (the fixture above)
+    """The presenter tests' room (a real broker and viewer, a publisher with a run): these tests
+    open audience pages only."""
+    return room.publisher, room.url.removeprefix("http://").rstrip("/")
 
 
 def send_metrics(publisher: Publisher, first: int, count: int) -> None:
@@ -221,7 +205,7 @@ def send_metrics(publisher: Publisher, first: int, count: int) -> None:
 
 @pytest.mark.slow
 def test_every_session_is_written_the_same_message(served) -> None:
-    publisher, host, _ = served
+    publisher, host = served
 
     async def watch() -> list:
         sessions = await open_sessions(f"ws://{host}/ws", 3, parallel=3, timeout=20)
@@ -253,7 +237,7 @@ def test_every_session_is_written_the_same_message(served) -> None:
 
 @pytest.mark.slow
 def test_a_pinned_session_keeps_its_run_and_follows_again_when_unpinned(served) -> None:
-    publisher, host, _ = served
+    publisher, host = served
     pinned = pull_session(url=f"http://{host}/")
     watching = pull_session(url=f"http://{host}/")
     try:
