@@ -8,6 +8,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from bokeh.models import Button
 from broker.clients.publisher import Publisher
 from protocol import RunStarted, TrainingMetrics
 from tests.conftest import wait_until
-from tests.documents import header, receive
+from tests.documents import header, receive, rows
 from tests.recordings import Feed
 from tests.test_dashboard import feed_run
 from tests.test_presenter import Room, room, run_started_fields  # noqa: F401 (a fixture)
@@ -269,9 +270,40 @@ def test_a_pinned_session_keeps_its_run_and_follows_again_when_unpinned(served) 
             10,
             message="frames after rejoining",
         )
+        pinned.document.get_model_by_name("pin").active = True  # type: ignore[union-attr]
+        receive([pinned], 0.5)
+        send_metrics(publisher, 11, 3)
+        receive([pinned], 1.0)
+        assert second_run in header(pinned.document), "pinned again: the run it shows"
+        assert max(pinned.document.get_model_by_name("loss").data["step"]) == 13
     finally:
         pinned.close()
         watching.close()
+
+
+@pytest.mark.slow
+def test_a_page_from_a_shared_serialization_keeps_its_curves_when_the_session_changes_it(
+    served,
+) -> None:
+    publisher, host = served
+    send_metrics(publisher, 500, 20)
+    time.sleep(0.5)
+    first = pull_session(url=f"http://{host}/")
+    second = pull_session(url=f"http://{host}/")  # within a second: the same page, shared
+    try:
+        receive([first, second], 0.5)
+        held = rows(second.document, "loss")
+        assert held >= 20
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            second.document.get_model_by_name("log_scale").active = True  # type: ignore[union-attr]
+            receive([second], 1.0)
+        resent = [str(w.message) for w in caught if "already known" in str(w.message)]
+        assert not resent, f"models the browser holds were sent again, as built: {resent[:3]}"
+        assert rows(second.document, "loss") >= held, "the log scale kept the curves"
+    finally:
+        first.close()
+        second.close()
 
 
 def test_pages_built_ahead_are_audience_pages_and_wait_for_a_quiet_moment(hub: Hub) -> None:

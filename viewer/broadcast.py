@@ -16,10 +16,12 @@ building, when its page came from the shared one), not what the browser shows; t
 never reads it.
 
 Joining is shared too: every audience document of one look is built with the same ids
-(:mod:`viewer.panels.ids`), so the page a browser pulls first is serialized once for every
-session of that look that opens within the next :data:`PAGE_SECONDS`, the Clone pattern's
-snapshot: each such session is then sent the frames it missed since the page was made (kept
-for that purpose) and follows. A late joiner's curves come thinned to what the
+(:mod:`viewer.panels.ids`), so the page a browser pulls first is made (walked, its data
+thinned and encoded) once for every session of that look that opens within the next
+:data:`PAGE_SECONDS`, the Clone pattern's snapshot: each such session is then sent the frames
+it missed since the page was made (kept for that purpose) and follows. (Each reply still
+writes the page's JSON text once, ~10 ms.) A following page's header shows the process's
+figures (viewers, lag), not the session's own. A late joiner's curves come thinned to what the
 plots draw (:func:`viewer.panels.curves.history`).
 
 A session that pins a run while a newer one starts leaves the broadcast: its document is
@@ -49,6 +51,7 @@ from tornado.ioloop import PeriodicCallback
 from viewer.dashboard import Controls, Dashboard
 from viewer.panels.curves import history
 from viewer.panels.ids import PREFIX, is_shared
+from viewer.runs.columns import Cursor
 from viewer.runs.state import CURVES
 from viewer.server import batching
 from viewer.server.settings import ViewerSettings
@@ -117,14 +120,18 @@ class Follower:
     def pulled(self, serialize: Callable[[], Any]) -> Any:
         """A browser pulls the document: give it the shadow's state (Bokeh's lock is held).
 
-        The first pull of an audience session takes the page serialized for its look at this
-        frame, if another session already had it made; its own document is left as built.
+        The first pull of an audience session takes the page serialized for its look within
+        the last second, if another session already had it made. Its own document's data is
+        then left as built, but Bokeh is told its browser now holds every model (as its own
+        serializer would have), so a later change of this session's (the log-scale figure)
+        refers to the sources rather than sending them again as built.
         """
         self.pulls += 1
         if not self.following:
             return serialize()
         if self.pulls == 1 and self.page_key is not None:
             page, self.at = self.broadcast.page(self.page_key, self.doc, serialize)
+            self.doc.models.flush_synced()
             return page
         self.broadcast.copy_into(self.doc, loud=False)
         self.at = self.broadcast.frame
@@ -141,8 +148,13 @@ class Follower:
         self.doc.add_next_tick_callback(self._start_own_frames)
 
     def _start_own_frames(self) -> None:
-        self.broadcast.copy_into(self.doc, loud=False)  # what its browsers hold
+        # The browser holds the frame before the shadow's latest (or this one): either way the
+        # pinned run is drawn whole just below, and only what differs from this goes out.
+        self.broadcast.copy_into(self.doc, loud=False)
         self.leaving = False
+        if self.dashboard.pinned is None:  # unpinned meanwhile: follow again at once
+            self._follow_again()
+            return
         self.dashboard.run = None  # the next tick draws the pinned run afresh
         self.dashboard.tick()
         self.own_tick = self.doc.add_periodic_callback(
@@ -158,10 +170,24 @@ class Follower:
             return
         self.doc.remove_periodic_callback(self.own_tick)
         self.own_tick = None
+        self._follow_again()
+
+    def _follow_again(self) -> None:
+        """Bring the browser to the shadow's state (its document is what it shows) and follow."""
         with batching.one_message(self.doc):
             self.broadcast.copy_into(self.doc, loud=True)
         self.at = self.broadcast.frame
+        self.dashboard.run, self.dashboard.cursor = None, Cursor()
         log.debug("a session follows the broadcast again")
+
+    def pin_changed(self, active: bool) -> None:
+        """The pin toggle (after the dashboard's own handler): a following session pins the
+        run the broadcast shows; an unpinned session that draws its own frames follows again."""
+        if self.following:
+            shown = self.broadcast.shadow.run
+            self.dashboard.pinned = shown.run_id if active and shown is not None else None
+        elif not active and self.own_tick is not None:
+            self.rejoin()
 
 
 class Broadcast:
@@ -214,12 +240,8 @@ class Broadcast:
             self.followers.pop(id(doc), None)
 
         doc.on_session_destroyed(forget)
-        dashboard.header.pin.on_change("active", lambda _a, _o, active: self._pin(follower))
+        dashboard.header.pin.on_change("active", lambda _a, _o, on: follower.pin_changed(on))
         return follower
-
-    def _pin(self, follower: Follower) -> None:
-        if follower.dashboard.pinned is None and follower.own_tick is not None:
-            follower.rejoin()
 
     def copy_into(self, doc: Document, *, loud: bool) -> None:
         """Give ``doc``'s shared models the shadow's values; ``loud`` tells the browsers what
@@ -270,9 +292,15 @@ class Broadcast:
 
     def next_frame(self) -> Any:
         """Catch the shadow up; its changes as one PATCH-DOC message for every session (False:
-        nothing changed; None: the changes carry a model, which no one message can)."""
+        nothing changed; None: the changes carry a model, which no one message can).
+
+        A frame that fails half-way still sends what it changed, so that every browser stays
+        where the shadow is."""
         self.events.clear()
-        self.shadow.tick()
+        try:
+            self.shadow.tick()
+        except Exception:
+            log.exception("a frame failed; what it changed is sent, the rest comes next frame")
         if not self.events:
             return False
         started = time.perf_counter()
@@ -313,12 +341,17 @@ class Broadcast:
                 log.error("a session fell behind the kept frames; it draws its own from now on")
                 follower.leave()
                 continue
-            for frame, missed in self._since(follower.at):
-                sent = batching.send(follower.doc, missed)
-                if frame == self.frame:
-                    for _ in range(sent):
-                        stats.update_sent(lag)
-                    self.frames_sent += sent
+            try:
+                for frame, missed in self._since(follower.at):
+                    sent = batching.send(follower.doc, missed)
+                    if frame == self.frame:
+                        for _ in range(sent):
+                            stats.update_sent(lag)
+                        self.frames_sent += sent
+            except Exception:  # one session's trouble must not hold up the rest
+                log.exception("a frame could not be written to a session; it leaves the broadcast")
+                follower.leave()
+                continue
             follower.at = self.frame
 
     def _since(self, frame: int) -> list[tuple[int, Any]]:

@@ -207,21 +207,33 @@ def send(doc: Document, message: Any) -> int:
 
     The message is framed once (:func:`wire_bytes`) and the same bytes go to each websocket in
     one write, under Bokeh's per-connection write lock so they never land inside another
-    message. Where the connection is not the plain kind this expects (compressed, closing),
-    Bokeh writes it its own way.
+    message. A closing connection is skipped; one that is not the plain kind this expects
+    (compressed) is written Bokeh's own way. A browser that has stopped reading (a laptop gone
+    to sleep) is disconnected once :data:`MAX_UNREAD` bytes wait for it, rather than holding
+    every frame in memory until TCP gives up; reloaded, its page is whole again.
     """
     session = server_session(doc)
     connections = getattr(session, "_subscribed_connections", ()) if session else ()
     for connection in connections:
         handler = connection._socket
         socket = getattr(handler, "ws_connection", None)
-        if socket is None or getattr(socket, "_compressor", True) is not None:
+        if socket is None or socket.is_closing():
+            continue
+        if getattr(socket.stream, "_write_buffer_size", 0) > MAX_UNREAD:
+            log.info("a browser stopped reading (%d bytes wait for it): closed", MAX_UNREAD)
+            handler.close(1001, "not reading")
+            continue
+        if getattr(socket, "_compressor", True) is not None:
             task = asyncio.ensure_future(handler.send_message(message))
             _writing.add(task)
             task.add_done_callback(_writing.discard)
             continue
         _write_locked(handler, socket, wire_bytes(message))
     return len(connections)
+
+
+MAX_UNREAD = 16 * 1024 * 1024
+"""Bytes waiting for one browser before it is disconnected: minutes of frames."""
 
 
 def wire_bytes(message: Any) -> bytes:
