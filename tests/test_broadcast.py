@@ -8,6 +8,7 @@ import json
 import math
 import sys
 import time
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -234,6 +235,12 @@ def test_every_session_is_written_the_same_message(served) -> None:
         steps = [f.rows for f in session.frames]
         assert sum(steps) >= 50
     assert late.last_step == 159 and late.pull_bytes > 0
+    with urllib.request.urlopen(f"http://{host}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    figures = dict(line.rsplit(" ", 1) for line in text.splitlines() if line[:1] != "#")
+    assert float(figures["mnist_live_viewer_frames_encoded_total"]) >= 6
+    pages = [float(v) for k, v in figures.items() if k.startswith("mnist_live_viewer_pages_total")]
+    assert len(pages) == 2 and sum(pages) >= 4, "every first page was made or shared"
 
 
 @pytest.mark.slow

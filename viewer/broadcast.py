@@ -210,10 +210,7 @@ class Broadcast:
         self._pages: dict[tuple[str, bool], tuple[int, Any, float]] = {}
         self.recent: deque[tuple[int, Any]] = deque(maxlen=RECENT_FRAMES)
         """The latest frames' messages, for sessions whose page was made before them."""
-        self.pages_made = self.pages_shared = 0
         self.followers: dict[int, Follower] = {}
-        self.frames_sent = 0
-        self.encode_seconds = 0.0
         self.tick()  # the first session starts from the run as it is, not from nothing
         self._tick = PeriodicCallback(self.tick, 1000 / settings.frame_rate)
         if schedule:
@@ -268,12 +265,12 @@ class Broadcast:
             fresh = time.monotonic() - at <= PAGE_SECONDS
             # the frame after the page's must still be kept after the next frame is added
             if frame == self.frame or (fresh and frame >= oldest_kept):
-                self.pages_shared += 1
+                stats.pages_shared += 1
                 return page, frame
         self.copy_into(doc, loud=False)
         page = serialize()
         self._pages[key] = (self.frame, page, time.monotonic())
-        self.pages_made += 1
+        stats.pages_made += 1
         return page, self.frame
 
     def _shadow_values(self) -> dict[str, Any]:
@@ -303,11 +300,10 @@ class Broadcast:
             log.exception("a frame failed; what it changed is sent, the rest comes next frame")
         if not self.events:
             return False
-        started = time.perf_counter()
         message = batching.shared_message(list(self.events))
         self.events.clear()
-        self.encode_seconds += time.perf_counter() - started
         self.frame += 1
+        stats.frames_encoded += 1
         return message
 
     def tick(self) -> None:
@@ -347,7 +343,6 @@ class Broadcast:
                     if frame == self.frame:
                         for _ in range(sent):
                             stats.update_sent(lag)
-                        self.frames_sent += sent
             except Exception:  # one session's trouble must not hold up the rest
                 log.exception("a frame could not be written to a session; it leaves the broadcast")
                 follower.leave()

@@ -37,7 +37,7 @@ class Pages:
         self.look = look
         self.size = size
         self.ready: deque[Page] = deque()
-        self.taken = self.built = 0
+        self.built = 0
         self._last_taken = 0.0
         self._filler = PeriodicCallback(self.build_one, 1000 * BUILD_EVERY)
 
@@ -53,7 +53,6 @@ class Pages:
         self._last_taken = time.monotonic()
         if look != self.look or not self.ready:
             return None
-        self.taken += 1
         page = self.ready.popleft()
         stats.pages_ready = len(self.ready)
         return page

@@ -92,6 +92,11 @@ def metrics(viewer: ViewerStats = stats) -> str:
          [("", state["rejected"])]),
         (f"{p}_updates_sent_total", "counter", "Coalesced updates pushed to sessions.",
          [("", viewer.updates_sent)]),
+        (f"{p}_frames_encoded_total", "counter", "Frames encoded once for every session.",
+         [("", viewer.frames_encoded)]),
+        (f"{p}_pages_total", "counter", "First pages sent: serialized, or shared as made.",
+         [(f'{p}_pages_total{{made="{made}"}}', count)
+          for made, count in (("serialized", viewer.pages_made), ("shared", viewer.pages_shared))]),
         (f"{p}_lag_seconds", "summary", "Trainer-to-session lag of recent updates.", lag),
         (f"{p}_gc_seconds_total", "counter", "Time spent in garbage collections (pauses).",
          [(f'{p}_gc_seconds_total{{generation="{g}"}}', viewer.gc_seconds[g]) for g in range(3)]),

@@ -25,6 +25,11 @@ class ViewerStats:
     updates_sent: int = 0
     pages_ready: int = 0
     """Audience pages built ahead and not yet taken (``view --prebuild``)."""
+    frames_encoded: int = 0
+    """Frames encoded once for every following session (:mod:`viewer.broadcast`)."""
+    pages_made: int = 0
+    pages_shared: int = 0
+    """First pages serialized for a session, and handed on to another as they were."""
     lags: deque[float] = field(default_factory=lambda: deque(maxlen=LAG_WINDOW))
     gc_collections: list[int] = field(default_factory=lambda: [0, 0, 0])
     gc_seconds: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
