@@ -35,6 +35,7 @@ from viewer.panels.ids import PLACE, PREFIX, settle
 from viewer.panels.looks import look
 from viewer.runs.decimate import m4_rows
 from viewer.server.settings import ViewerSettings
+from viewer.server.stats import ViewerStats
 from viewer.sources.live import Hub
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -329,3 +330,12 @@ def test_pages_built_ahead_are_audience_pages_and_wait_for_a_quiet_moment(hub: H
     built_here = audience(hub)
     assert ahead.curves is page.curves and ahead.doc.roots == [page.root]
     assert page_json(ahead.doc) == page_json(built_here.doc)
+
+
+def test_a_frame_written_to_many_sessions_counts_each_and_its_lag_once() -> None:
+    counters = ViewerStats()
+    counters.update_sent(0.05, sessions=3)
+    counters.update_sent(0.07, sessions=0)  # written to nobody: no lag to speak of
+    counters.update_sent(None, sessions=2)
+    assert counters.updates_sent == 5
+    assert list(counters.lags) == [0.05]

@@ -329,7 +329,7 @@ class Broadcast:
                     follower.leave()
             return
         self.recent.append((self.frame, message))
-        lag = self.shadow.lag_ms / 1000 if self.shadow.lag_ms is not None else None
+        written = 0
         for follower in list(self.followers.values()):
             if not follower.following or follower.at is None:
                 continue
@@ -340,14 +340,14 @@ class Broadcast:
             try:
                 for frame, missed in self._since(follower.at):
                     sent = batching.send(follower.doc, missed)
-                    if frame == self.frame:
-                        for _ in range(sent):
-                            stats.update_sent(lag)
+                    written += sent if frame == self.frame else 0
             except Exception:  # one session's trouble must not hold up the rest
                 log.exception("a frame could not be written to a session; it leaves the broadcast")
                 follower.leave()
                 continue
             follower.at = self.frame
+        lag = self.shadow.lag_ms / 1000 if self.shadow.lag_ms is not None else None
+        stats.update_sent(lag, sessions=written)
 
     def _since(self, frame: int) -> list[tuple[int, Any]]:
         """The kept frames after ``frame`` (a session that pulled a shared page is behind)."""

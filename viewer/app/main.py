@@ -36,6 +36,7 @@ else:
     assert isinstance(source, Hub)
     controls = PresenterControls(doc, config, source) if is_presenter(doc, config) else None
 live = not config.replay
-page = pages.take(session_look(doc, config)) if controls is None else None
-dashboard = Dashboard(doc, source, config, controls, live=live, frames=False, page=page)
+look = session_look(doc, config)
+page = pages.take(look) if controls is None else None
+dashboard = Dashboard(doc, source, config, controls, look, live=live, frames=False, page=page)
 broadcast.current(source, config, live=live).follow(dashboard, controls)

@@ -44,9 +44,7 @@ DTYPES: dict[str, type] = {
     "step": np.int32,
     "epoch": np.int32,
     "sent_at": np.float64,  # seconds since 1970: float32 would keep only minutes
-    **dict.fromkeys(
-        ("loss", "loss_smooth", "batch_accuracy", "accuracy_smooth", "accuracy"), np.float32
-    ),
+    **dict.fromkeys(("loss", "loss_smooth", "accuracy_smooth", "accuracy"), np.float32),
 }
 
 
@@ -61,7 +59,6 @@ def _decimals(digits: int) -> Callable[[float], float]:
 ROUNDING: dict[str, Callable[[float], float]] = {
     "loss": _significant(5),
     "loss_smooth": _significant(5),
-    "batch_accuracy": _decimals(4),
     "accuracy_smooth": _decimals(4),
     "accuracy": _decimals(4),
     "sent_at": _decimals(3),

@@ -60,9 +60,9 @@ def _arg_per_bucket(values: np.ndarray, starts: np.ndarray, best: np.ufunc) -> n
     extreme = best.reduceat(values, starts)
     bucket_of_row = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(values)]))
     hits = np.flatnonzero(values == extreme[bucket_of_row])
-    first_hit = np.unique(bucket_of_row[hits], return_index=True)[1]
+    buckets, first_hit = np.unique(bucket_of_row[hits], return_index=True)
     found = np.full(len(starts), -1)
-    found[np.unique(bucket_of_row[hits])] = hits[first_hit]
+    found[buckets] = hits[first_hit]
     return np.where(found >= 0, found, starts)  # an all-NaN bucket: its first row
 
 

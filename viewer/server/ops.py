@@ -97,7 +97,7 @@ def metrics(viewer: ViewerStats = stats) -> str:
         (f"{p}_pages_total", "counter", "First pages sent: serialized, or shared as made.",
          [(f'{p}_pages_total{{made="{made}"}}', count)
           for made, count in (("serialized", viewer.pages_made), ("shared", viewer.pages_shared))]),
-        (f"{p}_lag_seconds", "summary", "Trainer-to-session lag of recent updates.", lag),
+        (f"{p}_lag_seconds", "summary", "Trainer-to-page lag of recent frames.", lag),
         (f"{p}_gc_seconds_total", "counter", "Time spent in garbage collections (pauses).",
          [(f'{p}_gc_seconds_total{{generation="{g}"}}', viewer.gc_seconds[g]) for g in range(3)]),
         (f"{p}_gc_collections_total", "counter", "Garbage collections.",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 LAG_WINDOW = 4096
-"""Recent trainer-to-session lags kept for the percentiles."""
+"""Recent trainer-to-page lags (one a frame) kept for the percentiles."""
 
 
 @dataclass
@@ -43,10 +43,11 @@ class ViewerStats:
     def session_closed(self) -> None:
         self.sessions_open = max(0, self.sessions_open - 1)
 
-    def update_sent(self, lag_seconds: float | None) -> None:
-        """One coalesced update pushed to one session; ``lag_seconds`` since the trainer sent it."""
-        self.updates_sent += 1
-        if lag_seconds is not None:
+    def update_sent(self, lag_seconds: float | None, sessions: int = 1) -> None:
+        """One update pushed to ``sessions`` sessions at once; ``lag_seconds`` since the trainer
+        sent it (one figure: the same bytes went to each)."""
+        self.updates_sent += sessions
+        if lag_seconds is not None and sessions:
             self.lags.append(max(0.0, lag_seconds))
 
     def watch_gc(self) -> None:
