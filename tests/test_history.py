@@ -11,6 +11,7 @@ from protocol.cli.durations import format_duration
 from tests.recordings import Feed, piece
 from viewer.dashboard import RENDER
 from viewer.panels.evaluation import gallery_mosaic
+from viewer.panels.pictures import decode
 from viewer.runs.columns import Columns, Cursor
 from viewer.runs.state import SMOOTHING, RunHistory
 from viewer.sources.live import Hub
@@ -82,7 +83,7 @@ def test_each_piece_has_a_version_and_a_cursor_gets_only_what_changed() -> None:
     sample = piece(run, "sample")
     assert sample["probabilities"]["kind"][3] == "true"
     assert sample["probabilities"]["kind"][5] == "predicted"
-    assert np.array_equal(sample["sample"]["image"][0], np.flipud(feed.sample(2).image))
+    assert np.array_equal(decode(sample["sample_image"]), np.flipud(feed.sample(2).image))
 
     run.apply(feed.evaluation(3))
     run.apply(feed.evaluation(3, split="test"))
@@ -129,7 +130,8 @@ def test_the_mistakes_become_one_mosaic_each_tile_where_its_row_says() -> None:
 def test_weights_become_one_mosaic_with_transparent_gaps() -> None:
     feed, run = Feed(), RunHistory("run-a")
     run.apply(feed.weights(1, tiles=10))  # 4 columns x 3 rows
-    mosaic = piece(run, "weights")["weights"]["image"][0]
+    mosaic = decode(piece(run, "weights")["weights"])
+    assert mosaic is not None
     assert mosaic.shape == (3 * 29 - 1, 4 * 29 - 1) and mosaic.dtype == np.uint8
     top = np.flipud(mosaic)
     assert (top[:28, :28] >= 1).all(), "weight pixels are never the gap value"

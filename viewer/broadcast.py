@@ -51,6 +51,7 @@ from tornado.ioloop import PeriodicCallback
 from viewer.dashboard import Controls, Dashboard
 from viewer.panels.curves import history
 from viewer.panels.ids import PREFIX, is_shared
+from viewer.panels.pictures import compacted
 from viewer.runs.columns import Cursor
 from viewer.runs.state import CURVES
 from viewer.server import batching
@@ -91,7 +92,8 @@ hold at the frame rate)."""
 JOINING: dict[str, Callable[[Any], Any]] = {
     PREFIX + name: functools.partial(history, name) for name in CURVES
 }
-"""How a curve's history is given to a session that joins (thinned, as arrays), by model id."""
+"""How a curve's history is given to a session that joins (thinned, as arrays), by model id;
+a picture's rows are given as one key (:func:`viewer.panels.pictures.compacted`)."""
 
 
 class Follower:
@@ -281,7 +283,11 @@ class Broadcast:
             for model_id, shadow in self.models.items():
                 value = getattr(shadow, _attribute(shadow))
                 joining = JOINING.get(model_id)
-                values[model_id] = joining(dict(value)) if joining is not None else value
+                if joining is not None:
+                    value = joining(dict(value))
+                elif isinstance(shadow, ColumnDataSource):
+                    value = compacted(value)
+                values[model_id] = value
             self._values = (self.frame, values)
         return self._values[1]
 

@@ -102,6 +102,13 @@ class Page:
             )
         self.alike = alike
         """Its ids are the same as every other audience page's already (else settle them)."""
+        self.decoders = [
+            self.digit.picture.decoder,
+            self.weights.picture.decoder,
+            self.evaluation.gallery.decoder,
+        ]
+        """What turns the pictures' wire rows into pixels in the browser, run when the page is
+        ready as well as on every change (:mod:`viewer.panels.pictures`)."""
 
 
 class Dashboard:
@@ -151,6 +158,7 @@ class Dashboard:
         if page.audience:  # the document's config was made with it, before this page
             settle(doc.config) if page.alike else settle(page.root, doc.config)
         doc.add_root(page.root)
+        doc.js_on_event("document_ready", *page.decoders)
         self.header.pin.on_change("active", self._pin_changed)
         self.frame_period_ms = round(1000 / settings.frame_rate)
         if frames:

@@ -1,6 +1,7 @@
 """The test digit the network is looking at, and its predicted probabilities.
 
-Sources ``sample`` (one 28x28 image with its true and predicted label) and ``probabilities``
+Sources ``sample`` (its caption, true and predicted label), ``sample_image`` (its 28x28 image,
+as a wire source: :mod:`viewer.panels.pictures`) and ``probabilities``
 (one bar per class, coloured by ``kind``: the true class, the predicted one if it is wrong,
 or neither; ``mark`` names them above the bars). :func:`render` makes both from the run's
 latest sample, once per sample for every session.
@@ -20,10 +21,11 @@ from viewer.panels.assign import refresh, same_list
 from viewer.panels.ids import named_source, shared
 from viewer.panels.images import image_figure
 from viewer.panels.looks import Look
+from viewer.panels.pictures import Picture, PictureStream, empty
 from viewer.runs.state import RunHistory
 
 PART = "sample"
-SAMPLE_COLUMNS = ("caption", "image", "label", "predicted", "index", "step")
+SAMPLE_COLUMNS = ("caption", "label", "predicted", "index", "step")
 PROBABILITY_COLUMNS = ("class_name", "probability", "kind", "mark")
 
 
@@ -33,6 +35,7 @@ def render(run: RunHistory) -> dict[str, Any]:
     if s is None:
         return {
             "sample": {c: [] for c in SAMPLE_COLUMNS},
+            "sample_image": empty(),
             "probabilities": {c: [] for c in PROBABILITY_COLUMNS},
         }
     names = run.class_names(len(s.probabilities))
@@ -45,12 +48,14 @@ def render(run: RunHistory) -> dict[str, Any]:
     return {
         "sample": {
             "caption": [caption],
-            "image": [np.flipud(s.image)],
             "label": [names[s.label]],
             "predicted": [names[predicted]],
             "index": [s.index],
             "step": [s.step],
         },
+        "sample_image": run.pictures.setdefault(PART, PictureStream()).update(
+            np.flipud(s.image), s.sent_at
+        ),
         "probabilities": {
             "class_name": same_list(tuple(names)),
             "probability": [round(p, 4) for p in s.probabilities],  # more than the bars show
@@ -68,6 +73,7 @@ def render(run: RunHistory) -> dict[str, Any]:
 class Digit:
     def __init__(self, look: Look) -> None:
         self.sample = named_source("sample", SAMPLE_COLUMNS)
+        self.picture = Picture("sample_image")
         self.probabilities = named_source("probabilities", PROBABILITY_COLUMNS)
         size = look.plot_height
         self.image_figure = image_figure(
@@ -79,7 +85,7 @@ class Digit:
         dark_ink = Greys256 if look.name == "dark" else Greys256[::-1]
         mapper = LinearColorMapper(palette=dark_ink, low=0, high=255)
         glyph = Image(image="image", x=0, y=0, dw=28, dh=28, color_mapper=mapper)
-        self.image_figure.add_glyph(self.sample, glyph)
+        self.image_figure.add_glyph(self.picture.pixels, glyph)
         self.image_figure.text(
             x=14,
             y=-0.5,
@@ -127,6 +133,7 @@ class Digit:
 
     def reset(self) -> None:
         self.sample.data = {c: [] for c in SAMPLE_COLUMNS}
+        self.picture.reset()
         self.probabilities.data = {c: [] for c in PROBABILITY_COLUMNS}
 
     def apply(self, piece: dict[str, Any]) -> None:
@@ -135,4 +142,5 @@ class Digit:
         if names and list(factors.factors) != names:
             factors.factors = names
         self.sample.data = piece["sample"]
+        self.picture.show(piece["sample_image"])
         refresh(self.probabilities, piece["probabilities"])

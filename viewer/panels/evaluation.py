@@ -4,7 +4,8 @@ Sources ``confusion`` (one cell per true/predicted pair: row-normalised ``rate``
 colour, ``count`` for the hover), ``per_class`` (accuracy per true class) and
 ``misclassified`` (the current mistakes, one row each: where its tile sits, its caption true ->
 predicted, its test-set index) with ``misclassified_images`` (all their 28x28 images as one
-mosaic, so a frame carries one image rather than a dozen). :func:`render` makes them all from
+mosaic, so a frame carries one image rather than a dozen, on the wire as residuals from one
+evaluation to the next: :mod:`viewer.panels.pictures`). :func:`render` makes them all from
 the run's latest evaluation, once per evaluation for every session.
 """
 
@@ -31,13 +32,14 @@ from viewer.panels.assign import refresh, same_list
 from viewer.panels.ids import named_source, shared
 from viewer.panels.images import TILE, tile_mosaic
 from viewer.panels.looks import Look
+from viewer.panels.pictures import Picture, PictureStream, empty, encoded
 from viewer.runs.state import RunHistory
 
 PART = "evaluation"
 CONFUSION_COLUMNS = ("true", "predicted", "rate", "count")
 PER_CLASS_COLUMNS = ("class_name", "accuracy")
 GALLERY_SOURCE_COLUMNS = ("x", "y", "label", "index")
-GALLERY_IMAGE_COLUMNS = ("image", "x", "y", "dw", "dh")
+GALLERY_PLACEMENT = ("x", "y", "dw", "dh")
 GALLERY_COLUMNS = 4
 """Mistakes side by side: the trainer sends up to eight, so two rows."""
 GALLERY_GAP = 4
@@ -54,7 +56,7 @@ def render(run: RunHistory) -> dict[str, Any]:
             "confusion": {c: [] for c in CONFUSION_COLUMNS},
             "per_class": {c: [] for c in PER_CLASS_COLUMNS},
             "misclassified": {c: [] for c in GALLERY_SOURCE_COLUMNS},
-            "misclassified_images": gallery_mosaic([]),
+            "misclassified_images": empty(GALLERY_PLACEMENT),
         }
     counts = np.asarray(e.confusion, dtype=np.int64)
     k = len(counts)
@@ -81,7 +83,11 @@ def render(run: RunHistory) -> dict[str, Any]:
             ],
             "index": list(e.misclassified_index),
         },
-        "misclassified_images": gallery_mosaic(e.misclassified_images),
+        "misclassified_images": encoded(
+            run.pictures.setdefault(PART, PictureStream()),
+            gallery_mosaic(e.misclassified_images),
+            e.sent_at,
+        ),
     }
 
 
@@ -131,7 +137,7 @@ class EvaluationPanels:
         self.confusion = named_source("confusion", CONFUSION_COLUMNS)
         self.per_class = named_source("per_class", PER_CLASS_COLUMNS)
         self.misclassified = named_source("misclassified", GALLERY_SOURCE_COLUMNS)
-        self.misclassified_images = named_source("misclassified_images", GALLERY_IMAGE_COLUMNS)
+        self.gallery = Picture("misclassified_images", GALLERY_PLACEMENT)
         self.confusion_figure = self._confusion(look)
         self.per_class_figure = self._per_class(look)
         self.gallery_figure = self._gallery(look)
@@ -197,7 +203,7 @@ class EvaluationPanels:
         ink = Greys256 if look.name == "dark" else Greys256[::-1]
         mapper = LinearColorMapper(palette=ink, low=0.5, high=255, low_color="rgba(0, 0, 0, 0)")
         glyph = Image(image="image", x="x", y="y", dw="dw", dh="dh", color_mapper=mapper)
-        fig.add_glyph(self.misclassified_images, glyph)
+        fig.add_glyph(self.gallery.pixels, glyph)
         tiles = fig.rect(
             x=dodge("x", TILE / 2),
             y=dodge("y", TILE / 2),
@@ -227,7 +233,7 @@ class EvaluationPanels:
         self.confusion.data = {c: [] for c in CONFUSION_COLUMNS}
         self.per_class.data = {c: [] for c in PER_CLASS_COLUMNS}
         self.misclassified.data = {c: [] for c in GALLERY_SOURCE_COLUMNS}
-        self.misclassified_images.data = {c: [] for c in GALLERY_IMAGE_COLUMNS}
+        self.gallery.reset()
 
     def apply(self, piece: dict[str, Any]) -> None:
         names = piece["per_class"]["class_name"]
@@ -239,4 +245,4 @@ class EvaluationPanels:
         refresh(self.confusion, piece["confusion"])
         refresh(self.per_class, piece["per_class"])
         self.misclassified.data = piece["misclassified"]
-        self.misclassified_images.data = piece["misclassified_images"]
+        self.gallery.show(piece["misclassified_images"])

@@ -1,9 +1,10 @@
 """What the first layer's units look for: their weights as a mosaic of 28x28 tiles.
 
 :func:`render` lays the latest weights message's tiles out as one near-square mosaic with 1px
-gaps, once per message for every session; the ``weights`` source holds that one image. A
-diverging colour map shows sign (blue negative, red positive, white zero, 128 in the tiles);
-the gaps between tiles are transparent.
+gaps, once per message for every session; the ``weights`` wire source carries it as a key and
+residuals within a byte budget (:mod:`viewer.panels.pictures`). A diverging colour map shows
+sign (blue negative, red positive, white zero, 128 in the tiles); the gaps between tiles are
+transparent.
 """
 
 from __future__ import annotations
@@ -15,47 +16,45 @@ import numpy as np
 from bokeh.models import Image, LinearColorMapper
 from bokeh.palettes import RdBu11, interp_palette
 
-from viewer.panels.ids import named_source
 from viewer.panels.images import image_figure, tile_mosaic
 from viewer.panels.looks import Look
+from viewer.panels.pictures import Picture, PictureStream, empty
 from viewer.runs.state import RunHistory
 
 PART = "weights"
-WEIGHT_COLUMNS = ("image", "dw", "dh", "step")
+PLACEMENT = ("dw", "dh")
 DIVERGING = interp_palette(RdBu11[::-1], 255)
 GAP = 1
+RATE = 5_000
+"""Bytes a second the mosaic may take on the wire, about a third of a laptop's budget (15 kB/s)
+and a tenth of sending it raw; it is exact whenever its changes fit (see
+:mod:`viewer.panels.pictures`)."""
 
 
 def render(run: RunHistory) -> dict[str, Any]:
     """The latest weight tiles as the ``weights`` source's one mosaic."""
     w = run.weights
     if w is None:
-        return {"weights": {c: [] for c in WEIGHT_COLUMNS}}
+        return {"weights": empty(PLACEMENT)}
     columns = max(1, math.ceil(math.sqrt(len(w.tiles))))
     mosaic = tile_mosaic(w.tiles, columns, GAP, GAP)
     height, width = mosaic.shape
-    return {
-        "weights": {
-            "image": [np.flipud(mosaic)],
-            "dw": [width],
-            "dh": [height],
-            "step": [w.step],
-        },
-    }
+    stream = run.pictures.setdefault(PART, PictureStream(rate=RATE))
+    return {"weights": stream.update(np.flipud(mosaic), w.sent_at, dw=width, dh=height)}
 
 
 class Weights:
     def __init__(self, look: Look) -> None:
-        self.source = named_source("weights", WEIGHT_COLUMNS)
+        self.picture = Picture("weights", PLACEMENT)
         self.figure = image_figure("First-layer weights", look.plot_height)
         mapper = LinearColorMapper(
             palette=DIVERGING, low=0.5, high=255, low_color="rgba(0, 0, 0, 0)"
         )
         glyph = Image(image="image", x=0, y=0, dw="dw", dh="dh", color_mapper=mapper)
-        self.figure.add_glyph(self.source, glyph)
+        self.figure.add_glyph(self.picture.pixels, glyph)
 
     def reset(self) -> None:
-        self.source.data = {c: [] for c in WEIGHT_COLUMNS}
+        self.picture.reset()
 
     def apply(self, piece: dict[str, Any]) -> None:
-        self.source.data = piece["weights"]
+        self.picture.show(piece["weights"])

@@ -74,6 +74,9 @@ class RunHistory:
         self.last_sent_at = 0.0
         self.last_received_at = 0.0
         self._rendered: dict[str, tuple[int, Render, dict[str, Any]]] = {}
+        self.pictures: dict[str, Any] = {}
+        """What the panels' renderers keep of this run between renders, by part: the
+        encoders of its pictures, whose next rows depend on the rows before."""
         self._smooth_loss = self._smooth_accuracy = 0.0
         self._smoothed = 0
         self._overlay: tuple[int, dict[str, list[float]]] | None = None
