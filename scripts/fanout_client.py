@@ -11,6 +11,12 @@ per distinct message: a viewer that encodes a frame once sends every session the
 (same id), so sessions share one reading of it (:func:`read_patch`). No recursion, no
 per-message task. Each session counts the bytes it received per model (by the model's name),
 so the benchmark can say which source costs what.
+
+Like a browser, a session offers permessage-deflate (RFC 7692) and inflates what comes
+compressed; when the server compresses every message on its own (it answers
+``server_no_context_takeover``), equal compressed messages are inflated once for all sessions.
+A source is counted its binary buffers as they are (never compressed) and its share of the
+message's compressed JSON in proportion to its JSON before compression.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import os
 import struct
 import time
+import zlib
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -70,6 +77,9 @@ class Patch:
     """A PATCH-DOC message read once: bytes and changes per model id, in order."""
 
     sizes: Counter = field(default_factory=Counter)
+    """JSON bytes per model id."""
+    buffer_sizes: Counter = field(default_factory=Counter)
+    """Binary buffer bytes per model id (never compressed on the wire)."""
     changes: list[tuple[str, Change]] = field(default_factory=list)
 
 
@@ -96,9 +106,8 @@ def read_patch(header: str, content: str, buffers: dict[str, bytes]) -> Patch:
             continue
         model_id = model["id"]
         data = event.get("data", event.get("new"))
-        patch.sizes[model_id] += len(json.dumps(event, separators=(",", ":"))) + _buffer_bytes(
-            data, buffers
-        )
+        patch.sizes[model_id] += len(json.dumps(event, separators=(",", ":")))
+        patch.buffer_sizes[model_id] += _buffer_bytes(data, buffers)
         kind = event.get("kind", "")
         if kind == "ColumnsStreamed" or (kind == "ModelChanged" and event.get("attr") == "data"):
             decoded = _decode(data, buffers)
@@ -110,6 +119,25 @@ def read_patch(header: str, content: str, buffers: dict[str, bytes]) -> Patch:
     while len(_patches) > PATCHES_KEPT:
         _patches.popitem(last=False)
     return patch
+
+
+INFLATED_KEPT = 256
+_inflated: OrderedDict[bytes, bytes] = OrderedDict()
+
+
+def inflate_alone(data: bytes) -> bytes:
+    """A message compressed on its own (no context from earlier ones), inflated once for every
+    session that receives it."""
+    whole = _inflated.get(data)
+    if whole is None:
+        whole = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data + DEFLATE_TAIL)
+        _inflated[data] = whole
+        while len(_inflated) > INFLATED_KEPT:
+            _inflated.popitem(last=False)
+    return whole
+
+
+DEFLATE_TAIL = b"\x00\x00\xff\xff"
 
 
 def _newest(data: Any, column: str, rows: int) -> float | None:
@@ -164,8 +192,10 @@ class Session(asyncio.Protocol):
     ``url`` is the server's websocket URL, e.g. ``ws://127.0.0.1:5006/ws``.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, deflate: bool = True) -> None:
         self.url = url
+        self.deflate = deflate
+        """Offer permessage-deflate, as browsers do."""
         self.source_id: str | None = None
         self.names: dict[str, str] = {}
         """Model ids to names, for the bytes per source."""
@@ -196,6 +226,11 @@ class Session(asyncio.Protocol):
         self._fragments: list[bytes | str] = []
         self._partial = bytearray()
         self._partial_text = False
+        self._partial_compressed = False
+        self._compressed_by_server = False
+        self._independent = False
+        self._inflater: Any = None
+        self._message_wire = 0
 
     # -- opening --------------------------------------------------------------------------
 
@@ -215,7 +250,13 @@ class Session(asyncio.Protocol):
                     f"GET {target} HTTP/1.1\r\n"
                     f"Host: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                     f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                    f"Sec-WebSocket-Protocol: bokeh, {token}\r\n\r\n"
+                    f"Sec-WebSocket-Protocol: bokeh, {token}\r\n"
+                    + (
+                        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+                        if self.deflate
+                        else ""
+                    )
+                    + "\r\n"
                 )
                 assert self._transport is not None
                 self._transport.write(request.encode())
@@ -281,10 +322,16 @@ class Session(asyncio.Protocol):
             if len(self._buffer) > MAX_HANDSHAKE_BYTES:
                 raise SessionError("websocket handshake response too long")
             return
-        status = bytes(self._buffer[: self._buffer.find(b"\r\n")]).decode("latin-1")
+        status, *headers = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
         del self._buffer[: end + 4]
         if " 101 " not in status + " ":
             raise SessionError(f"websocket upgrade refused: {status}")
+        for line in headers:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "sec-websocket-extensions" and "permessage-deflate" in value:
+                self._compressed_by_server = True
+                self._independent = "server_no_context_takeover" in value
+                self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         self._handshake_done = True
         self._upgraded.set_result(None)
 
@@ -311,11 +358,12 @@ class Session(asyncio.Protocol):
             if len(buffer) - offset < n:
                 break
             payload = bytes(buffer[offset : offset + n])
+            self._message_wire += offset + n - start
             start = offset + n
-            self._on_frame(b0 & 0x80 != 0, b0 & 0x0F, payload)
+            self._on_frame(b0 & 0x80 != 0, b0 & 0x0F, payload, b0 & 0x40 != 0)
         del buffer[:start]
 
-    def _on_frame(self, fin: bool, opcode: int, payload: bytes) -> None:
+    def _on_frame(self, fin: bool, opcode: int, payload: bytes, compressed: bool) -> None:
         if opcode == 0x8:
             self.close()
         elif opcode == 0x9 and self._transport is not None:
@@ -323,11 +371,21 @@ class Session(asyncio.Protocol):
         elif opcode in (0x0, 0x1, 0x2):
             if opcode:
                 self._partial_text = opcode == 0x1
+                self._partial_compressed = compressed
             self._partial += payload
             if fin:
                 whole = bytes(self._partial)
                 self._partial.clear()
+                if self._partial_compressed:
+                    whole = self._inflate(whole)
                 self._on_fragment(whole.decode() if self._partial_text else whole)
+
+    def _inflate(self, data: bytes) -> bytes:
+        if not self._compressed_by_server:
+            raise SessionError("a compressed message, but no compression was agreed")
+        if self._independent:
+            return inflate_alone(data)
+        return self._inflater.decompress(data + DEFLATE_TAIL)
 
     def _on_fragment(self, fragment: bytes | str) -> None:
         """Bokeh messages are header, metadata, content, then (buffer header, bytes) pairs."""
@@ -344,13 +402,16 @@ class Session(asyncio.Protocol):
                 return
         self._fragments = []
         self.messages += 1
+        wire, self._message_wire = self._message_wire, 0
         buffers = {}
         for i in range(3, len(fragments), 2):
             buffer_header = json.loads(fragments[i])
             buffers[buffer_header["id"]] = bytes(fragments[i + 1])  # type: ignore[arg-type]
-        self._on_message(header, str(fragments[2]), buffers)
+        self._on_message(header, str(fragments[2]), buffers, wire)
 
-    def _on_message(self, header_text: str, content: str, buffers: dict[str, bytes]) -> None:
+    def _on_message(
+        self, header_text: str, content: str, buffers: dict[str, bytes], wire: int
+    ) -> None:
         if not self._pulled.done():
             header = json.loads(header_text)
             msgtype = header.get("msgtype")
@@ -369,8 +430,11 @@ class Session(asyncio.Protocol):
         self.patch_headers.append(header_text)
         patch = read_patch(header_text, content, buffers)
         names = self.names
-        for model_id, size in patch.sizes.items():
-            self.bytes_by_name[names.get(model_id, model_id)] += size
+        plain = sum(patch.sizes.values()) or 1
+        share = min(1.0, max(0, wire - sum(patch.buffer_sizes.values())) / plain)
+        for model_id, size in patch.sizes.items():  # JSON as compressed, buffers as they are
+            name = names.get(model_id, model_id)
+            self.bytes_by_name[name] += size * share + patch.buffer_sizes[model_id]
         now = time.time()
         for model_id, change in patch.changes:
             if model_id == self.source_id:

@@ -71,10 +71,12 @@ class Counting(Session):
         super().__init__(url)
         self.patches: list[list[dict]] = []
 
-    def _on_message(self, header_text: str, content: str, buffers: dict[str, bytes]) -> None:
+    def _on_message(
+        self, header_text: str, content: str, buffers: dict[str, bytes], wire: int
+    ) -> None:
         if self._pulled.done() and json.loads(header_text).get("msgtype") == "PATCH-DOC":
             self.patches.append(json.loads(content)["events"])
-        super()._on_message(header_text, content, buffers)
+        super()._on_message(header_text, content, buffers, wire)
 
 
 def test_each_frame_is_one_message_holding_all_its_changes(server_port: int) -> None:

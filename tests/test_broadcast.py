@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from bokeh.model.util import collect_models
 from bokeh.models import Button
 
 from broker.clients.publisher import Publisher
-from protocol import RunStarted, TrainingMetrics
+from protocol import FirstLayerWeights, RunStarted, SamplePrediction, TrainingMetrics
 from tests.conftest import wait_until
 from tests.documents import header, receive, rows
 from tests.recordings import Feed
@@ -32,6 +33,7 @@ from viewer.dashboard import Dashboard
 from viewer.pages import Pages
 from viewer.panels.curves import history
 from viewer.panels.ids import PLACE, PREFIX, settle
+from viewer.panels.images import tile_mosaic
 from viewer.panels.looks import look
 from viewer.runs.decimate import m4_rows
 from viewer.server.settings import ViewerSettings
@@ -339,3 +341,83 @@ def test_a_frame_written_to_many_sessions_counts_each_and_its_lag_once() -> None
     counters.update_sent(None, sessions=2)
     assert counters.updates_sent == 5
     assert list(counters.lags) == [0.05]
+
+
+READ_PICTURES = """
+const doc = window.Bokeh && Bokeh.documents && Bokeh.documents[0];
+if (!doc) return null;
+const get = (data, name) => (data instanceof Map ? data.get(name) : data[name]) || [];
+const out = {};
+for (const name of ['weights', 'sample_image']) {
+  const wire = doc.get_model_by_name(name), pixels = doc.get_model_by_name(name + '_pixels');
+  if (!wire || !pixels) return null;
+  const image = get(pixels.data, 'image');
+  out[name] = {
+    rows: get(wire.data, 'bytes').length,
+    shape: image.length ? Array.from(image[0].shape) : null,
+    pixels: image.length ? Array.from(image[0]) : null,
+  };
+}
+return out;
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_browser_draws_the_pictures_the_server_sent_following_and_joining_late(
+    served, browser
+) -> None:
+    """The pictures travel deflated as keys and residuals, over a compressed websocket; the
+    browser's decoder must draw exactly the last picture, whether it followed every residual or
+    opened late and got one key."""
+    publisher, host = served
+    rng = np.random.default_rng(5)
+    tiles = rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    step = 1_000
+
+    def send_pictures() -> None:
+        nonlocal step
+        step += 1
+        publisher.send(
+            FirstLayerWeights, step=step, epoch=0, units=[0, 1, 2, 3], tiles=tiles, scale=0.5
+        )
+        publisher.send(
+            SamplePrediction, step=step, index=step, image=tiles[step % 4], label=1,
+            probabilities=[0.1] * 10,
+        )  # fmt: skip
+
+    send_pictures()
+    browser.get(f"http://{host}/")
+    wait_until(lambda: browser.execute_script(READ_PICTURES), 20, message="the pictures")
+    for _ in range(6):  # each a frame apart: the open page follows them as residuals
+        tiles[rng.integers(0, 4), rng.integers(0, 28, 40), rng.integers(0, 28, 40)] += 7
+        send_pictures()
+        time.sleep(0.4)
+    weights = np.flipud(tile_mosaic(tiles, 2, 1, 1)).ravel().tolist()
+    sample = np.flipud(tiles[step % 4]).ravel().tolist()
+
+    def drawn(expected_rows: Callable[[int], bool]) -> dict | None:
+        state = browser.execute_script(READ_PICTURES)
+        if (
+            state
+            and state["weights"]["pixels"] == weights
+            and state["sample_image"]["pixels"] == sample
+            and expected_rows(state["weights"]["rows"])
+        ):
+            return state
+        return None
+
+    following = wait_until(lambda: drawn(lambda rows: rows > 1), 10, message="residuals drawn")
+    assert following["weights"]["shape"] == [57, 57]
+    browser.get(f"http://{host}/")
+    wait_until(lambda: drawn(lambda rows: rows == 1), 20, message="a late page's one key")
+    handshakes = [
+        json.loads(entry["message"])["message"]["params"]["response"]["headers"]
+        for entry in browser.get_log("performance")
+        if "Network.webSocketHandshakeResponseReceived" in entry["message"]
+    ]
+    extensions = [
+        value for headers in handshakes for name, value in headers.items()
+        if name.lower() == "sec-websocket-extensions"
+    ]  # fmt: skip
+    assert extensions and all("server_no_context_takeover" in e for e in extensions), handshakes

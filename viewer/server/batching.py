@@ -40,6 +40,8 @@ from bokeh.protocol.messages.patch_doc import patch_doc
 from bokeh.settings import settings as bokeh_settings
 from tornado.iostream import StreamClosedError
 
+from viewer.server import deflate
+
 log = logging.getLogger("viewer")
 
 _warned = False
@@ -207,10 +209,11 @@ def send(doc: Document, message: Any) -> int:
 
     The message is framed once (:func:`wire_bytes`) and the same bytes go to each websocket in
     one write, under Bokeh's per-connection write lock so they never land inside another
-    message. A closing connection is skipped; one that is not the plain kind this expects
-    (compressed) is written Bokeh's own way. A browser that has stopped reading (a laptop gone
-    to sleep) is disconnected once :data:`MAX_UNREAD` bytes wait for it, rather than holding
-    every frame in memory until TCP gives up; reloaded, its page is whole again.
+    message. A connection that compresses gets the frames compressed once
+    (:mod:`viewer.server.deflate`); one whose compression keeps a context of its own is written
+    Bokeh's own way. A closing connection is skipped. A browser that has stopped reading (a
+    laptop gone to sleep) is disconnected once :data:`MAX_UNREAD` bytes wait for it, rather
+    than holding every frame in memory until TCP gives up; reloaded, its page is whole again.
     """
     session = server_session(doc)
     connections = getattr(session, "_subscribed_connections", ()) if session else ()
@@ -223,12 +226,13 @@ def send(doc: Document, message: Any) -> int:
             log.info("a browser stopped reading (%d bytes wait for it): closed", MAX_UNREAD)
             handler.close(1001, "not reading")
             continue
-        if getattr(socket, "_compressor", True) is not None:
-            task = asyncio.ensure_future(handler.send_message(message))
+        compressed = deflate.independent(socket)
+        if not compressed and getattr(socket, "_compressor", None) is not None:
+            task = asyncio.ensure_future(handler.send_message(message))  # its own context
             _writing.add(task)
             task.add_done_callback(_writing.discard)
             continue
-        _write_locked(handler, socket, wire_bytes(message))
+        _write_locked(handler, socket, wire_bytes(message, compressed))
     return len(connections)
 
 
@@ -236,32 +240,46 @@ MAX_UNREAD = 16 * 1024 * 1024
 """Bytes waiting for one browser before it is disconnected: minutes of frames."""
 
 
-def wire_bytes(message: Any) -> bytes:
+def wire_bytes(message: Any, compressed: bool = False) -> bytes:
     """``message`` as the websocket frames Bokeh would write for it (header, metadata, content,
-    then each buffer's header and bytes), framed once for every connection.
+    then each buffer's header and bytes), framed once for every connection; ``compressed``:
+    its text frames deflated on their own, for connections that negotiated it.
 
-    A server's frames are neither masked nor, with compression off, transformed (RFC 6455).
+    A server's frames are not masked (RFC 6455). Buffers go uncompressed: the pictures in them
+    are deflated already, and a message's RSV1 bit says whether it is.
     """
-    framed = getattr(message, "_mnist_live_wire", None)
+    cached = message.__dict__.setdefault("_mnist_live_wire", {})
+    framed = cached.get(compressed)
     if framed is None:
         parts = [message.header_json, message.metadata_json, message.content_json]
-        frames = [_frame(0x1, part.encode()) for part in parts]
-        for buffer in message.buffers:
-            frames.append(_frame(0x1, json.dumps(buffer.ref).encode()))
-            frames.append(_frame(0x2, buffer.to_bytes()))
+        parts += [json.dumps(buffer.ref) for buffer in message.buffers]
+        texts = [_text_frame(part.encode(), compressed) for part in parts]
+        frames = texts[:3]
+        for ref, buffer in zip(texts[3:], message.buffers, strict=True):
+            frames += [ref, _frame(0x2, buffer.to_bytes())]
         framed = b"".join(frames)
-        message._mnist_live_wire = framed
+        cached[compressed] = framed
     return framed
 
 
-def _frame(opcode: int, payload: bytes) -> bytes:
+def _text_frame(payload: bytes, compressed: bool) -> bytes:
+    packed = deflate.deflated(payload) if compressed else None
+    return _frame(0x1, payload) if packed is None else _frame(0x1, packed, RSV1)
+
+
+RSV1 = 0x40
+"""The first frame of a compressed message says so with this bit (RFC 7692)."""
+
+
+def _frame(opcode: int, payload: bytes, flags: int = 0) -> bytes:
     n = len(payload)
+    first = 0x80 | flags | opcode
     if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, n)
+        head = struct.pack("!BB", first, n)
     elif n <= 0xFFFF:
-        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+        head = struct.pack("!BBH", first, 126, n)
     else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+        head = struct.pack("!BBQ", first, 127, n)
     return head + payload
 
 

@@ -19,7 +19,7 @@ from bokeh.application import Application
 from bokeh.application.handlers.directory import DirectoryHandler
 from bokeh.server.server import Server
 
-from viewer.server import ops
+from viewer.server import deflate, ops
 from viewer.server.settings import ViewerSettings, app_argv
 
 log = logging.getLogger("viewer")
@@ -86,6 +86,7 @@ def make_server(
     if audience_url:
         argv += [f"--audience-url={audience_url}"]
     app = Application(DirectoryHandler(filename=str(APP_DIR), argv=argv))
+    deflate.install()
     return Server(
         {"/": app},
         port=port,
@@ -96,6 +97,7 @@ def make_server(
         num_procs=num_procs,
         extra_patterns=ops.PATTERNS,
         use_xheaders=use_xheaders,
+        websocket_compression_level=deflate.LEVEL,
     )
 
 
