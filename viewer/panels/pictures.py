@@ -146,15 +146,17 @@ class PictureStream:
         self.sent_bytes = 0
 
     def update(self, pixels: np.ndarray, at: float, **extra: Any) -> dict[str, list[Any]]:
-        """Take the picture as of ``at`` (seconds); the rows to show (fresh lists, never changed
-        later: pieces are shared)."""
+        """Take the picture as of ``at`` (seconds), with ``extra`` columns for its row (where it
+        goes, its step); the rows to show (fresh lists, never changed later: pieces are
+        shared). A picture of another shape starts a new key."""
         if self.rate is not None:
             elapsed = 0.0 if self.last_at is None else max(0.0, at - self.last_at)
             self.budget = min(self.burst, self.budget + elapsed * self.rate)
         self.last_at = at
         pixels = np.ascontiguousarray(pixels, np.uint8)
-        if self.shown is None or self.shown.shape != pixels.shape or extra != self.extra:
-            self._key(pixels, extra)
+        self.extra = dict(extra)
+        if self.shown is None or self.shown.shape != pixels.shape:
+            self._key(pixels)
         else:
             self._residual(pixels)
         return {name: list(values) for name, values in self.rows.items()}
@@ -167,9 +169,8 @@ class PictureStream:
         if self.rate is not None:
             self.budget -= size
 
-    def _key(self, pixels: np.ndarray, extra: dict[str, Any]) -> None:
-        self.rows = still(pixels, **extra)
-        self.extra = dict(extra)
+    def _key(self, pixels: np.ndarray) -> None:
+        self.rows = still(pixels, **self.extra)
         self.shown = pixels.copy()
         self.log_bytes = 0
         self._spend(len(self.rows["bytes"][0]))
@@ -182,7 +183,7 @@ class PictureStream:
         if self.log_bytes > self.max_log:  # time for a key: nothing else until it is affordable
             key = deflated(pixels)
             if self._affordable(len(key)):
-                self._key(pixels, self.extra)
+                self._key(pixels)
             return
         off = np.abs(change)
         chosen: tuple[np.ndarray, np.ndarray] | None = None
@@ -193,7 +194,7 @@ class PictureStream:
             residual = np.where(carried, change, 0).astype(np.uint8)  # two's complement: mod 256
             packed = deflated(residual)
             if threshold == 1 and self.rate is None and len(packed) >= len(deflated(pixels)):
-                self._key(pixels, self.extra)
+                self._key(pixels)
                 return
             if self._affordable(len(packed)):
                 chosen = packed, carried
@@ -249,7 +250,7 @@ function draw(d) {
     const {ndarray} = Bokeh.require("core/util/ndarray");
     const shape = [column(d, "height")[0], column(d, "width")[0]];
     data.get("image").push(ndarray(state.pixels, {dtype: "uint8", shape}));
-    for (const name of columns) data.get(name).push(column(d, name)[0]);
+    for (const name of columns) data.get(name).push(column(d, name).at(-1));
   }
   pixels.setv({data}, {sync: false});
 }
@@ -282,11 +283,16 @@ state.chain = state.chain.then(async () => {
 class Picture:
     """A picture's two sources: the wire source a frame changes (``name``) and the pixels
     source its glyph draws (``name + "_pixels"``, filled in the browser), with the decoder that
-    joins them, run on every change and when the page is ready (:attr:`decoder`)."""
+    joins them, run on every change and when the page is ready (:attr:`decoder`). ``placement``
+    columns go to the pixels source (where the glyph puts the picture), ``labels`` stay on the
+    wire (a row's step)."""
 
-    def __init__(self, name: str, placement: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, name: str, placement: tuple[str, ...] = (), labels: tuple[str, ...] = ()
+    ) -> None:
         self.placement = placement
-        self.wire = named_source(name, CODEC_COLUMNS + placement)
+        self.columns = placement + labels
+        self.wire = named_source(name, CODEC_COLUMNS + self.columns)
         self.pixels = named_source(name + "_pixels", ("image", *placement))
         self.pixels.tags = [self.wire]  # the glyph's source brings the wire into the document
         self.decoder = CustomJS(
@@ -297,7 +303,7 @@ class Picture:
         self.wire.js_on_change("streaming", self.decoder)
 
     def reset(self) -> None:
-        self.wire.data = empty(self.placement)
+        self.wire.data = empty(self.columns)
 
     def show(self, columns: dict[str, list[Any]]) -> None:
         show(self.wire, columns)

@@ -36,17 +36,18 @@ def render(run: RunHistory) -> dict[str, Any]:
     """The latest weight tiles as the ``weights`` source's one mosaic."""
     w = run.weights
     if w is None:
-        return {"weights": empty(PLACEMENT)}
+        return {"weights": empty((*PLACEMENT, "step"))}
     columns = max(1, math.ceil(math.sqrt(len(w.tiles))))
     mosaic = tile_mosaic(w.tiles, columns, GAP, GAP)
     height, width = mosaic.shape
     stream = run.pictures.setdefault(PART, PictureStream(rate=RATE))
-    return {"weights": stream.update(np.flipud(mosaic), w.sent_at, dw=width, dh=height)}
+    rows = stream.update(np.flipud(mosaic), w.sent_at, dw=width, dh=height, step=w.step)
+    return {"weights": rows}
 
 
 class Weights:
     def __init__(self, look: Look) -> None:
-        self.picture = Picture("weights", PLACEMENT)
+        self.picture = Picture("weights", PLACEMENT, labels=("step",))
         self.figure = image_figure("First-layer weights", look.plot_height)
         mapper = LinearColorMapper(
             palette=DIVERGING, low=0.5, high=255, low_color="rgba(0, 0, 0, 0)"
