@@ -287,7 +287,9 @@ async def time_late_session(url: str, live: list[Session], timeout: float) -> di
     target = max(s.last_step or 0.0 for s in live)
     rows = max(s.rows for s in live)
     started = time.time()
-    late = await asyncio.wait_for(open_sessions(url, 1, parallel=1, timeout=timeout), timeout)
+    late = await asyncio.wait_for(
+        open_sessions(url, 1, parallel=1, timeout=timeout, deflate=live[0].deflate), timeout
+    )
     session = late[0]
     deadline = started + timeout
 
@@ -320,7 +322,11 @@ async def attach(
     log.info("opening %d sessions, %d at a time", args.sessions, args.open_parallel)
     opened = time.time()
     sessions = await open_sessions(
-        url, args.sessions, parallel=args.open_parallel, timeout=args.open_timeout
+        url,
+        args.sessions,
+        parallel=args.open_parallel,
+        timeout=args.open_timeout,
+        deflate=not args.plain,
     )
     open_seconds = time.time() - opened
     log.info("%d sessions open in %.1f s", len(sessions), open_seconds)
@@ -446,6 +452,7 @@ def summarise(result: dict, args: argparse.Namespace, rss_before: float) -> dict
         "broker_cpu_percent": round(result["broker_cpu_percent"], 1),
         "nginx_cpu_percent": round(result["nginx_cpu_percent"], 1) if args.via_nginx else None,
         "via_nginx": args.via_nginx,
+        "compressed": not args.plain,
         "backends": args.backends if args.via_nginx else 1,
         "machine_cores": os.cpu_count(),
         "machine_busy_percent": round(result["machine_busy_percent"], 1),
@@ -506,7 +513,11 @@ def print_table(s: dict) -> None:
         ("server CPU", f"{s['server_cpu_percent']} % of one core"),
         ("server CPU per session frame", f"{s['server_cpu_ms_per_frame']} ms"),
         ("Bokeh messages per frame", f"{s['messages_per_frame']}"),
-        ("traffic per session", f"{s['kb_per_session_second']} kB/s"),
+        (
+            "traffic per session",
+            f"{s['kb_per_session_second']} kB/s"
+            + (" (compressed)" if s["compressed"] else " (sessions without compression)"),
+        ),
         *(
             (f"  {name}", f"{kb} kB/s")
             for name, kb in s["kb_per_session_second_by_source"].items()
@@ -566,6 +577,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--backends viewers on 127.0.0.2, .3, ... (stand-ins for hosts)",
     )
     parser.add_argument("--backends", type=int, default=3, help="viewers behind nginx")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="sessions do not offer websocket compression (browsers do): the reference for "
+        "what compression saves and costs",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     args = parser.parse_args(argv)
     if min(args.sessions, args.procs, args.open_parallel, args.backends) < 1:

@@ -553,8 +553,11 @@ def _row_count(data: Any) -> int:
     return len(column)
 
 
-async def open_sessions(url: str, count: int, *, parallel: int, timeout: float) -> list[Session]:
-    """Open ``count`` sessions, ``parallel`` at a time (the server builds each document).
+async def open_sessions(
+    url: str, count: int, *, parallel: int, timeout: float, deflate: bool = True
+) -> list[Session]:
+    """Open ``count`` sessions, ``parallel`` at a time (the server builds each document);
+    ``deflate``: they offer compression, as browsers do.
 
     Sessions start following patches as soon as each is open, so the first ones are not left
     with a backlog while the rest connect.
@@ -563,7 +566,7 @@ async def open_sessions(url: str, count: int, *, parallel: int, timeout: float) 
 
     async def one() -> Session:
         async with gate:
-            session = Session(url)
+            session = Session(url, deflate)
             await session.open(timeout)
             return session
 
