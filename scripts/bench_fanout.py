@@ -425,6 +425,7 @@ def summarise(result: dict, args: argparse.Namespace, rss_before: float) -> dict
         "frame_fraction_min": round(min(fractions), 3),
         "frame_fraction_median": round(float(np.median(fractions)), 3),
         "sessions_failed": sum(1 for s in sessions if s.error),
+        "sessions_compressed": sum(1 for s in sessions if s.compressed_alone),
         "lag_p50_ms": ms(lags, 50),
         "lag_p99_ms": ms(lags, 99),
         "lag_first_third_p50_ms": ms(first, 50),

@@ -380,6 +380,12 @@ class Session(asyncio.Protocol):
                     whole = self._inflate(whole)
                 self._on_fragment(whole.decode() if self._partial_text else whole)
 
+    @property
+    def compressed_alone(self) -> bool:
+        """The server compresses this session's messages each on its own (so one frame can be
+        compressed once for every session)."""
+        return self._compressed_by_server and self._independent
+
     def _inflate(self, data: bytes) -> bytes:
         if not self._compressed_by_server:
             raise SessionError("a compressed message, but no compression was agreed")

@@ -40,8 +40,9 @@ SEED = PRESETS["seed"]
 
 
 @contextlib.contextmanager
-def bokeh_app_server(app) -> Iterator[int]:
-    """A real Bokeh server for the function app ``app`` on its own thread and loop; its port."""
+def bokeh_app_server(app, **options) -> Iterator[int]:
+    """A real Bokeh server for the function app ``app`` on its own thread and loop; its port.
+    ``options`` go to Bokeh's ``Server``."""
     port = free_tcp_port()
     ready = threading.Event()
     box: dict = {}
@@ -49,7 +50,10 @@ def bokeh_app_server(app) -> Iterator[int]:
     def serve() -> None:
         asyncio.set_event_loop(asyncio.new_event_loop())
         server = Server(
-            {"/": Application(FunctionHandler(app))}, port=port, io_loop=IOLoop.current()
+            {"/": Application(FunctionHandler(app))},
+            port=port,
+            io_loop=IOLoop.current(),
+            **options,
         )
         server.start()
         box["server"] = server

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from bokeh.client import pull_session
 from bokeh.document import Document
@@ -23,7 +26,8 @@ from bokeh.models import ColumnDataSource, Div
 
 from tests.conftest import bokeh_app_server
 from tests.documents import receive
-from viewer.server.batching import one_message
+from viewer.server import deflate
+from viewer.server.batching import RSV1, one_message, shared_message, wire_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
@@ -143,3 +147,63 @@ def test_outside_a_server_session_changes_go_as_usual() -> None:
         source.stream({"x": [3]})
     assert len(seen) == 2
     assert list(source.data["x"]) == [2, 3]
+
+
+def frames(wire: bytes) -> list[tuple[bool, int, bytes]]:
+    """A server's unmasked websocket frames: (compressed, opcode, payload) each."""
+    found, at = [], 0
+    while at < len(wire):
+        b0, n = wire[at], wire[at + 1] & 0x7F
+        at += 2
+        if n == 126:
+            (n,) = struct.unpack_from("!H", wire, at)
+            at += 2
+        elif n == 127:
+            (n,) = struct.unpack_from("!Q", wire, at)
+            at += 8
+        assert b0 & 0x80, "every message is one final frame"
+        found.append((bool(b0 & RSV1), b0 & 0x0F, wire[at : at + n]))
+        at += n
+    return found
+
+
+def test_a_frame_compressed_once_inflates_to_the_plain_frames() -> None:
+    doc = Document()
+    source = ColumnDataSource({"step": [0], "label": ["a"]}, name="loss")
+    doc.add_root(source)
+    events: list = []
+    doc.on_change(events.append)
+    source.stream({"step": list(range(1, 200)), "label": ["the same words"] * 199})
+    source.data = {"step": np.arange(50, dtype=np.int32), "label": ["b"] * 50}  # a buffer
+    message = shared_message(events)
+    assert message is not None and message.buffers
+    plain, packed = frames(wire_bytes(message)), frames(wire_bytes(message, compressed=True))
+    assert [opcode for _, opcode, _ in plain] == [opcode for _, opcode, _ in packed]
+    assert not any(compressed for compressed, _, _ in plain)
+    assert packed[2][0], "the content JSON goes compressed"
+    assert len(wire_bytes(message, compressed=True)) < len(wire_bytes(message)) / 2
+    for (_, opcode, raw), (compressed, _, data) in zip(plain, packed, strict=True):
+        if compressed:
+            assert opcode == 0x1, "buffers go as they are"
+            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data + b"\x00\x00\xff\xff")
+        assert data == raw
+    assert wire_bytes(message, compressed=True) is wire_bytes(message, compressed=True)
+
+
+def test_the_server_answers_compression_without_context_takeover() -> None:
+    """Tornado, patched by ``deflate.install``, tells the browser that every message is
+    compressed on its own, and compresses them so (what lets one frame fit every page)."""
+    deflate.install()
+    with bokeh_app_server(batched_app, websocket_compression_level=deflate.LEVEL) as port:
+
+        async def watch() -> Session:
+            [session] = await open_sessions(f"ws://127.0.0.1:{port}/ws", 1, parallel=1, timeout=10)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and session.rows < 20:
+                await asyncio.sleep(0.05)
+            session.close()
+            return session
+
+        session = asyncio.run(watch())
+    assert session.error is None and session.rows >= 20
+    assert session.compressed_alone

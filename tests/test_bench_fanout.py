@@ -101,6 +101,7 @@ def test_bench_fanout_smoke(tmp_path: Path) -> None:
     assert summary["sessions"] == 3
     assert summary["frames_received_mean"] > 0
     assert summary["sessions_failed"] == 0
+    assert summary["compressed"] and summary["sessions_compressed"] == 3, "as browsers get it"
     assert math.isfinite(summary["lag_p50_ms"]) and math.isfinite(summary["lag_p99_ms"])
     assert 0 <= summary["lag_p50_ms"] <= summary["lag_p99_ms"]
     assert summary["server_cpu_percent"] > 0

@@ -1,7 +1,8 @@
 """Libraries whose internals we use are pinned to the minor version the tests run against.
 
 ``viewer/server/batching.py`` reaches into Bokeh's ``ServerSession`` and writes ready-made
-frames to a Tornado websocket's stream, and ``broker/recording/reader.py`` calls mcap's
+frames to a Tornado websocket's stream, ``viewer/server/deflate.py`` turns Tornado's context
+takeover off, and ``broker/recording/reader.py`` calls mcap's
 ``breakup_chunk``; test_batching, test_broadcast and test_recording exercise those uses
 against what is installed, and this checks that what is installed is what pyproject.toml
 pins, and that the pin admits one minor version only.
@@ -19,7 +20,7 @@ from bokeh.server.session import ServerSession
 from bokeh.server.views.ws import WSHandler
 from bokeh.util import serialization
 from mcap import stream_reader
-from tornado.websocket import WebSocketProtocol13
+from tornado.websocket import WebSocketProtocol13, _PerMessageDeflateCompressor
 
 from tests.conftest import REPO
 
@@ -48,6 +49,10 @@ def test_the_internals_we_use_are_there() -> None:
         assert name in ServerSession.__init__.__code__.co_names or hasattr(ServerSession, name)
     assert callable(stream_reader.breakup_chunk)
     assert "_compressor" in WebSocketProtocol13.__init__.__code__.co_names
+    # viewer/server/deflate.py: the server side's compressor is made here, from the answer
+    parameters = list(inspect.signature(WebSocketProtocol13._create_compressors).parameters)
+    assert parameters[:3] == ["self", "side", "agreed_parameters"], parameters
+    assert "_compressor" in _PerMessageDeflateCompressor.__init__.__code__.co_names
     assert "self.stream = " in inspect.getsource(WebSocketProtocol13)
     assert "write_lock" in WSHandler.__init__.__code__.co_names
     assert isinstance(serialization._simple_id, int) and serialization._simple_id_lock
