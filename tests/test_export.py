@@ -11,6 +11,9 @@ import pytest
 
 from tests.conftest import assert_one_line_error, run_cli, wait_until
 from tests.recordings import START, Feed, realistic_run, write_recording
+from viewer.panels import weights
+from viewer.panels.pictures import decode
+from viewer.runs.state import RunHistory
 
 
 def export(*args: str) -> subprocess.CompletedProcess[str]:
@@ -173,8 +176,11 @@ const walk = (node) => {
 };
 walk(document.body);
 const header = doc.get_model_by_name('header');
+const drawn = doc.get_model_by_name('weights_pixels');
+const image = drawn ? (drawn.data instanceof Map ? drawn.data.get('image') : drawn.data.image) : [];
 return {loss: rows('loss'), accuracy: rows('accuracy'), weights: rows('weights'),
-        confusion: rows('confusion'), canvases: canvases, header: header ? header.text : ''};
+        confusion: rows('confusion'), canvases: canvases, header: header ? header.text : '',
+        weights_pixels: image && image.length ? Array.from(image[0]) : null};
 """
 
 
@@ -186,13 +192,18 @@ def test_the_page_opens_in_a_browser_with_the_curves_drawn(
     assert export(str(recording), "--html", str(page), "--run", "run-two").returncode == 0
     browser.get(page.as_uri())
     state = wait_until(
-        lambda: (s := browser.execute_script(READ_PAGE)) and s["canvases"] >= 6 and s,
+        lambda: (s := browser.execute_script(READ_PAGE)) and s["canvases"] >= 6
+        and s["weights_pixels"] and s,
         15,
-        message="the page's plots",
-    )
+        message="the page's plots and its decoded pictures",
+    )  # fmt: skip
     metrics = sum(1 for m in runs[1] if m.kind == "metrics")
     assert state["loss"] == metrics and state["accuracy"] > 0, state
     assert state["weights"] == 1 and state["confusion"] == 100, state
+    last = RunHistory("run-two")
+    last.apply([m for m in runs[1] if m.kind == "weights"][-1])
+    mosaic = decode(weights.render(last)["weights"])
+    assert mosaic is not None and state["weights_pixels"] == mosaic.ravel().tolist()
     assert "finished" in state["header"] and "run-two" in state["header"]
     requests = [
         entry["message"]
