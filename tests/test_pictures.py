@@ -106,3 +106,26 @@ def test_show_streams_only_the_rows_a_source_lacks() -> None:
     assert np.array_equal(decode(dict(joined.data)), pictures[3])
     rows["bytes"].append(np.zeros(1, np.uint8))  # shown sources own their lists
     assert len(source.data["bytes"]) == 2 and len(joined.data["bytes"]) == 2
+
+
+def test_a_key_larger_than_a_burst_still_goes_once_the_budget_is_full() -> None:
+    stream = PictureStream(rate=1_000.0, burst=2_000.0, max_log=3_000)
+    pictures = drifting(5, 80, step=3.0)
+    keys = set()
+    for t, picture in enumerate(pictures):
+        rows = stream.update(picture, float(t))
+        keys.add(rows["key"][0])
+    assert len(rows["bytes"][0]) > 2_000, "the key is larger than a burst"
+    assert len(keys) > 1, "yet new keys went out: the mosaic never freezes"
+    assert stream.sent_bytes <= 2_000 + 1_000 * 79 + 2 * len(rows["bytes"][0])
+
+
+def test_a_replaced_source_gets_one_key_not_the_whole_log() -> None:
+    stream = PictureStream()
+    for t, picture in enumerate(drifting(6, 5, step=1.0)):
+        rows = stream.update(picture, float(t))
+    assert len(rows["bytes"]) == 5
+    source = ColumnDataSource(data=still(drifting(7, 1)[0]))
+    show(source, rows)
+    assert len(source.data["bytes"]) == 1 and source.data["row"] == [4]
+    assert np.array_equal(decode(dict(source.data)), decode(rows))

@@ -3,7 +3,7 @@
 Sources ``sample`` (its caption, true and predicted label), ``sample_image`` (its 28x28 image,
 as a wire source: :mod:`viewer.panels.pictures`) and ``probabilities``
 (one bar per class, coloured by ``kind``: the true class, the predicted one if it is wrong,
-or neither; ``mark`` names them above the bars). :func:`render` makes both from the run's
+or neither; ``mark`` names them above the bars). :func:`render` makes all three from the run's
 latest sample, once per sample for every session.
 """
 
@@ -86,6 +86,7 @@ class Digit:
         mapper = LinearColorMapper(palette=dark_ink, low=0, high=255)
         glyph = Image(image="image", x=0, y=0, dw=28, dh=28, color_mapper=mapper)
         self.image_figure.add_glyph(self.picture.pixels, glyph)
+        self.picture.drawn_in(self.image_figure)
         self.image_figure.text(
             x=14,
             y=-0.5,

@@ -205,6 +205,7 @@ class EvaluationPanels:
         mapper = LinearColorMapper(palette=ink, low=0.5, high=255, low_color="rgba(0, 0, 0, 0)")
         glyph = Image(image="image", x="x", y="y", dw="dw", dh="dh", color_mapper=mapper)
         fig.add_glyph(self.gallery.pixels, glyph)
+        self.gallery.drawn_in(fig)
         tiles = fig.rect(
             x=dodge("x", TILE / 2),
             y=dodge("y", TILE / 2),

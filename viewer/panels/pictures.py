@@ -6,7 +6,10 @@ by colour-mapped :class:`~bokeh.models.Image` glyphs. Sent raw, the weight mosai
 of rows: row 0 a whole picture (a key), each further row a residual, the pixels that changed
 since the row before, ``(new - old) mod 256`` with 0 elsewhere; every row deflated (zlib). A
 frame appends the new residual to the source (a Bokeh stream: only that row is sent), or
-replaces the source with a new key when that is smaller. A small ``CustomJS`` inflates the rows
+replaces the source with a new key (when that is smaller, or the picture changes shape, or the
+rows since the key have grown long: see :class:`PictureStream`). It needs a browser with
+``DecompressionStream`` (Chrome 80, Firefox 113, Safari 16.4); an older one says so in the
+picture's title. A small ``CustomJS`` inflates the rows
 in the browser (its native ``DecompressionStream``), adds them up and gives the result to the
 glyph's own *pixels source*, client-side only (``sync: false``), so the colour mapping, and
 with it the theme, stays in the browser as before.
@@ -126,12 +129,16 @@ class PictureStream:
     """One changing picture as a wire source's rows: a key, then residuals.
 
     ``rate``: the bytes a second its rows may take on average (``None``: exact, unbudgeted), in
-    bursts up to ``burst`` bytes. Keys are sent when a residual would be larger, or when the rows
-    since the last key pass ``max_log`` bytes (what a following browser keeps).
+    bursts up to ``burst`` bytes, timed by the server's clock (a replay played fast gets no more).
+    An unbudgeted stream sends a key whenever a key is smaller than the residual. A budgeted one
+    sends a key when the budget has been full (the picture is not moving) and the rows since the
+    last key outweigh one; and once those rows pass ``max_log`` bytes (what a following browser
+    keeps), it sends nothing but the key, as soon as the budget is full (a key larger than a
+    burst puts the budget in debt, so the rate still holds on average).
     """
 
     def __init__(
-        self, rate: float | None = None, burst: float = 64_000, max_log: int = 256_000
+        self, rate: float | None = None, burst: float = 64_000, max_log: int = 1_000_000
     ) -> None:
         self.rate = rate
         self.burst = burst
@@ -164,6 +171,9 @@ class PictureStream:
     def _affordable(self, size: int) -> bool:
         return self.rate is None or size <= self.budget
 
+    def _key_affordable(self, size: int) -> bool:
+        return self.rate is None or size <= self.budget or self.budget >= self.burst
+
     def _spend(self, size: int) -> None:
         self.sent_bytes += size
         if self.rate is not None:
@@ -180,11 +190,14 @@ class PictureStream:
         change = pixels.astype(np.int16) - self.shown
         if not change.any():
             return
-        if self.log_bytes > self.max_log:  # time for a key: nothing else until it is affordable
+        due = self.log_bytes > self.max_log
+        if due or (self.rate is not None and self.budget >= self.burst and self.log_bytes > 0):
             key = deflated(pixels)
-            if self._affordable(len(key)):
+            if (due or self.log_bytes >= len(key)) and self._key_affordable(len(key)):
                 self._key(pixels)
-            return
+                return
+            if due:  # nothing else until the key is affordable
+                return
         off = np.abs(change)
         chosen: tuple[np.ndarray, np.ndarray] | None = None
         for threshold in THRESHOLDS:  # from exact to coarse: the first that fits the budget
@@ -214,7 +227,8 @@ class PictureStream:
 
 
 def show(source: ColumnDataSource, columns: dict[str, list[Any]]) -> None:
-    """Give ``source`` the rows of ``columns``: only the new ones when it holds the same key.
+    """Give ``source`` the rows of ``columns``: only the new ones when it holds the same key,
+    else all of them folded into one key.
 
     A session's document may hold a compacted key (:func:`compacted`); ``row`` says which rows
     it already stands for.
@@ -232,12 +246,15 @@ def show(source: ColumnDataSource, columns: dict[str, list[Any]]) -> None:
         if new and new[0] > 0:
             source.stream({name: [values[i] for i in new] for name, values in columns.items()})
             return
-    source.data = {name: list(values) for name, values in columns.items()}  # streamed into
+    whole = compacted(columns)  # one key, however many rows: a replacement says it all
+    source.data = {name: list(values) for name, values in whole.items()}  # streamed into
 
 
 DECODE_JS = """
 const state = wire.__mnist_live_pictures ??=
   {chain: Promise.resolve(), first: null, applied: 0, pixels: null};
+const UNSUPPORTED =
+  " (this browser cannot draw it: it needs Chrome 80, Firefox 113, Safari 16.4 or newer)";
 const column = (data, name) => (data instanceof Map ? data.get(name) : data[name]) ?? [];
 async function inflate(bytes) {
   const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
@@ -264,6 +281,11 @@ state.chain = state.chain.then(async () => {
     state.pixels = null;
   }
   if (rows > 0 && state.applied === rows) return;
+  if (rows > 0 && typeof DecompressionStream === "undefined") {
+    if (title !== null && !title.text.endsWith(UNSUPPORTED))
+      title.setv({text: title.text + UNSUPPORTED}, {sync: false});
+    return;
+  }
   for (let i = state.applied; i < rows; i++) {
     const raw = await inflate(bytes[i]);
     if (i === 0) {
@@ -273,8 +295,8 @@ state.chain = state.chain.then(async () => {
       for (let k = 0; k < sum.length; k++) sum[k] = (sum[k] + raw[k]) & 255;
       state.pixels = sum;
     }
+    state.applied = i + 1;
   }
-  state.applied = rows;
   draw(d);
 }).catch((error) => console.error("mnist-live: a picture could not be decoded:", error));
 """
@@ -296,11 +318,20 @@ class Picture:
         self.pixels = named_source(name + "_pixels", ("image", *placement))
         self.pixels.tags = [self.wire]  # the glyph's source brings the wire into the document
         self.decoder = CustomJS(
-            args={"wire": self.wire, "pixels": self.pixels, "columns": list(placement)},
+            args={
+                "wire": self.wire,
+                "pixels": self.pixels,
+                "columns": list(placement),
+                "title": None,
+            },
             code=DECODE_JS,
         )
         self.wire.js_on_change("data", self.decoder)
         self.wire.js_on_change("streaming", self.decoder)
+
+    def drawn_in(self, figure: Any) -> None:
+        """The figure whose title says so when a browser cannot decode the picture."""
+        self.decoder.args = {**self.decoder.args, "title": figure.title}
 
     def reset(self) -> None:
         self.wire.data = empty(self.columns)

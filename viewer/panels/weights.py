@@ -10,6 +10,7 @@ transparent.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,8 @@ def render(run: RunHistory) -> dict[str, Any]:
     mosaic = tile_mosaic(w.tiles, columns, GAP, GAP)
     height, width = mosaic.shape
     stream = run.pictures.setdefault(PART, PictureStream(rate=RATE))
-    rows = stream.update(np.flipud(mosaic), w.sent_at, dw=width, dh=height, step=w.step)
+    at = time.monotonic()  # the budget is the browsers' real time, also in a fast replay
+    rows = stream.update(np.flipud(mosaic), at, dw=width, dh=height, step=w.step)
     return {"weights": rows}
 
 
@@ -54,6 +56,7 @@ class Weights:
         )
         glyph = Image(image="image", x=0, y=0, dw="dw", dh="dh", color_mapper=mapper)
         self.figure.add_glyph(self.picture.pixels, glyph)
+        self.picture.drawn_in(self.figure)
 
     def reset(self) -> None:
         self.picture.reset()

@@ -58,7 +58,11 @@ def independent(socket: Any) -> bool:
     """Whether ``socket`` (a Tornado websocket protocol) takes messages compressed on their own:
     it compresses, and without context takeover."""
     compressor = getattr(socket, "_compressor", None)
-    return compressor is not None and getattr(compressor, "_compressor", True) is None
+    return (
+        compressor is not None
+        and getattr(compressor, "_compressor", True) is None
+        and getattr(compressor, "_max_wbits", None) == zlib.MAX_WBITS  # the window compressed with
+    )
 
 
 def deflated(payload: bytes) -> bytes | None:
