@@ -131,10 +131,11 @@ class PictureStream:
     ``rate``: the bytes a second its rows may take on average (``None``: exact, unbudgeted), in
     bursts up to ``burst`` bytes, timed by the server's clock (a replay played fast gets no more).
     An unbudgeted stream sends a key whenever a key is smaller than the residual. A budgeted one
-    sends a key when the budget has been full (the picture is not moving) and the rows since the
-    last key outweigh one; and once those rows pass ``max_log`` bytes (what a following browser
-    keeps), it sends nothing but the key, as soon as the budget is full (a key larger than a
-    burst puts the budget in debt, so the rate still holds on average).
+    sends a key when the budget is full (the picture is resting) and the rows since the last key
+    pass a quarter of ``max_log`` (so keys cost at most a fraction of what residuals did); once
+    those rows pass ``max_log`` bytes (what a following browser keeps), it sends nothing but the
+    key, as soon as the budget is full (a key larger than a burst puts the budget in debt, so
+    the rate still holds on average).
     """
 
     def __init__(
@@ -191,9 +192,10 @@ class PictureStream:
         if not change.any():
             return
         due = self.log_bytes > self.max_log
-        if due or (self.rate is not None and self.budget >= self.burst and self.log_bytes > 0):
+        if due or (self.rate is not None and self.budget >= self.burst):
             key = deflated(pixels)
-            if (due or self.log_bytes >= len(key)) and self._key_affordable(len(key)):
+            early = self.log_bytes >= self.max_log // 4
+            if (due or early) and self._key_affordable(len(key)):
                 self._key(pixels)
                 return
             if due:  # nothing else until the key is affordable
