@@ -103,6 +103,24 @@ class SeqSet:
                 del starts[1], ends[1]
         return True
 
+    def add_range(self, lo: int, hi: int) -> int:
+        """Record every seq in ``[lo, hi)``; how many were new. Costs the intervals it meets,
+        not the width of the range (a forged seq 10^12 must not cost 10^12 steps)."""
+        if hi <= lo:
+            return 0
+        new = (hi - lo) - self.count(lo, hi - 1)
+        starts, ends = self.starts, self.ends
+        first = bisect.bisect_left(ends, lo)  # the first interval ending at or after lo
+        last = bisect.bisect_right(starts, hi)  # past the last interval starting at or before hi
+        if first < last:
+            lo, hi = min(lo, starts[first]), max(hi, ends[last - 1])
+        starts[first:last] = [lo]
+        ends[first:last] = [hi]
+        while len(starts) > self.max_intervals:
+            ends[0] = ends[1]
+            del starts[1], ends[1]
+        return new
+
     def count(self, lo: int, hi: int) -> int:
         """How many seqs in ``[lo, hi]`` were seen."""
         return sum(
@@ -186,9 +204,7 @@ class RunLog:
         if seq <= self.replay_cursor:  # a new pass from the start
             self.replay_cursor = seq
             return
-        for skipped in range(self.replay_cursor + 1, seq):
-            if self.seen.add(skipped):
-                self.superseded += 1
+        self.superseded += self.seen.add_range(self.replay_cursor + 1, seq)
         self.replay_cursor = seq
 
     def _evict(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 
 import numpy as np
 import zmq
@@ -213,6 +214,34 @@ def test_seq_set_tracks_gaps_and_refuses_repeats() -> None:
     for s in (12, 14, 16):  # past the bound the lowest gap is given up as seen
         seen.add(s)
     assert len(seen.starts) <= 3 and 7 in seen
+
+
+def test_seq_set_ranges_agree_with_a_plain_set() -> None:
+    rng = random.Random(3)
+    for _ in range(200):
+        seen, plain = SeqSet(max_intervals=10_000), set()
+        for _ in range(rng.randint(1, 12)):
+            lo = rng.randint(0, 60)
+            if rng.random() < 0.5:
+                hi = lo + rng.randint(0, 15)
+                assert seen.add_range(lo, hi) == len(set(range(lo, hi)) - plain)
+                plain |= set(range(lo, hi))
+            else:
+                assert seen.add(lo) == (lo not in plain)
+                plain.add(lo)
+            assert [s for s in range(80) if s in seen] == sorted(plain)
+            assert all(e < s2 for e, s2 in zip(seen.ends, seen.starts[1:], strict=False))
+
+
+def test_a_replay_gap_of_twenty_million_costs_nothing() -> None:
+    """A publisher's re-publish that jumps seqs marks the gap seen in one step: seq 2e7 then
+    2e7 - 1 once stalled the broker for seconds, a step per seq in between."""
+    log = RunLog("r")
+    started = time.perf_counter()
+    assert log.add(20_000_000, "metrics", [b"metrics", b"{}"])
+    assert log.add(19_999_999, "metrics", [b"metrics", b"{}"])
+    assert time.perf_counter() - started < 0.5
+    assert log.superseded == 19_999_999 and log.seen.count(0, 20_000_000) == 20_000_001
 
 
 def test_run_log_evicts_oldest_curve_points_but_keeps_the_run_start() -> None:
