@@ -27,6 +27,10 @@ MAX_TEXT = 1_000
 MAX_MISCLASSIFIED = 32
 
 
+SENT_AT_MAX: Final = 4.0e9
+"""Latest send time accepted (2096): a recording's clock is unsigned nanoseconds, and a time
+far past now is a forgery or a broken clock, not a message to keep."""
+
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -38,18 +42,22 @@ class Envelope(BaseModel):
     it missed; ``run_id`` separates runs that share a broker.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False
+    )
 
     kind: str = Field(description="the message model; also its ZeroMQ topic")
     protocol: Literal[1] = PROTOCOL_VERSION
     run_id: Name
-    seq: int = Field(ge=0)
-    sent_at: float = Field(default_factory=time.time, description="Unix time of sending")
+    seq: int = Field(ge=0, lt=2**53, description="exact in every JSON reader")
+    sent_at: float = Field(
+        default_factory=time.time, gt=0, lt=SENT_AT_MAX, description="Unix time of sending"
+    )
     replayed: bool = False
 
 
 class DatasetInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: Name
     synthetic: bool = Field(description="True for the generated stand-in, never real data")
@@ -77,7 +85,7 @@ class Architecture(BaseModel):
 
 
 class Hyperparameters(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     optimizer: Name
     learning_rate: float = Field(gt=0, description="The base rate; a schedule scales it")
@@ -171,6 +179,12 @@ class Evaluation(Envelope):
             raise ValueError("misclassified images, index, label and predicted differ in length")
         if n > MAX_MISCLASSIFIED:
             raise ValueError(f"at most {MAX_MISCLASSIFIED} misclassified examples")
+        classes = classes or len(self.per_class_accuracy) or MAX_CLASSES
+        wrong = [
+            c for c in (*self.misclassified_label, *self.misclassified_predicted) if c >= classes
+        ]
+        if wrong:
+            raise ValueError(f"misclassified class {wrong[0]} is not one of the {classes} classes")
         return self
 
 
@@ -190,6 +204,14 @@ class SamplePrediction(Envelope):
         if abs(sum(value) - 1.0) > 1e-3:
             raise ValueError(f"probabilities must sum to 1, got {sum(value):.6f}")
         return value
+
+    @model_validator(mode="after")
+    def _label_is_a_class(self) -> SamplePrediction:
+        if self.label >= len(self.probabilities):
+            raise ValueError(
+                f"label {self.label} is not one of the {len(self.probabilities)} classes"
+            )
+        return self
 
     @property
     def predicted(self) -> int:

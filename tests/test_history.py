@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from protocol.cli.durations import format_duration
 from tests.recordings import Feed, piece
@@ -174,11 +175,13 @@ def test_columns_forget_old_rows_but_count_every_row() -> None:
     assert columns.since(12)["step"] == []
 
 
-def test_a_nan_loss_does_not_poison_the_smoothed_curve() -> None:
-    feed, run = Feed(), RunHistory("run-a")
-    run.apply(feed.metrics(1, loss=1.0))
-    run.apply(feed.metrics(2, loss=math.inf))
-    assert run.curves["loss"].data["loss_smooth"] == [1.0, 1.0]
+def test_a_non_finite_loss_never_reaches_a_run() -> None:
+    """The protocol refuses NaN and infinities (a diverged run says so in ``run_finished``),
+    so no curve or smoothed value is ever poisoned by one."""
+    feed = Feed()
+    for bad in (math.inf, -math.inf, math.nan):
+        with pytest.raises(ValidationError, match="finite"):
+            feed.metrics(2, loss=bad)
 
 
 def test_hub_keeps_runs_in_order_and_knows_the_previous_one() -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from mcap.reader import make_reader
 
 from broker.recording.inspect_cli import summarise
 from protocol.cli import main
@@ -82,8 +83,12 @@ def test_a_cut_file_is_summarised_up_to_the_cut(tmp_path, capsys) -> None:
 def test_a_corrupt_chunk_keeps_what_came_before(tmp_path, capsys) -> None:
     path = tmp_path / "corrupt.mcap"
     made = make_recording(path)
+    with path.open("rb") as stream:
+        summary = make_reader(stream).get_summary()
+    assert summary is not None and len(summary.chunk_indexes) > 2
+    chunk = summary.chunk_indexes[len(summary.chunk_indexes) // 2]  # a chunk in the middle
     data = bytearray(path.read_bytes())
-    middle = len(data) // 2
+    middle = chunk.chunk_start_offset + chunk.chunk_length // 2
     for i in range(middle, middle + 16):
         data[i] ^= 0xFF
     path.write_bytes(bytes(data))
