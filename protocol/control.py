@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocol.messages import Name
+
+MIN_PACE: Final = 0.1
+"""Slowest pace a command may set (steps/s): slower shows nothing moving in a talk."""
+MAX_PACE: Final = 100_000.0
 
 
 class ControlCommand(BaseModel):
@@ -23,6 +27,9 @@ class ControlCommand(BaseModel):
     command: Literal["start", "pause", "resume", "stop", "pace"]
     run_id: Name = "*"
     steps_per_second: float | None = Field(
-        default=None, gt=0, le=100_000, description="for 'pace': the new limit; null lifts it"
+        default=None,
+        ge=MIN_PACE,
+        le=MAX_PACE,
+        description="for 'pace': the new limit; null lifts it",
     )
     sent_at: float = Field(default_factory=time.time)

@@ -11,7 +11,7 @@ import pytest
 from broker.clients.publisher import Publisher
 from broker.clients.run_control import RunControl
 from protocol import ControlCommand, RunStatus
-from tests.conftest import Collector, blob_dataset, wait_until
+from tests.conftest import Collector, assert_one_line_error, blob_dataset, run_cli, wait_until
 from trainer.control import Controls
 from trainer.loop import Pacer
 from trainer.reporter import Reporter
@@ -149,3 +149,46 @@ def test_pace_is_ignored_where_the_run_keeps_its_own(caplog) -> None:
     caplog.set_level("INFO", logger="broker.control")
     control.between_steps(1, threading.Event())
     assert said == [] and "kept" in caplog.text
+
+
+def test_a_paused_trainer_says_it_is_alive_each_second(wired) -> None:
+    upstream, _, controls = wired
+    steps = Steps(controls)
+    try:
+        upstream.command("pause")
+        time.sleep(2.6)
+        states = [s.state for s in upstream.take(RunStatus, count=10, timeout=0.5)]
+        assert states[0] == "paused" and len(states) >= 3, states
+        assert set(states) == {"paused"}, "a heartbeat repeats the state"
+        assert not steps.advancing(0.1)
+    finally:
+        steps.end()
+
+
+def test_a_slow_pace_still_reads_commands_while_it_waits() -> None:
+    pacer, stop = Pacer(0.1), threading.Event()  # ten seconds a step
+    looks: list[float] = []
+
+    def meanwhile() -> None:
+        looks.append(time.monotonic())
+        if len(looks) == 3:
+            stop.set()  # what a Stop command read during the wait does
+
+    started = time.monotonic()
+    pacer.wait(stop, meanwhile)
+    assert time.monotonic() - started < 1.0 and len(looks) == 3
+
+    faster, stop = Pacer(0.1), threading.Event()
+    faster.wait(stop)  # the first step goes at once
+    started = time.monotonic()
+    faster.wait(stop, lambda: setattr(faster, "rate", 50.0))  # a faster pace arrives
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("value", ["1e-9", "0", "-3", "1e6", "fast"])
+def test_a_pace_outside_the_sane_range_is_one_line(value: str) -> None:
+    done = run_cli("control", "pace", "--steps-per-second", value, "--broker", "tcp://127.0.0.1:1")
+    assert_one_line_error(done, "--steps-per-second")
+    assert "pydantic" not in done.stderr
+    with pytest.raises(ValueError):
+        ControlCommand(command="pace", steps_per_second=1e-9)

@@ -168,9 +168,7 @@ def finished(draw: st.DrawFn) -> RunFinished:
     )
 
 
-MESSAGES = st.one_of(
-    started(), metrics(), sample(), evaluation(), weights(), status(), finished()
-)
+MESSAGES = st.one_of(started(), metrics(), sample(), evaluation(), weights(), status(), finished())
 
 
 @settings(

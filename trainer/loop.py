@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,10 @@ class RunResult:
     """Training examples per wall-clock second over this run (resumed steps excluded)."""
 
 
+PACE_SLICE = 0.05
+"""Seconds between looks at the presenter's commands while a pace holds the loop."""
+
+
 class Pacer:
     """Holds the loop to at most ``rate`` steps per second (``None``: as fast as it goes).
 
@@ -53,14 +57,24 @@ class Pacer:
         self.rate = rate
         self._next = time.monotonic()
 
-    def wait(self, stop: threading.Event) -> None:
+    def wait(self, stop: threading.Event, meanwhile: Callable[[], None] | None = None) -> None:
+        """Hold until the next step is due; ``meanwhile`` runs every :data:`PACE_SLICE` seconds
+        of the wait (the presenter's commands are read while a slow pace waits: Stop and a
+        faster pace act at once)."""
         if not self.rate:
             return
         period = 1.0 / self.rate
         self._next = max(self._next + period, time.monotonic() - period)
-        delay = self._next - time.monotonic()
-        if delay > 0:
-            stop.wait(delay)
+        while not stop.is_set():
+            delay = self._next - time.monotonic()
+            if delay <= 0:
+                return
+            stop.wait(min(delay, PACE_SLICE))
+            if meanwhile is not None:
+                meanwhile()
+            if not self.rate:
+                return
+            self._next = min(self._next, time.monotonic() + 1.0 / self.rate)  # a faster pace
 
 
 def batches(
@@ -197,7 +211,18 @@ class Beside:
             self.checkpoint(step, epoch + 1)
         if self.controls:
             self.controls.between_steps(step, self.stop)
-        self.pacer.wait(self.stop)
+        self.pacer.wait(self.stop, self._meanwhile(step) if self.controls else None)
+
+    def _meanwhile(self, step: int) -> Callable[[], None]:
+        """What a paced wait does: read the presenter's commands, and say the run is alive."""
+        controls, stop = self.controls, self.stop
+        assert controls is not None
+
+        def look() -> None:
+            controls.between_steps(step, stop)
+            controls.heartbeat(step)
+
+        return look
 
     def checkpoint(self, step: int, epoch: int) -> None:
         if self.save:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, get_args
 
+from protocol.control import MAX_PACE, MIN_PACE
 from protocol.messages import Activation
 from trainer.config import DEFAULT, PRESETS, TrainConfig
 from trainer.optim import OPTIMIZERS, SCHEDULES
@@ -31,6 +32,14 @@ def positive_int(text: str) -> int:
 
 def nonnegative_int(text: str) -> int:
     return 0 if text.strip() == "0" else positive_int(text)
+
+
+def pace(text: str) -> float:
+    """``--steps-per-second``: within the range a presenter's pace command has."""
+    value = positive_float(text)
+    if not MIN_PACE <= value <= MAX_PACE:
+        raise argparse.ArgumentTypeError(f"must be within {MIN_PACE:g}..{MAX_PACE:g}, got {text}")
+    return value
 
 
 def positive_float(text: str) -> float:
@@ -132,7 +141,7 @@ OPTIONS: dict[str, Option] = {
     "steps_per_second": Option(
         "--steps-per-second",
         "slow training to at most N steps/s so a room can follow it",
-        positive_float,
+        pace,
         metavar="N",
         group="live",
     ),

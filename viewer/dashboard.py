@@ -40,6 +40,9 @@ log = logging.getLogger("viewer")
 
 SESSION_REFRESH = 1.0
 """Seconds between header refreshes (unless the status changes): speed, ETA, viewers, lag."""
+SILENT_AFTER = 2.0
+"""Seconds without a message from a live run before its pages say the trainer is silent (with
+the header's refresh, a killed trainer shows within 3 s)."""
 
 
 RENDER: dict[str, Render] = {
@@ -271,11 +274,22 @@ class Dashboard:
             self.pending_header = None
         self.header.show(
             run_html=pending["html"] if pending is not None else None,
-            session_html=self._session_html(),
+            session_html=self._session_html(now),
         )
 
-    def _session_html(self) -> str:
+    def _session_html(self, now: float | None = None) -> str:
         if self.static:
             return ""
+        now = time.time() if now is None else now
         pinned = self.header.pin.active
-        return Header.session_part(stats.sessions_open, self.lag_ms, pinned)
+        return Header.session_part(stats.sessions_open, self.lag_ms, pinned, self._silent(now))
+
+    def _silent(self, now: float) -> float | None:
+        """Seconds since the live run's trainer was last heard, once past :data:`SILENT_AFTER`
+        (a training run sends ~20 messages a second, a waiting or paused one a heartbeat a
+        second); None for a run that is over, replayed, or heard from lately."""
+        run = self.run
+        if run is None or not self.live or run.finished or run.replayed or run.played_back:
+            return None
+        quiet = now - run.last_received_at if run.last_received_at else 0.0
+        return quiet if quiet >= SILENT_AFTER else None

@@ -13,6 +13,7 @@ import logging
 from broker.clients.request import ask
 from broker.clients.status_cli import add_broker_arguments
 from protocol import ControlCommand
+from protocol.control import MAX_PACE, MIN_PACE
 from protocol.errors import CommandError
 from protocol.snapshot import ControlRequest
 
@@ -21,12 +22,25 @@ log = logging.getLogger("control")
 COMMANDS = ("start", "pause", "resume", "stop", "pace")
 
 
+def pace(text: str) -> float:
+    """A pace in steps per second, within what the protocol accepts."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not MIN_PACE <= value <= MAX_PACE:
+        raise argparse.ArgumentTypeError(
+            f"{text} is outside {MIN_PACE:g}..{MAX_PACE:g} steps/s (omit it to lift the limit)"
+        )
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # dests differ from the option names: mnist-live keeps its own "command" and "run"
     parser.add_argument("action", choices=COMMANDS, help="what the trainer should do")
     parser.add_argument(
         "--steps-per-second",
-        type=float,
+        type=pace,
         default=None,
         metavar="N",
         help="for 'pace': the new limit on training steps per second (omit to lift it)",

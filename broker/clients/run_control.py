@@ -31,6 +31,10 @@ class CommandSource(Protocol):
     def poll_commands(self) -> list[ControlCommand]: ...
 
 
+HEARTBEAT_SECONDS = 1.0
+"""How often a run that is not stepping says it is alive (viewers call it silent after 2.5 s)."""
+
+
 class RunControl:
     """One run's obedience to the presenter; ``on_pace`` None ignores Pace (saying
     ``pace_ignored`` in the caller's ``logger``)."""
@@ -56,6 +60,8 @@ class RunControl:
         self.paused = False
         self.state = "training"
         self._next_poll = 0.0
+        self._announced_at = -HEARTBEAT_SECONDS
+        self._message = ""
 
     def wait_for_start(self, step: int, stop: threading.Event) -> None:
         """Hold the run until a presenter presses Start (or the run is stopped)."""
@@ -69,6 +75,7 @@ class RunControl:
                 else:
                     self._apply(command, step, stop)
             stop.wait(self.poll_interval)
+            self.heartbeat(step)
         if started and not stop.is_set():
             self.log.info("start command received")
             self._status(step, "training")
@@ -91,6 +98,7 @@ class RunControl:
             stop.wait(self.poll_interval)
             for command in self._commands():
                 self._apply(command, step, stop)
+            self.heartbeat(step)
         if not stop.is_set():
             self._status(step, "training")
         return self.clock() - now
@@ -116,7 +124,15 @@ class RunControl:
                 self.log.info("pace now %s", f"{rate:g} steps/s" if rate else "unlimited")
                 self._status(step, self.state)
 
+    def heartbeat(self, step: int) -> None:
+        """While the run sends nothing else (waiting, paused, a slow pace), say its state again
+        each :data:`HEARTBEAT_SECONDS`, so viewers can tell a quiet run from a dead one."""
+        if self.clock() - self._announced_at >= HEARTBEAT_SECONDS:
+            self._status(step, self.state, self._message)
+
     def _status(self, step: int, state: str, message: str = "") -> None:
         self.state = state
+        self._message = message
+        self._announced_at = self.clock()
         if self.announce is not None:
             self.announce(step, state, message)

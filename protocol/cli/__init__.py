@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from protocol.cli.commands import COMMANDS
 from protocol.cli.logs import LEVELS, configure_logging
@@ -42,16 +43,23 @@ def chosen_command(argv: Sequence[str]) -> str | None:
     return first if first in COMMANDS else None
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a mistake on the command line told in one line (not after the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     """The parser, with the options of ``chosen`` (every other subcommand as a name only)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mnist-live",
         description=(
             "Watch a neural network learn MNIST, live, with a whole room. "
             "Start with 'mnist-live demo', then open the URL it prints."
         ),
     )
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument(
         "--log-level",
         default="INFO",

@@ -109,9 +109,13 @@ class Header:
             self.div.text = text
 
     @staticmethod
-    def session_part(viewers: int, lag_ms: float | None, pinned: bool) -> str:
+    def session_part(
+        viewers: int, lag_ms: float | None, pinned: bool, silent_seconds: float | None = None
+    ) -> str:
         parts = [f"{viewers} viewer{'s' if viewers != 1 else ''} connected"]
-        if lag_ms is not None:
+        if silent_seconds is not None:
+            parts.append(f'<span class="silent">trainer silent for {silent_seconds:.0f} s</span>')
+        elif lag_ms is not None:
             parts.append(f"lag {lag_ms:,.0f} ms")
         if pinned:
             parts.append("pinned")

@@ -111,6 +111,7 @@ h1 {{ font-size: {self.px(26)}; margin: 0.4em 0 0.2em; font-weight: 600; }}
 .status.training {{ color: {self.evaluation}; }}
 .status.paused, .status.waiting, .status.replay {{ color: {self.synthetic}; }}
 .status.stopped, .status.diverged {{ color: {self.wrong}; }}
+.session .silent {{ color: {self.wrong}; font-weight: bold; }}
 .synthetic {{ color: {self.synthetic}; font-weight: 700; }}
 .progress {{ margin-top: 0.2em; }}
 .bar {{ display: inline-block; width: 12em; height: 0.7em; margin-left: 0.5em;
