@@ -41,8 +41,8 @@ log = logging.getLogger("viewer")
 SESSION_REFRESH = 1.0
 """Seconds between header refreshes (unless the status changes): speed, ETA, viewers, lag."""
 SILENT_AFTER = 2.0
-"""Seconds without a message from a live run before its pages say the trainer is silent (with
-the header's refresh, a killed trainer shows within 3 s)."""
+"""Seconds without a message from a live run before its pages say the trainer is silent (the
+header is redrawn at that moment, so a killed trainer shows within 2.5 s)."""
 
 
 RENDER: dict[str, Render] = {
@@ -150,6 +150,8 @@ class Dashboard:
         self.header_due = 0.0
         self.header_status = ""
         self.pending_header: dict[str, str] | None = None
+        self.shown_silent = False
+        """The header says the trainer is silent (it is redrawn the moment that changes)."""
 
         page = page or Page(self.look, controls, static)
         self.page = page
@@ -193,7 +195,8 @@ class Dashboard:
         now = time.time()
         if self.controls is not None:
             self.controls.refresh(run)
-        header_due = now >= self.header_due
+        silence_changed = (self._silent(now) is not None) != self.shown_silent
+        header_due = now >= self.header_due or silence_changed
         unchanged = run is self.run and (run is None or run.version == self.cursor.version)
         if unchanged and not header_due:
             return
@@ -209,7 +212,7 @@ class Dashboard:
                 self._apply(changes.rows, pieces)
                 if self.live:
                     self.lag_ms = max(0.0, now - changes.sent_at) * 1000
-        self._show_header(now, force=fresh)
+        self._show_header(now, force=fresh or silence_changed)
         if changes and not initial and self.counted:
             live = self.live and not fresh
             stats.update_sent(max(0.0, now - changes.sent_at) if live else None)
@@ -282,7 +285,9 @@ class Dashboard:
             return ""
         now = time.time() if now is None else now
         pinned = self.header.pin.active
-        return Header.session_part(stats.sessions_open, self.lag_ms, pinned, self._silent(now))
+        silent = self._silent(now)
+        self.shown_silent = silent is not None
+        return Header.session_part(stats.sessions_open, self.lag_ms, pinned, silent)
 
     def _silent(self, now: float) -> float | None:
         """Seconds since the live run's trainer was last heard, once past :data:`SILENT_AFTER`
