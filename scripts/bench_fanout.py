@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -244,6 +245,7 @@ def viewer_gc(address: str) -> dict[str, float]:
     figures: dict[str, float] = {}
     for line in text.splitlines():
         name, _, value = line.partition(" ")
+        name = re.sub(r'process="\d+",?', "", name).replace("{}", "")
         if name in wanted:
             figures[wanted[name]] = float(value)
     return figures

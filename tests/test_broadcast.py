@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import sys
 import time
 import urllib.request
@@ -240,7 +241,10 @@ def test_every_session_is_written_the_same_message(served) -> None:
     assert late.last_step == 159 and late.pull_bytes > 0
     with urllib.request.urlopen(f"http://{host}/metrics", timeout=5) as reply:
         text = reply.read().decode()
-    figures = dict(line.rsplit(" ", 1) for line in text.splitlines() if line[:1] != "#")
+    figures = {
+        re.sub(r'process="\d+",?', "", name).replace("{}", ""): value
+        for name, value in (line.rsplit(" ", 1) for line in text.splitlines() if line[:1] != "#")
+    }
     assert float(figures["mnist_live_viewer_frames_encoded_total"]) >= 6
     pages = [float(v) for k, v in figures.items() if k.startswith("mnist_live_viewer_pages_total")]
     assert len(pages) == 2 and sum(pages) >= 4, "every first page was made or shared"

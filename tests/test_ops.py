@@ -40,6 +40,8 @@ def parse_metrics(text: str) -> dict[str, float]:
             name, value = line.rsplit(" ", 1)
             base = re.sub(r"(_sum|_count)$", "", name.split("{")[0])
             assert base in typed, f"{name} has no TYPE before it"
+            assert re.search(r'[{,]process="\d+"[,}]', name), f"{name} names no process"
+            name = re.sub(r'process="\d+",?', "", name).replace("{}", "")
             samples[name] = float(value)
     return samples
 

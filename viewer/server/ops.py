@@ -115,8 +115,18 @@ def metrics(viewer: ViewerStats = stats) -> str:
     lines: list[str] = []
     for name, kind, help_text, samples in families:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-        lines += [f"{sample or name} {_number(value)}" for sample, value in samples]
+        lines += [f"{_per_process(sample or name)} {_number(value)}" for sample, value in samples]
     return "\n".join(lines) + "\n"
+
+
+def _per_process(sample: str) -> str:
+    """``sample`` labelled with this process: under ``view --num-procs N`` each scrape is
+    answered by any one of N processes, and without the label Prometheus would see one series
+    whose counters jump back and forth."""
+    label = f'process="{os.getpid()}"'
+    if "{" in sample:
+        return sample.replace("{", "{" + label + ",", 1)
+    return f"{sample}{{{label}}}"
 
 
 class HealthHandler(RequestHandler):
