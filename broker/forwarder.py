@@ -126,8 +126,9 @@ class Forwarder:
         except Exception as exc:  # e.g. RecursionError on absurdly nested JSON: still a drop
             return self._drop("invalid", f"{type(exc).__name__}: {exc}")
         kind = message.kind
-        if not self.history.add(message.run_id, message.seq, kind, frames):
-            return self._drop("duplicate", f"{kind} seq {message.seq} of run {message.run_id}")
+        refused = self.history.add(message.run_id, message.seq, kind, frames)
+        if refused is not None:
+            return self._drop(refused, f"{kind} seq {message.seq} of run {message.run_id}")
         send, last = self.backend.send, len(frames) - 1
         for i, frame in enumerate(frames):  # send_multipart minus its per-call overhead
             send(frame, _MORE if i < last else _LAST)

@@ -3,36 +3,82 @@
 Each run is a :class:`protocol.runlog.RunLog` (every curve point, the latest of each state
 kind, bounded in bytes); only the last ``runs_kept`` runs are held, so a publisher that keeps
 starting runs cannot grow the broker without limit.
+
+New runs are bounded too, since anyone who reaches ``--in`` can name one: at most
+:data:`NEW_RUN_BURST` at once and one per :data:`NEW_RUN_SECONDS` after that, and a new run
+never retires a *live* one (a run not finished and heard from in the last
+:data:`LIVE_SECONDS`); a new run that would have to is refused. So a flood of made-up run ids
+cannot push a talk's real run out of the broker (its viewers' late joiners and repairs) or
+make a recording file for each.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from protocol.runlog import HISTORY_BYTES, RunLog
 
 RUNS_KEPT = 4
+NEW_RUN_BURST = 8
+NEW_RUN_SECONDS = 10.0
+LIVE_SECONDS = 30.0
 
 
 class History:
     """The runs a broker holds, oldest first; the newest started is "latest"."""
 
-    def __init__(self, run_bytes: int = HISTORY_BYTES, runs_kept: int = RUNS_KEPT) -> None:
+    def __init__(
+        self,
+        run_bytes: int = HISTORY_BYTES,
+        runs_kept: int = RUNS_KEPT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.run_bytes = run_bytes
         self.runs_kept = runs_kept
         self.runs: OrderedDict[str, RunLog] = OrderedDict()
+        self.heard: dict[str, float] = {}
+        """When each held run last sent a message (``clock`` time)."""
         self.retired = 0
+        self.clock = clock
+        self.new_run_credit = float(NEW_RUN_BURST)
+        self._credited_at = clock()
 
-    def add(self, run_id: str, seq: int, kind: str, frames: Sequence[bytes]) -> bool:
-        """Hold a validated message; False if its run has already seen this seq."""
+    def add(self, run_id: str, seq: int, kind: str, frames: Sequence[bytes]) -> str | None:
+        """Hold a validated message; None, or why not: ``duplicate`` (its run has seen this
+        seq) or ``new_run_refused`` (too many new runs, or only live ones to retire)."""
+        now = self.clock()
         run = self.runs.get(run_id)
         if run is None:
+            if not self._admit(now):
+                return "new_run_refused"
             run = self.runs[run_id] = RunLog(run_id, self.run_bytes)
-            while len(self.runs) > self.runs_kept:
-                self.runs.popitem(last=False)
-                self.retired += 1
-        return run.add(seq, kind, frames)
+        self.heard[run_id] = now
+        return None if run.add(seq, kind, frames) else "duplicate"
+
+    def _admit(self, now: float) -> bool:
+        """Whether a new run may start now: credit for it, and room (retiring a quiet run)."""
+        elapsed, self._credited_at = now - self._credited_at, now
+        self.new_run_credit = min(NEW_RUN_BURST, self.new_run_credit + elapsed / NEW_RUN_SECONDS)
+        if self.new_run_credit < 1:
+            return False
+        if len(self.runs) >= self.runs_kept:
+            quiet = next(
+                (
+                    run_id
+                    for run_id, run in self.runs.items()
+                    if run.finished or now - self.heard.get(run_id, now) > LIVE_SECONDS
+                ),
+                None,
+            )
+            if quiet is None:
+                return False
+            del self.runs[quiet]
+            self.heard.pop(quiet, None)
+            self.retired += 1
+        self.new_run_credit -= 1
+        return True
 
     def find(self, run: str) -> RunLog | None:
         """A run by id, or the newest one for ``"latest"``."""

@@ -11,9 +11,12 @@ import zmq
 
 from broker.clients.publisher import Publisher
 from broker.forwarder import Forwarder
-from protocol import SamplePrediction, decode, encode
+from broker.history import LIVE_SECONDS, NEW_RUN_BURST, History
+from protocol import RunStarted, SamplePrediction, decode, encode
 from protocol.runlog import RunLog, SeqSet
 from tests.conftest import assert_one_line_error, run_cli, wait_until
+from tests.recordings import Feed
+from tests.test_presenter import run_started_fields
 from tests.wire import ask, dealer, metrics, sample
 
 
@@ -300,3 +303,56 @@ def test_a_republish_tells_the_broker_which_seqs_were_superseded() -> None:
         log.add(seq, "metrics", frames)
     assert log.seen.gaps(0, 11) == [] and log.superseded == 3
     assert [h.seq for h in log.select(0, 11)] == [0, 1, 3, 4, 7, 8, 9, 10, 11]
+
+
+def test_a_flood_of_made_up_runs_cannot_push_the_real_run_out(broker, tmp_path) -> None:
+    """2,000 tiny messages, each naming a new run, once retired the live run's history (its
+    run_started lost) and would have made a recording file each; now a few new runs are let in
+    and then one per ten seconds, and a live run is never retired for them."""
+    publisher = Publisher(broker.endpoints[0])
+    assert publisher.wait_for_subscriber(5)
+    publisher.send(RunStarted, **run_started_fields())
+    for step in range(5):
+        metrics(publisher, step)
+    rogue = zmq.Context.instance().socket(zmq.PUB)
+    rogue.setsockopt(zmq.LINGER, 0)
+    rogue.connect(broker.endpoints[0])
+    time.sleep(0.3)  # the broker's XSUB has the rogue publisher
+    forged = Feed("forged")
+    for i in range(2_000):
+        message = forged.metrics(1).model_copy(update={"run_id": f"forged-{i}", "seq": 0})
+        rogue.send_multipart(encode(message))
+    wait_until(lambda: broker.stats.received >= 2_006, 10, message="the flood through the broker")
+    assert broker.stats.dropped["new_run_refused"] >= 2_000 - 8
+    held = [run.run_id for run in broker.history]
+    assert publisher.run_id in held and len(held) <= 4
+    real = broker.history.find(publisher.run_id)
+    assert real is not None and 0 in real.structural, "its run_started is still held"
+    client = dealer(broker.snapshot_endpoint)
+    messages, end = ask(client, {"type": "snapshot", "run": publisher.run_id})
+    assert [m.kind for m in messages][:1] == ["run_started"] and end["sent"] == 6
+    client.close()
+    rogue.close()
+    publisher.close()
+
+
+def test_new_runs_come_in_at_a_bounded_rate_and_retire_only_quiet_ones() -> None:
+    now = [0.0]
+    history = History(runs_kept=2, clock=lambda: now[0])
+    frames = [b"metrics", b"{}"]
+    assert history.add("a", 0, "metrics", frames) is None
+    assert history.add("b", 0, "metrics", frames) is None
+    assert history.add("c", 0, "metrics", frames) == "new_run_refused", "a and b are live"
+    now[0] += LIVE_SECONDS + 1
+    history.add("b", 1, "metrics", frames)  # b still sends
+    assert history.add("c", 0, "metrics", frames) is None, "a was quiet: it is retired"
+    assert [r.run_id for r in history] == ["b", "c"] and history.retired == 1
+    history.add("c", 1, "run_finished", [b"run_finished", b"{}"])
+    refused = 0
+    for i in range(NEW_RUN_BURST + 5):
+        now[0] += LIVE_SECONDS + 1  # every run quiet: only the credit limits
+        refused += history.add(f"n{i}", 0, "metrics", frames) is not None
+    assert refused == 0, "one new run per NEW_RUN_SECONDS is always let in"
+    for i in range(NEW_RUN_BURST + 5):  # all at once: the burst, then nothing
+        refused += history.add(f"burst{i}", 0, "metrics", frames) is not None
+    assert refused >= 5
