@@ -18,10 +18,11 @@ import zmq
 from broker.forwarder import Forwarder
 from broker.history import RUNS_KEPT
 from broker.recording.recorder import RunRecorder
-from protocol import MAX_MESSAGE_BYTES, endpoints
+from protocol import MAX_MESSAGE_BYTES, endpoints, tokens
 from protocol.cli.signals import signals_ignored
 from protocol.errors import CommandError
 from protocol.runlog import HISTORY_BYTES
+from protocol.tokens import add_token_argument
 
 log = logging.getLogger("broker")
 
@@ -71,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="runs whose history is held; older ones are retired",
     )
+    add_token_argument(parser, "what a presenter command must carry to be relayed")
     parser.add_argument(
         "--record",
         default=None,
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--history-mb must be positive, got {args.history_mb}")
     if args.runs_kept < 1:
         raise CommandError(f"--runs-kept must be at least 1, got {args.runs_kept}")
+    token, token_source = tokens.presenter_token(args.presenter_token_file)
     recorder = None
     if args.record is not None:
         recorder = RunRecorder(args.record, source=args.in_endpoint)  # its errors come first
@@ -106,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             history_bytes=int(args.history_mb * 2**20),
             runs_kept=args.runs_kept,
             tap=recorder,
+            presenter_token=token,
         )
     except zmq.ZMQError as exc:  # no forwarder took the recorder over: it is ours to close
         if recorder is not None:
@@ -119,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         *forwarder.endpoints,
         forwarder.snapshot_endpoint,
     )
+    log.info("presenter commands are relayed with the token in %s", token_source)
     try:
         forwarder.run()
     except KeyboardInterrupt:

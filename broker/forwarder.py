@@ -75,7 +75,10 @@ class Forwarder:
         subscriber_hwm: int = SUBSCRIBER_HWM,
         context: zmq.Context | None = None,
         tap: Tap | None = None,
+        presenter_token: str | None = None,
     ) -> None:
+        """``presenter_token``: what a control request must carry to be relayed (None: the
+        broker relays none; :mod:`protocol.tokens`)."""
         self.max_message_bytes = max_message_bytes
         self.tap = tap
         self.stats = Stats()
@@ -109,7 +112,12 @@ class Forwarder:
         )
         self.snapshot_endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.service = SnapshotService(
-            self.router, self.history, self.stats_json, self.frontend.send, self.broker_id
+            self.router,
+            self.history,
+            self.stats_json,
+            self.frontend.send,
+            self.broker_id,
+            presenter_token,
         )
 
     def handle(self, frames: list[bytes]) -> None:

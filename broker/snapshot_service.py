@@ -21,7 +21,8 @@ import zmq
 from pydantic import BaseModel
 
 from broker.history import History
-from protocol import ControlCommand, ProtocolError, decode_control, encode_control
+from broker.loop.ratelog import RateLimitedLog
+from protocol import ControlCommand, ProtocolError, decode_control, encode_control, tokens
 from protocol.runlog import Held
 from protocol.snapshot import (
     ControlRequest,
@@ -69,19 +70,24 @@ class SnapshotService:
         stats: Callable[[], dict[str, Any]],
         upstream: Callable[[bytes], None],
         broker_id: str,
+        presenter_token: str | None = None,
     ) -> None:
         self.socket = socket
+        self.presenter_token = presenter_token
+        """What a control request must carry; None: this broker relays no command."""
         self.history = history
         self.stats = stats
         self.upstream = upstream
         self.broker_id = broker_id
         self.pending: deque[Pending] = deque()
+        self._refusals = RateLimitedLog(log, "refused control requests")
         self.counts: dict[str, int] = {
             "snapshot": 0,
             "repair": 0,
             "stats": 0,
             "runs": 0,
             "control": 0,
+            "control_refused": 0,
             "invalid": 0,
             "messages_sent": 0,
             "abandoned": 0,
@@ -144,6 +150,19 @@ class SnapshotService:
         self.pump()
 
     def _control(self, envelope: list[bytes], request: ControlRequest) -> None:
+        token = self.presenter_token
+        if token is None or not tokens.same(request.token, token):
+            self.counts["control_refused"] += 1
+            self._refusals("token", "without the presenter's token" if token else "no token set")
+            reason = (
+                "this broker takes no commands"
+                if token is None
+                else (
+                    "a control request needs the presenter's token "
+                    "(mnist-live control finds it as the broker does: see its --help)"
+                )
+            )
+            return self._error(envelope, request.id, f"refused: {reason}")
         try:
             command: ControlCommand = decode_control(json.dumps(request.command).encode())
         except ProtocolError as exc:

@@ -65,6 +65,9 @@ class ControlRequest(_Request):
 
     type: Literal["control"]
     command: dict[str, Any]
+    token: str | None = Field(
+        default=None, max_length=200, description="the presenter's token; without it, refused"
+    )
 
 
 Request = Annotated[

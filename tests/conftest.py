@@ -27,7 +27,7 @@ from tornado.ioloop import IOLoop
 from broker.clients.clone import CloneClient
 from broker.clients.publisher import Publisher
 from broker.forwarder import Forwarder
-from protocol import ControlCommand, decode, encode_control
+from protocol import ControlCommand, decode, encode_control, tokens
 from protocol.endpoints import free_tcp_port
 from trainer.config import PRESETS
 from trainer.datasets import DIGIT_NAMES, Dataset
@@ -72,6 +72,19 @@ def bokeh_app_server(app, **options) -> Iterator[int]:
         thread.join(10)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cache(tmp_path_factory) -> Iterator[None]:
+    """The programs' per-user files (downloads, the presenter's token) in a folder of the
+    test run's own, never the user's."""
+    saved = os.environ.get("MNIST_LIVE_CACHE")
+    os.environ["MNIST_LIVE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if saved is None:
+        os.environ.pop("MNIST_LIVE_CACHE", None)
+    else:
+        os.environ["MNIST_LIVE_CACHE"] = saved
+
+
 @pytest.fixture
 def endpoint() -> Iterator:
     """Factory for fresh loopback TCP endpoints nobody is using."""
@@ -84,7 +97,10 @@ def make_broker(endpoint):
     started: list[tuple[Forwarder, threading.Event, threading.Thread]] = []
 
     def make(**options) -> Forwarder:
-        forwarder = Forwarder(endpoint(), endpoint(), endpoint(), **options)
+        token = tokens.presenter_token()[0]  # what `mnist-live control` finds here too
+        forwarder = Forwarder(
+            endpoint(), endpoint(), endpoint(), **{"presenter_token": token, **options}
+        )
         stop = threading.Event()
         thread = threading.Thread(target=forwarder.run, args=(stop, 10))
         thread.start()

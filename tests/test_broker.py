@@ -12,7 +12,7 @@ import zmq
 from broker.clients.publisher import Publisher
 from broker.forwarder import Forwarder
 from broker.history import LIVE_SECONDS, NEW_RUN_BURST, History
-from protocol import RunStarted, SamplePrediction, decode, encode
+from protocol import RunStarted, SamplePrediction, decode, encode, tokens
 from protocol.runlog import RunLog, SeqSet
 from tests.conftest import assert_one_line_error, run_cli, wait_until
 from tests.recordings import Feed
@@ -195,11 +195,16 @@ def test_control_command_reaches_the_publisher_through_the_broker(broker) -> Non
     assert publisher.wait_for_subscriber(5)
     client = dealer(broker.snapshot_endpoint)
     command = {"command": "pace", "steps_per_second": 12.5}
-    _, reply = ask(client, {"type": "control", "command": command})
+    _, anonymous = ask(client, {"type": "control", "command": command})
+    _, forged = ask(client, {"type": "control", "command": command, "token": "x" * 24})
+    assert anonymous["type"] == forged["type"] == "error" and "token" in forged["message"]
+    assert broker.service.counts["control_refused"] == 2 and publisher.poll_commands() == []
+    token = tokens.presenter_token()[0]
+    _, reply = ask(client, {"type": "control", "command": command, "token": token})
     assert reply["ok"]
     commands = wait_until(publisher.poll_commands, 5, message="the command upstream")
     assert [(c.command, c.steps_per_second, c.run_id) for c in commands] == [("pace", 12.5, "*")]
-    _, refused = ask(client, {"type": "control", "command": {"command": "explode"}})
+    _, refused = ask(client, {"type": "control", "command": {"command": "explode"}, "token": token})
     assert refused["type"] == "error" and "command" in refused["message"]
     assert broker.service.counts["control"] == 1
     client.close()

@@ -19,6 +19,7 @@ from bokeh.models import Button
 from broker.clients.publisher import Publisher
 from protocol import Architecture, DatasetInfo, Hyperparameters, RunStarted
 from protocol.endpoints import free_tcp_port, free_tcp_port_pair
+from protocol.tokens import TOKEN_ENV
 from tests.conftest import Programs, wait_until
 
 TOKEN = "room-secret-42"
@@ -59,7 +60,7 @@ def room(tmp_path_factory) -> Iterator[Room]:
     port = free_tcp_port()
     publisher = None
     try:
-        programs.start("broker", "--in", broker_in, "--out", broker_out)
+        programs.start("broker", "--in", broker_in, "--out", broker_out, env={TOKEN_ENV: TOKEN})
         viewer = programs.start(
             "view", "--connect", broker_out, "--port", str(port), "--presenter-token", TOKEN
         )
@@ -172,7 +173,7 @@ def test_a_missing_broker_is_reported_not_fatal(tmp_path: Path, programs: Progra
     try:
         click(session, session.document.select_one({"name": "start"}).id)
         wait_until(
-            lambda: "no broker answered" in programs.output(viewer), 10, message="the warning"
+            lambda: "no answer from a broker" in programs.output(viewer), 10, message="the warning"
         )
         assert viewer.poll() is None
         assert session.request_server_info()  # the server still answers

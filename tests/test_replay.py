@@ -361,11 +361,12 @@ def until_state(client: CloneClient, state: str, timeout: float = 5.0) -> list[E
 def present(broker: Forwarder, name: str) -> None:
     """Send the presenter's command ``name`` through the broker, as the viewer does."""
     from broker.clients.request import ask
-    from protocol import ControlCommand
+    from protocol import ControlCommand, tokens
     from protocol.snapshot import ControlRequest
 
     body = ControlCommand(command=name).model_dump()  # type: ignore[arg-type]
-    ask(broker.snapshot_endpoint, ControlRequest(type="control", command=body), 5.0)
+    token = tokens.presenter_token()[0]
+    ask(broker.snapshot_endpoint, ControlRequest(type="control", command=body, token=token), 5.0)
 
 
 def test_the_presenter_stops_a_looping_replay_at_full_speed(tmp_path, broker, client) -> None:

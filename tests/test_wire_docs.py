@@ -10,6 +10,7 @@ import time
 
 from broker.clients.publisher import Publisher
 from protocol.endpoints import free_tcp_port
+from protocol.tokens import presenter_token
 from tests.conftest import REPO
 from tests.wire import ask, dealer, progress
 
@@ -84,7 +85,8 @@ def test_every_reply_the_broker_sends_validates_against_the_published_schema(bro
         {"type": "snapshot", "run": "latest", "id": 1},
         {"type": "runs", "id": 2},
         {"type": "stats"},
-        {"type": "control", "command": {"command": "pause"}},
+        {"type": "control", "command": {"command": "pause"}, "token": presenter_token()[0]},
+        {"type": "control", "command": {"command": "pause"}},  # anonymous: refused
         {"type": "no such request"},
     ]
     kinds = []
@@ -92,7 +94,7 @@ def test_every_reply_the_broker_sends_validates_against_the_published_schema(bro
         _, reply = ask(client, request)
         jsonschema.validate(reply, schema)
         kinds.append(reply["type"])
-    assert kinds == ["end", "runs", "stats", "ok", "error"]
+    assert kinds == ["end", "runs", "stats", "ok", "error", "error"]
     with_an_extra = {"type": "ok", "ok": True, "id": None, "surprise": 1}
     try:
         jsonschema.validate(with_an_extra, schema)

@@ -23,8 +23,9 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from protocol import endpoints
+from protocol import endpoints, tokens
 from protocol.errors import CommandError
+from protocol.tokens import add_token_argument
 
 if TYPE_CHECKING:
     from bokeh.server.server import Server
@@ -84,8 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--presenter-token",
         default=None,
         metavar="TOKEN",
-        help="the secret in the presenter's URL (?token=...), 8-128 letters, digits, - or _ "
-        "(default: a new random one, printed at start-up)",
+        help="the secret in the presenter's URL (?token=...), 8-128 letters, digits, - or _; "
+        "on a command line other users of this machine can read it, so prefer "
+        "--presenter-token-file or $MNIST_LIVE_PRESENTER_TOKEN",
+    )
+    add_token_argument(
+        parser, "in the presenter's URL and in every command it sends through the broker"
     )
     add_look_arguments(parser, " (a page can add ?theme=dark or ?large=1)")
     parser.add_argument(
@@ -115,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> ViewerSettings:
     """Check the options and turn them into the settings every server process gets."""
-    from viewer.server.settings import ViewerSettings, new_token
+    from viewer.server.settings import ViewerSettings
 
     endpoints.subscriber_endpoints(args)  # fails early if either is wrong
     if not 0 < args.port < 65536:
@@ -133,10 +138,12 @@ def settings_from(args: argparse.Namespace) -> ViewerSettings:
         raise CommandError(
             "--presenter-token must be 8-128 letters, digits, '-' or '_' (it goes in a URL)"
         )
+    if token is None:
+        token, _ = tokens.presenter_token(args.presenter_token_file)
     return ViewerSettings(
         connect=args.connect,
         snapshot=args.snapshot,
-        presenter_token=token or new_token(),
+        presenter_token=token,
         theme=args.theme,
         large=args.large,
         frame_rate=args.frame_rate,

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import subprocess
 import sys
 import time
 
-from protocol import endpoints
+from protocol import endpoints, tokens
 from protocol.errors import CommandError
 
 log = logging.getLogger("demo")
@@ -45,24 +46,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _child(*argv: str, log_level: str) -> subprocess.Popen:
+def _child(*argv: str, log_level: str, token: str) -> subprocess.Popen:
+    """A program of the demo; the presenter's token goes in its environment, where other users
+    cannot read it (a command line they can)."""
     command = [sys.executable, "-m", "protocol.cli", *argv, "--log-level", log_level]
     log.debug("starting %s", " ".join(command))
-    return subprocess.Popen(command)
+    return subprocess.Popen(command, env={**os.environ, tokens.TOKEN_ENV: token})
 
 
 def run(args: argparse.Namespace) -> int:
     from viewer.server.serve import page_urls, presenter_url
-    from viewer.server.settings import new_token
 
     _check_port_free(args.address, args.port)
     in_port = endpoints.free_tcp_port(avoid={args.port})  # the page's port is not bound yet
     out_port = endpoints.free_tcp_port_pair(avoid={args.port, in_port})  # snapshot: port + 1
     broker_in, broker_out = f"tcp://127.0.0.1:{in_port}", f"tcp://127.0.0.1:{out_port}"
     level = args.log_level
-    token = new_token()
+    token, _ = tokens.presenter_token()
     children = {
-        "broker": _child("broker", "--in", broker_in, "--out", broker_out, log_level=level),
+        "broker": _child(
+            "broker", "--in", broker_in, "--out", broker_out, log_level=level, token=token
+        ),
         "viewer": _child(
             "view",
             "--connect",
@@ -71,9 +75,8 @@ def run(args: argparse.Namespace) -> int:
             str(args.port),
             "--address",
             args.address,
-            "--presenter-token",
-            token,
             log_level=level,
+            token=token,
         ),
     }
     host = "127.0.0.1" if args.address in ("0.0.0.0", "") else args.address
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     if args.steps_per_second:
         train += ["--steps-per-second", str(args.steps_per_second)]
-    children["trainer"] = _child(*train, log_level=level)
+    children["trainer"] = _child(*train, log_level=level, token=token)
     urls = page_urls(args.address, args.port)
     for url in urls:
         print(f"MNIST Live demo: open {url}  (Ctrl-C to stop)", flush=True)

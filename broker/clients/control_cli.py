@@ -12,10 +12,11 @@ import logging
 
 from broker.clients.request import ask
 from broker.clients.status_cli import add_broker_arguments
-from protocol import ControlCommand
+from protocol import ControlCommand, tokens
 from protocol.control import MAX_PACE, MIN_PACE
 from protocol.errors import CommandError
 from protocol.snapshot import ControlRequest
+from protocol.tokens import add_token_argument
 
 log = logging.getLogger("control")
 
@@ -52,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="the run to command (default: every run connected to the broker)",
     )
+    add_token_argument(parser, "which the broker asks of every command")
     add_broker_arguments(parser)
 
 
@@ -64,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise CommandError(f"invalid command: {str(exc).splitlines()[-1].strip()}") from None
-    ask(args.broker, ControlRequest(type="control", command=command.model_dump()), args.timeout)
+    token, _ = tokens.presenter_token(args.presenter_token_file)
+    request = ControlRequest(type="control", command=command.model_dump(), token=token)
+    ask(args.broker, request, args.timeout)
     target = "every run" if args.run_id == "*" else f"run {args.run_id}"
     log.info("sent %s to %s via %s", args.action, target, args.broker)
     print(f"sent {args.action} to {target}")

@@ -238,12 +238,14 @@ class PresenterControls:
 
     def _send(self, command: Any) -> None:
         endpoint = self.settings.snapshot_endpoint
-        body = ControlRequest(type="control", command=command.model_dump())
+        body = ControlRequest(
+            type="control", command=command.model_dump(), token=self.settings.presenter_token
+        )
         try:
             ask(endpoint, body, COMMAND_TIMEOUT)
-        except CommandError:
-            log.warning("presenter %s: no broker answered at %s", command.command, endpoint)
-            outcome = f"{command.command} not sent: no broker answered at {endpoint}"
+        except CommandError as exc:
+            log.warning("presenter %s not sent via %s: %s", command.command, endpoint, exc)
+            outcome = f"{command.command} not sent: {exc}"
         else:
             target = "every run" if command.run_id == "*" else f"run {command.run_id}"
             log.info("presenter sent %s to %s via %s", command.command, target, endpoint)

@@ -8,11 +8,10 @@ viewer/app --args ...`` works too); ``server_lifecycle`` parses them into one
 from __future__ import annotations
 
 import argparse
-import secrets
 from dataclasses import dataclass
 from typing import Literal
 
-from protocol import endpoints
+from protocol import endpoints, tokens
 
 Theme = Literal["light", "dark"]
 THEMES: tuple[Theme, ...] = ("light", "dark")
@@ -49,10 +48,6 @@ def add_look_arguments(parser: argparse.ArgumentParser, page: str) -> None:
     parser.add_argument("--large", action="store_true", help=f"large type for projectors{page}")
 
 
-def new_token() -> str:
-    return secrets.token_urlsafe(12)
-
-
 def app_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="viewer/app", add_help=False)
     parser.add_argument("--connect", default=endpoints.BROKER_OUT)
@@ -69,13 +64,14 @@ def app_parser() -> argparse.ArgumentParser:
 
 
 def parse_app_args(argv: list[str]) -> ViewerSettings:
-    """Settings from the app's arguments; a missing presenter token gets a random one."""
+    """Settings from the app's arguments; without a presenter token, the user's own
+    (:mod:`protocol.tokens`)."""
     args, _ = app_parser().parse_known_args(argv)
     values = vars(args)
     endpoints.check_endpoint(args.connect, "--connect")
     if args.snapshot:
         endpoints.check_endpoint(args.snapshot, "--snapshot")
-    values["presenter_token"] = args.presenter_token or new_token()
+    values["presenter_token"] = args.presenter_token or tokens.presenter_token()[0]
     return ViewerSettings(**values)
 
 
