@@ -124,6 +124,15 @@ def run(args: argparse.Namespace) -> int:
         forwarder.snapshot_endpoint,
     )
     log.info("presenter commands are relayed with the token in %s", token_source)
+    risks = {
+        forwarder.endpoints[0]: "anyone who reaches it can publish into every run",
+        forwarder.endpoints[1]: "anyone who reaches it can read the training stream",
+        forwarder.snapshot_endpoint: "anyone who reaches it can read every run's history",
+    }
+    for endpoint, risk in risks.items():
+        if endpoints.reachable_from_network(endpoint):
+            log.warning("%s is open to the network without encryption: %s (SECURITY.md)",
+                        endpoint, risk)  # fmt: skip
     try:
         forwarder.run()
     except KeyboardInterrupt:

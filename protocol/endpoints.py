@@ -38,6 +38,14 @@ def check_endpoint(endpoint: str, option: str) -> str:
     return endpoint
 
 
+def reachable_from_network(endpoint: str) -> bool:
+    """Whether binding ``endpoint`` lets other machines in (a TCP host off loopback)."""
+    if not endpoint.startswith("tcp://"):
+        return False  # ipc:// and inproc:// stay on this machine
+    host = endpoint[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
+    return not (host == "localhost" or host.startswith("127.") or host == "::1")
+
+
 def snapshot_endpoint_for(out_endpoint: str) -> str:
     """The snapshot endpoint that goes with a broker's ``--out``: same host, port + 1.
 

@@ -361,3 +361,13 @@ def test_new_runs_come_in_at_a_bounded_rate_and_retire_only_quiet_ones() -> None
     for i in range(NEW_RUN_BURST + 5):  # all at once: the burst, then nothing
         refused += history.add(f"burst{i}", 0, "metrics", frames) is not None
     assert refused >= 5
+
+
+def test_what_binds_off_loopback_is_told_apart() -> None:
+    """The broker warns, naming the risk, for each endpoint other machines can reach."""
+    from protocol.endpoints import reachable_from_network
+
+    loopback = ["tcp://127.0.0.1:5555", "tcp://127.0.0.2:1", "tcp://localhost:9", "tcp://[::1]:5"]
+    network = ["tcp://0.0.0.0:5556", "tcp://*:5556", "tcp://10.0.0.10:5556", "tcp://[::]:5"]
+    assert not any(reachable_from_network(e) for e in [*loopback, "ipc:///tmp/x"])
+    assert all(reachable_from_network(e) for e in network)
