@@ -81,11 +81,25 @@ ImageStack = _array_type(
     _image_stack,
     "n 28x28 uint8 images.",
     "uint8",
-    {"type": "array", "prefixItems": [{"type": "integer"}, {"const": 28}, {"const": 28}]},
+    {
+        "type": "array",
+        "prefixItems": [
+            {"type": "integer", "minimum": 0, "maximum": MAX_TILES},
+            {"const": 28},
+            {"const": 28},
+        ],
+        "items": False,
+        "minItems": 3,
+    },
 )
 FloatVector = _array_type(
     _float_vector,
     "A float32 vector.",
     "float32",
-    {"type": "array", "prefixItems": [{"type": "integer"}], "maxItems": 1},
+    {
+        "type": "array",
+        "prefixItems": [{"type": "integer", "minimum": 0}],
+        "items": False,
+        "minItems": 1,
+    },
 )

@@ -25,7 +25,7 @@ MAX_CONTROL_BYTES = 4096
 
 _ALLOWED_DTYPES = {"uint8", "float32"}
 _MESSAGE_ADAPTER: TypeAdapter[Envelope] = TypeAdapter(Message)
-_ON_THE_WIRE = frozenset({"kind", "protocol"})
+_ON_THE_WIRE = frozenset({"kind", "protocol", "sent_at"})
 """Fields with defaults in the models that a message on the wire must still carry."""
 
 
@@ -88,6 +88,9 @@ def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Envel
             f"protocol version {payload.get('protocol')!r} is not supported "
             f"(this program speaks {PROTOCOL_VERSION})",
         )
+    missing = sorted(_ON_THE_WIRE - payload.keys())
+    if missing:
+        raise ProtocolError("invalid", f"{topic}: {', '.join(missing)} missing")
     array_fields = ARRAY_FIELDS[topic]
     if len(frames) != 2 + len(array_fields):
         raise ProtocolError(
@@ -151,5 +154,8 @@ def decode_control(frame: bytes) -> ControlCommand:
 
 
 def message_json_schema() -> dict:
-    """The JSON Schema of every message, as a program in another language would need it."""
-    return _MESSAGE_ADAPTER.json_schema(mode="validation")
+    """The JSON Schema of every message, as a program in another language would need it:
+    JSON Schema 2020-12, strict (:func:`protocol.schema.strict`)."""
+    from protocol.schema import strict
+
+    return strict(_MESSAGE_ADAPTER.json_schema(mode="validation"), required=_ON_THE_WIRE)

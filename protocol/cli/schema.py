@@ -26,13 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def schema(part: str) -> dict:
     from protocol import ControlCommand, message_json_schema
+    from protocol.schema import strict
     from protocol.snapshot import REPLY_ADAPTER, REQUEST
 
     if part == "messages":
         return message_json_schema()
     if part == "control":
-        return ControlCommand.model_json_schema()
-    return (REQUEST if part == "requests" else REPLY_ADAPTER).json_schema()
+        return strict(ControlCommand.model_json_schema())
+    return strict((REQUEST if part == "requests" else REPLY_ADAPTER).json_schema())
 
 
 def run(args: argparse.Namespace) -> int:
