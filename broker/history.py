@@ -21,6 +21,10 @@ from collections.abc import Callable, Iterator, Sequence
 from protocol.runlog import HISTORY_BYTES, RunLog
 
 RUNS_KEPT = 4
+SEQ_WINDOW = 1_000_000
+"""How far past a run's highest seq (or past 0, for a run's first message) a seq may be: more
+than a publisher could have dropped or held back, and far less than a forged 10^12, which would
+otherwise leave every subscriber waiting for a trillion messages that never come."""
 NEW_RUN_BURST = 8
 NEW_RUN_SECONDS = 10.0
 LIVE_SECONDS = 30.0
@@ -47,9 +51,12 @@ class History:
 
     def add(self, run_id: str, seq: int, kind: str, frames: Sequence[bytes]) -> str | None:
         """Hold a validated message; None, or why not: ``duplicate`` (its run has seen this
-        seq) or ``new_run_refused`` (too many new runs, or only live ones to retire)."""
+        seq), ``seq_out_of_window`` (:data:`SEQ_WINDOW`) or ``new_run_refused`` (too many new
+        runs, or only live ones to retire)."""
         now = self.clock()
         run = self.runs.get(run_id)
+        if seq > (run.last_seq if run is not None else 0) + SEQ_WINDOW:
+            return "seq_out_of_window"
         if run is None:
             if not self._admit(now):
                 return "new_run_refused"

@@ -11,7 +11,7 @@ import zmq
 
 from broker.clients.publisher import Publisher
 from broker.forwarder import Forwarder
-from broker.history import LIVE_SECONDS, NEW_RUN_BURST, History
+from broker.history import LIVE_SECONDS, NEW_RUN_BURST, SEQ_WINDOW, History
 from protocol import RunStarted, SamplePrediction, decode, encode, tokens
 from protocol.runlog import RunLog, SeqSet
 from tests.conftest import assert_one_line_error, run_cli, wait_until
@@ -373,3 +373,26 @@ def test_what_binds_off_loopback_is_told_apart() -> None:
     network = ["tcp://0.0.0.0:5556", "tcp://*:5556", "tcp://10.0.0.10:5556", "tcp://[::]:5"]
     assert not any(reachable_from_network(e) for e in [*loopback, "ipc:///tmp/x"])
     assert all(reachable_from_network(e) for e in network)
+
+
+def test_a_forged_seq_far_ahead_changes_nothing(broker) -> None:
+    """A forged metrics with seq 10^12 once left every page waiting for the gap to fill."""
+    publisher = Publisher(broker.endpoints[0])
+    assert publisher.wait_for_subscriber(5)
+    for step in range(3):
+        metrics(publisher, step)
+    wait_until(lambda: broker.stats.accepted["metrics"] == 3, 5, message="accepted")
+    forged = Feed(publisher.run_id).metrics(9)
+    rogue = zmq.Context.instance().socket(zmq.PUB)
+    rogue.setsockopt(zmq.LINGER, 0)
+    rogue.connect(broker.endpoints[0])
+    time.sleep(0.3)  # the broker's XSUB has the rogue publisher
+    for seq in (10**12, 2 * SEQ_WINDOW):
+        rogue.send_multipart(encode(forged.model_copy(update={"seq": seq})))
+    rogue.close()
+    wait_until(lambda: broker.stats.dropped["seq_out_of_window"] == 2, 5, message="dropped")
+    run = broker.history.find(publisher.run_id)
+    assert run is not None and run.last_seq == 2
+    metrics(publisher, 3)
+    wait_until(lambda: broker.stats.accepted["metrics"] == 4, 5, message="the run goes on")
+    publisher.close()
