@@ -76,8 +76,10 @@ def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Envel
                 return message
     try:
         payload = json.loads(frames[1])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError("bad_json", str(exc)) from None
+    except ValueError as exc:  # bad JSON, bad UTF-8, or a number of thousands of digits
+        raise ProtocolError("bad_json", str(exc)[:200]) from None
+    except RecursionError:
+        raise ProtocolError("bad_json", "JSON nested too deeply") from None
     if not isinstance(payload, dict):
         raise ProtocolError("bad_json", "the JSON frame must hold an object")
     if payload.get("kind") != topic:
