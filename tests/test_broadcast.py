@@ -425,3 +425,30 @@ def test_a_browser_draws_the_pictures_the_server_sent_following_and_joining_late
         if name.lower() == "sec-websocket-extensions"
     ]  # fmt: skip
     assert extensions and all("server_no_context_takeover" in e for e in extensions), handshakes
+
+
+@pytest.mark.slow
+def test_a_browser_message_over_a_megabyte_closes_its_connection_alone(served) -> None:
+    """Bokeh takes 20 MB from a browser by default; a page sends a few hundred bytes."""
+    from fanout_client import _frame
+
+    _, host = served
+
+    async def send_too_much() -> tuple[bool, bool]:
+        hostile, bystander = await open_sessions(f"ws://{host}/ws", 2, parallel=2, timeout=20)
+        try:
+            assert hostile._transport is not None
+            hostile._transport.write(_frame(0x1, b'{"x": "' + b"y" * (2 << 20) + b'"}'))
+            try:
+                await asyncio.wait_for(hostile.closed.wait(), 10)
+            except TimeoutError:
+                return False, True
+            await asyncio.sleep(0.5)
+            return True, not bystander.closed.is_set()
+        finally:
+            hostile.close()
+            bystander.close()
+
+    closed, others_fine = asyncio.run(send_too_much())
+    assert closed, "the oversized message closed its sender's connection"
+    assert others_fine, "and no one else's"

@@ -66,6 +66,11 @@ def allowed_origins(address: str, port: int, extra: list[str]) -> list[str]:
     return sorted({f"{h}:{port}" for h in hosts} | set(extra))
 
 
+MAX_BROWSER_MESSAGE = 1 << 20
+"""Largest websocket message a browser may send (Bokeh allows 20 MB): a page sends clicks,
+slider moves and its pull request, a few hundred bytes; a larger one closes its connection."""
+
+
 def make_server(
     settings: ViewerSettings,
     *,
@@ -98,6 +103,7 @@ def make_server(
         extra_patterns=ops.PATTERNS,
         use_xheaders=use_xheaders,
         websocket_compression_level=deflate.LEVEL,
+        websocket_max_message_size=MAX_BROWSER_MESSAGE,
     )
 
 
