@@ -7,6 +7,8 @@ directory, a per-user cache), except the last tests, which read the real shared 
 from __future__ import annotations
 
 import time
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +222,40 @@ def test_real_fashion_mnist_as_a_system_dataset(monkeypatch: pytest.MonkeyPatch,
     assert dataset.class_names == FASHION_NAMES and dataset.class_names[9] == "Ankle boot"
     assert np.bincount(dataset.test_labels).tolist() == [1000] * 10
     print(f"fashion-mnist loaded in {seconds:.2f} s")
+
+
+def _npz_member(archive: zipfile.ZipFile, key: str, shape: tuple, fill_bytes: int) -> None:
+    """An .npy member declaring ``shape`` (uint8), followed by ``fill_bytes`` zeros."""
+    with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array_header_1_0(  # the magic string, then the header
+            member, {"descr": "|u1", "fortran_order": False, "shape": shape}
+        )
+        chunk = bytes(1 << 20)
+        for start in range(0, fill_bytes, len(chunk)):
+            member.write(chunk[: min(len(chunk), fill_bytes - start)])
+
+
+@pytest.mark.parametrize(
+    ("shape", "fill", "complaint"),
+    [
+        ((10**9, 28, 28), 0, "would take over 512 MB"),  # declares far more than it holds
+        ((800_000, 28, 28), 0, "would take over 512 MB"),
+        ((10, 28, 28), 50 * 2**20, "where its header says"),  # a zip bomb: more than declared
+    ],
+    ids=["declared-huge", "too-large", "bomb"],
+)
+def test_an_npz_too_large_to_hold_is_refused_before_it_is_read(
+    tmp_path: Path, shape: tuple, fill: int, complaint: str
+) -> None:
+    path = tmp_path / "mnist.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        _npz_member(archive, "x_train", shape, fill)
+    assert path.stat().st_size < 2**20, "small on disk"
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetError, match=complaint):
+            load_npz(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, f"refused in {peak >> 20} MB, not after inflating it"

@@ -194,10 +194,53 @@ def load_idx_directory(path: Path, name: str | None = None) -> Dataset:
     return _checked(name or path.resolve().name, path, arrays, where)
 
 
+MAX_NPZ_BYTES = 512 * 2**20
+"""Most the four arrays of an .npz may hold together: ten times Fashion-MNIST's 55 MB."""
+
+
+def _npz_sizes_checked(path: Path) -> None:
+    """Refuse an .npz whose arrays would be too large, before any is read: each member's
+    .npy header says its shape and dtype (a zip bomb or a declared (10^9, 28, 28) is refused
+    here, not after gigabytes are inflated), and the zip must not hold more than they say."""
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for key in NPZ_KEYS.values():
+            member = f"{key}.npy"
+            if member not in archive.namelist():
+                continue
+            info = archive.getinfo(member)
+            with archive.open(info) as stream:
+                version = np.lib.format.read_magic(stream)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+                header = stream.tell()
+            if dtype.hasobject:
+                raise DatasetError(
+                    f"{path} ({key}): refused (Python objects need pickle, which stays off); "
+                    "only plain numeric arrays load"
+                )
+            size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            total += size
+            if total > MAX_NPZ_BYTES:
+                raise DatasetError(
+                    f"{path} ({key}): its arrays would take over {MAX_NPZ_BYTES >> 20} MB "
+                    f"({key} declares shape {tuple(shape)}); not an MNIST-sized dataset"
+                )
+            if info.file_size > header + size:
+                raise DatasetError(
+                    f"{path} ({key}): holds {info.file_size} bytes where its header says "
+                    f"{header + size}; a damaged or crafted file"
+                )
+
+
 def load_npz(path: Path, name: str | None = None) -> Dataset:
-    """Read a Keras-style ``mnist.npz`` (x_train, y_train, x_test, y_test), never unpickling."""
+    """Read a Keras-style ``mnist.npz`` (x_train, y_train, x_test, y_test), never unpickling,
+    in bounded memory (:func:`_npz_sizes_checked`)."""
     path = Path(path)
     try:
+        _npz_sizes_checked(path)
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise DatasetError(f"{path}: holds one array, not {', '.join(NPZ_KEYS.values())}")
