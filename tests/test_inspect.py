@@ -9,6 +9,7 @@ import pytest
 from mcap.reader import make_reader
 
 from broker.recording.inspect_cli import summarise
+from broker.recording.reader import RecordingReader
 from protocol.cli import main
 from tests.conftest import assert_one_line_error, run_cli
 from tests.recordings import Feed, feed_run, write_recording
@@ -133,3 +134,31 @@ def test_names_from_the_file_cannot_drive_the_terminal(tmp_path, capsys) -> None
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     assert "run-\\x1b[2J\\x07-x" in out
+
+
+def indexed_messages(path: Path) -> list:
+    """The messages as mcap's seeking reader finds them, through the file's index."""
+    with path.open("rb") as stream:
+        reader = make_reader(stream)
+        summary = reader.get_summary()
+        assert summary is not None and summary.chunk_indexes, "no index"
+        return [(channel.topic, message.sequence) for _, channel, message in reader.iter_messages()]
+
+
+def test_repair_makes_a_cut_recording_whole_and_indexed(tmp_path, capsys) -> None:
+    path = tmp_path / "cut.mcap"
+    made = make_recording(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.4)])  # as a recorder killed mid-write leaves it
+    with pytest.raises(Exception):  # noqa: B017 (whatever the seeking reader raises)
+        indexed_messages(path)
+    kept = [(r.message.kind, r.message.seq) for r in RecordingReader(path).messages()]
+    assert 0 < len(kept) < len(made["messages"])
+
+    assert main(["inspect", str(path), "--repair"]) == 0
+    repaired = tmp_path / "cut.repaired.mcap"
+    assert f"repaired: {len(kept):,} messages" in capsys.readouterr().out
+    assert indexed_messages(repaired) == kept, "every message up to the cut, in order"
+    assert inspect_json(repaired, capsys)["whole"]
+    assert main(["inspect", str(path), "--repair"]) == 2, "never over a file"
+    assert "exists" in capsys.readouterr().err

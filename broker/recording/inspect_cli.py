@@ -4,6 +4,11 @@
 off the network, so it also answers "is this file whole?": a recording closed by its recorder
 ends with its footer; one whose recorder was killed is "not closed"; a damaged one is read up
 to the damage, and everything before it is summarised. ``--json`` prints one JSON object.
+
+``--repair`` writes what such a file holds, up to the cut or the damage, into a new whole file
+with its index and summary (``run.repaired.mcap`` beside it, or ``--to``), as ``mcap
+recover`` does: the tools that read through the index (Foxglove's default path, mcap's
+seeking reader) refuse a file without one. The damaged file is left as it is.
 """
 
 from __future__ import annotations
@@ -14,18 +19,30 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from broker.recording.format import RECORDING_METADATA
 from broker.recording.reader import RecordingReader
 from broker.recording.run_summary import RunSummary
+from broker.recording.writer import RecordingWriter
 from protocol.cli.durations import format_duration
+from protocol.errors import CommandError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE.mcap", help="the recording to summarise")
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object instead of a table"
+    )
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="write what an unclosed or damaged recording holds, up to the cut, into a new "
+        "whole, indexed file (FILE.repaired.mcap, or --to); the original is left as it is",
+    )
+    parser.add_argument(
+        "--to", default=None, metavar="OUT.mcap", help="where --repair writes (never over a file)"
     )
 
 
@@ -179,7 +196,41 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def repair(path: str, to: str | None) -> str:
+    """Rewrite ``path``'s readable messages into a new whole file; one line saying what."""
+    reader = RecordingReader(path)
+    out = Path(to) if to else reader.path.with_suffix(".repaired.mcap")
+    if out.exists():
+        raise CommandError(f"{out} exists; pass another --to (a recording is never overwritten)")
+    writer = None
+    try:
+        for recorded in reader.messages():
+            if writer is None:
+                about = next((m for n, m in reader.metadata if n == RECORDING_METADATA), {})
+                source = about.get("source", "")
+                writer = RecordingWriter(out, source=f"{source} (repaired from {reader.path.name})")
+            writer.write(recorded.message)
+        if reader.whole:
+            return f"{path} is whole already; {out} is a copy of its {reader.read:,} messages"
+        if writer is None:
+            raise CommandError(f"{path} holds no readable message; nothing to repair")
+        return (
+            f"repaired: {writer.messages:,} messages ({reader.describe_damage()}) "
+            f"written whole and indexed to {out}"
+        )
+    except OSError as exc:
+        raise CommandError(f"cannot write {out} ({exc.strerror})") from None
+    finally:
+        if writer is not None:
+            writer.close()
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.to is not None and not args.repair:
+        raise CommandError("--to goes with --repair")
+    if args.repair:
+        print(printable(repair(args.file, args.to)))
+        return 0
     summary = summarise(args.file)
     if args.json:
         print(json.dumps(summary.as_json()))
