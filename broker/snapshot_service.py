@@ -48,6 +48,9 @@ STALL_SECONDS = 10.0
 """A reply that makes no progress this long is abandoned (the client is gone or asleep)."""
 MAX_PENDING = 64
 """Snapshot replies in progress at once; more requests are refused with an error."""
+MAX_PENDING_PER_CLIENT = 4
+"""Replies in progress for one client (one routing id): a client that asks and never reads
+fills its own share, not everyone's (a viewer asks one snapshot, then a repair at a time)."""
 MAX_GAPS_LISTED = 100
 
 
@@ -120,6 +123,11 @@ class SnapshotService:
     def _snapshot(self, envelope: list[bytes], request: SnapshotRequest) -> None:
         repair = request.from_seq > 0 or request.to_seq is not None
         self.counts["repair" if repair else "snapshot"] += 1
+        mine = sum(1 for reply in self.pending if reply.envelope[0] == envelope[0])
+        if mine >= MAX_PENDING_PER_CLIENT:
+            return self._error(
+                envelope, request.id, "too many of your snapshots in progress; read them first"
+            )
         if len(self.pending) >= MAX_PENDING:
             return self._error(envelope, request.id, "broker busy with other snapshots; retry")
         run = self.history.find(request.run)

@@ -396,3 +396,24 @@ def test_a_forged_seq_far_ahead_changes_nothing(broker) -> None:
     metrics(publisher, 3)
     wait_until(lambda: broker.stats.accepted["metrics"] == 4, 5, message="the run goes on")
     publisher.close()
+
+
+def test_a_client_that_asks_and_never_reads_fills_only_its_own_share(broker) -> None:
+    """64 snapshot requests never read once made every other client's snapshot "busy"."""
+    publisher = Publisher(broker.endpoints[0])
+    assert publisher.wait_for_subscriber(5)
+    for step in range(6_000):
+        metrics(publisher, step)
+    wait_until(lambda: broker.stats.accepted["metrics"] == 6_000, 20, message="a long run")
+    hoarder = dealer(broker.snapshot_endpoint)
+    hoarder.setsockopt(zmq.RCVHWM, 10)
+    for i in range(64):
+        hoarder.send(json.dumps({"type": "snapshot", "run": "latest", "id": i}).encode())
+    wait_until(lambda: broker.service.counts["snapshot"] == 64, 10, message="all asked")
+    assert len(broker.service.pending) <= 4, "the hoarder's share, not the whole service"
+    honest = dealer(broker.snapshot_endpoint)
+    messages, end = ask(honest, {"type": "snapshot", "run": "latest", "id": "mine"})
+    assert end["type"] == "end" and len(messages) == end["sent"] == 6_000
+    hoarder.close()
+    honest.close()
+    publisher.close()
