@@ -29,7 +29,7 @@ from broker.loop.ratelog import RateLimitedLog
 from broker.snapshot_service import REPLY_HWM, SnapshotService
 from broker.tap import Tap
 from protocol import MAX_MESSAGE_BYTES, ProtocolError, decode
-from protocol.endpoints import snapshot_endpoint_for
+from protocol.endpoints import keep_alive, snapshot_endpoint_for
 from protocol.runlog import HISTORY_BYTES
 from protocol.snapshot import MAX_REQUEST_BYTES
 
@@ -86,15 +86,15 @@ class Forwarder:
         self.broker_id = secrets.token_hex(4)
         self._drop_log = RateLimitedLog(log, "dropped invalid message")
         context = context or zmq.Context.instance()
-        self.frontend = context.socket(zmq.XSUB)
+        self.frontend = keep_alive(context.socket(zmq.XSUB))
         self.frontend.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self.frontend.setsockopt(zmq.RCVHWM, PUBLISHER_HWM)
         self.frontend.setsockopt(zmq.LINGER, 0)
-        self.backend = context.socket(zmq.XPUB)
+        self.backend = keep_alive(context.socket(zmq.XPUB))
         self.backend.setsockopt(zmq.SNDHWM, subscriber_hwm)
         self.backend.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscribe: count subscribers
         self.backend.setsockopt(zmq.LINGER, 0)
-        self.router = context.socket(zmq.ROUTER)
+        self.router = keep_alive(context.socket(zmq.ROUTER))
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # full client pipe: EAGAIN, not a drop
         self.router.setsockopt(zmq.SNDHWM, REPLY_HWM)
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES + 1024)

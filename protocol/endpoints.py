@@ -10,6 +10,7 @@ import argparse
 import re
 import socket
 from collections.abc import Container
+from typing import Any
 
 BROKER_IN = "tcp://127.0.0.1:5555"
 """Where the broker receives from publishers (trainer, replay)."""
@@ -36,6 +37,23 @@ def check_endpoint(endpoint: str, option: str) -> str:
             f"{option} {endpoint!r} is not a ZeroMQ endpoint; write it like tcp://127.0.0.1:5555"
         )
     return endpoint
+
+
+HEARTBEAT_MS = 1_000
+"""ZMTP heartbeats: a PING each second on every connection; a peer silent for
+:data:`HEARTBEAT_TIMEOUT_MS` (a machine gone, a cable pulled, a process stopped) is dropped and
+reconnected, rather than held half-open until TCP gives up minutes later."""
+HEARTBEAT_TIMEOUT_MS = 5_000
+
+
+def keep_alive(socket: Any) -> Any:
+    """``socket`` (pyzmq) with ZMTP heartbeats on; returns it."""
+    import zmq
+
+    socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+    socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    socket.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+    return socket
 
 
 def reachable_from_network(endpoint: str) -> bool:

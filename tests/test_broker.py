@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
+import pytest
 import zmq
+import zmq.utils.monitor
 
 from broker.clients.publisher import Publisher
 from broker.forwarder import Forwarder
@@ -417,3 +422,36 @@ def test_a_client_that_asks_and_never_reads_fills_only_its_own_share(broker) -> 
     hoarder.close()
     honest.close()
     publisher.close()
+
+
+@pytest.mark.slow
+def test_a_publisher_that_stops_answering_is_dropped_by_heartbeat(broker) -> None:
+    """ZMTP heartbeats: a stopped process's connection is closed in seconds, not held
+    half-open until TCP gives up."""
+    monitor = broker.frontend.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+    script = (
+        "import sys, time; from broker.clients.publisher import Publisher; "
+        f"p = Publisher({broker.endpoints[0]!r}); p.wait_for_subscriber(5); "
+        "print('up', flush=True); time.sleep(60)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "up"
+        child.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        events = []
+        while time.monotonic() - stopped < 12:
+            if not monitor.poll(200):
+                continue
+            event = zmq.utils.monitor.recv_monitor_message(monitor)
+            events.append(event["event"])
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                break
+        assert zmq.EVENT_DISCONNECTED in events, events
+        assert time.monotonic() - stopped < 8, "within the heartbeat timeout, not minutes"
+    finally:
+        child.send_signal(signal.SIGCONT)
+        child.kill()
+        child.wait(5)
+        broker.frontend.disable_monitor()
+        monitor.close()

@@ -35,7 +35,7 @@ from pydantic import BaseModel
 from broker.clients.run_order import RETRY_SECONDS, RunOrder, RunPhase
 from broker.loop.drain import drain
 from protocol import MAX_MESSAGE_BYTES, Envelope, ProtocolError, decode
-from protocol.endpoints import snapshot_endpoint_for
+from protocol.endpoints import keep_alive, snapshot_endpoint_for
 from protocol.snapshot import (
     MSG,
     ErrorReply,
@@ -102,13 +102,13 @@ class CloneClient:
         self._ids = itertools.count(1)
         self._initial: deque[str] = deque()  # runs whose first snapshot is still to fetch
         context = context or zmq.Context.instance()
-        self.sub = context.socket(zmq.SUB)
+        self.sub = keep_alive(context.socket(zmq.SUB))
         self.sub.setsockopt(zmq.RCVHWM, receive_hwm)
         if receive_buffer:
             self.sub.setsockopt(zmq.RCVBUF, receive_buffer)
         self.sub.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self.sub.setsockopt(zmq.LINGER, 0)
-        self.dealer = context.socket(zmq.DEALER)
+        self.dealer = keep_alive(context.socket(zmq.DEALER))
         self.dealer.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self.dealer.setsockopt(zmq.RCVHWM, 0)  # the broker paces replies; never drop one
         self.dealer.setsockopt(zmq.LINGER, 0)

@@ -27,6 +27,7 @@ import zmq
 from broker.loop.drain import drain
 from broker.loop.ratelog import RateLimitedLog
 from protocol import ControlCommand, Envelope, ProtocolError, decode_control, encode
+from protocol.endpoints import keep_alive
 from protocol.runlog import HISTORY_BYTES, Held, RunLog
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class Publisher:
         self._commands: list[ControlCommand] = []
         self._ignore_log = RateLimitedLog(log, "ignored upstream frame")
         self._context: zmq.Context = context or zmq.Context.instance()
-        self._socket = self._context.socket(zmq.XPUB)
+        self._socket = keep_alive(self._context.socket(zmq.XPUB))
         self._socket.setsockopt(zmq.SNDHWM, send_hwm)
         if blocking:  # wait at the high-water mark instead of dropping, but not for ever
             self._socket.setsockopt(zmq.XPUB_NODROP, 1)
