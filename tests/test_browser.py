@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from protocol.endpoints import free_tcp_port, free_tcp_port_pair
+from protocol.tokens import TOKEN_ENV
 from tests.conftest import REPO, wait_until
 from tests.documents import FIND_BUTTON
 
@@ -123,10 +126,9 @@ def test_presenter_pauses_and_resumes_while_the_audience_watches(programs, brows
     broker_in = f"tcp://127.0.0.1:{free_tcp_port()}"
     broker_out = f"tcp://127.0.0.1:{free_tcp_port_pair()}"
     port = free_tcp_port()
-    programs.start("broker", "--in", broker_in, "--out", broker_out)
-    viewer = programs.start(
-        "view", "--connect", broker_out, "--port", str(port), "--presenter-token", TOKEN
-    )
+    secret = {TOKEN_ENV: TOKEN}  # both find the token in the environment, as SECURITY.md says
+    programs.start("broker", "--in", broker_in, "--out", broker_out, env=secret)
+    viewer = programs.start("view", "--connect", broker_out, "--port", str(port), env=secret)
     wait_until(lambda: "dashboard at" in programs.output(viewer), 15, message="the viewer")
     trainer = programs.start(
         "train",
@@ -148,10 +150,10 @@ def test_presenter_pauses_and_resumes_while_the_audience_watches(programs, brows
     audience = wait_until(lambda: _training(browser), 20, message="the audience page training")
     assert not audience["has_pause"], "an audience page must not get presenter controls"
     assert browser.execute_script(FIND_BUTTON, "Pause") is None
-    _screenshot(browser, "light")
+    _screenshot(browser, "light", tmp_path)
     browser.get(url + "?theme=dark")
     wait_until(lambda: _training(browser), 20, message="the dark page training")
-    _screenshot(browser, "dark")
+    _screenshot(browser, "dark", tmp_path)
 
     browser.get(f"{url}?token={TOKEN}")
     wait_until(lambda: _training(browser), 20, message="the presenter page training")
@@ -189,9 +191,14 @@ def _training(browser) -> dict | None:
     return _status(browser, "training")
 
 
-def _screenshot(browser, theme: str) -> None:
+def _screenshot(browser, theme: str, tmp_path: Path) -> None:
+    """The whole dashboard as a picture: in the test's own folder, or, with
+    ``MNIST_LIVE_UPDATE_SCREENSHOTS=1``, over the README's (a test never writes tracked files
+    unless asked)."""
     browser.set_window_size(1400, 1300)  # the whole dashboard, not just the first screen
     time.sleep(2)  # let the curves grow a little for the picture
     picture = SCREENSHOTS[theme]
-    picture.parent.mkdir(exist_ok=True)
+    if os.environ.get("MNIST_LIVE_UPDATE_SCREENSHOTS") != "1":
+        picture = tmp_path / picture.name
     assert browser.save_screenshot(str(picture)), f"could not save {picture}"
+    assert picture.stat().st_size > 20_000, "a picture of a page, not of a blank one"
