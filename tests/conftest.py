@@ -98,9 +98,15 @@ def make_broker(endpoint):
 
     def make(**options) -> Forwarder:
         token = tokens.presenter_token()[0]  # what `mnist-live control` finds here too
-        forwarder = Forwarder(
-            endpoint(), endpoint(), endpoint(), **{"presenter_token": token, **options}
-        )
+        for attempt in range(5):  # a port found free may be taken before the bind: pick again
+            try:
+                forwarder = Forwarder(
+                    endpoint(), endpoint(), endpoint(), **{"presenter_token": token, **options}
+                )
+                break
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EADDRINUSE or attempt == 4:
+                    raise
         stop = threading.Event()
         thread = threading.Thread(target=forwarder.run, args=(stop, 10))
         thread.start()

@@ -197,8 +197,10 @@ def run(args: argparse.Namespace) -> int:
         _announce(urls, settings.presenter_token, audience, args)
     if args.num_procs > 1:
         _stop_when_orphaned(server, parent)
+    _stop_on_signals(server)
     try:
         server.io_loop.start()
+        log.info("viewer stopping")
     except KeyboardInterrupt:
         log.info("viewer stopping")
     finally:
@@ -250,6 +252,16 @@ def _announce(urls: list[str], token: str, audience: str | None, args: argparse.
         print(qr.terminal(audience, ansi=sys.stdout.isatty()), flush=True)
     if args.num_procs > 1:
         log.info("serving from %d processes", args.num_procs)
+
+
+def _stop_on_signals(server: Server) -> None:
+    """Ctrl-C and SIGTERM stop the server's loop from inside it. Raised from a signal handler
+    instead, the interrupt could land in a weakref callback, where Python ignores it, and the
+    viewer would not stop."""
+    loop = server.io_loop.asyncio_loop  # type: ignore[attr-defined]
+    for number in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(number) is not signal.SIG_IGN:  # a background job keeps ignoring
+            loop.add_signal_handler(number, server.io_loop.stop)
 
 
 def _stop_when_orphaned(server: Server, parent: int) -> None:
