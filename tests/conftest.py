@@ -199,12 +199,20 @@ class Programs:
                 process.wait()
 
     def stop_all(self) -> None:
-        for _, process in reversed(self.started):
-            if process.poll() is None:
-                self.stop(process)
+        """Stop every program started, each in turn; one that will not stop is killed, and
+        reported after the others are stopped too (never left running)."""
+        failures: list[BaseException] = []
+        for name, process in reversed(self.started):
+            try:
+                if process.poll() is None:
+                    self.stop(process)
+            except subprocess.TimeoutExpired as exc:
+                failures.append(AssertionError(f"{name} did not stop on SIGTERM: {exc}"))
             with contextlib.suppress(ProcessLookupError):  # its own children, if any are left
                 os.killpg(process.pid, signal.SIGKILL)
             process.log_file.close()  # type: ignore[attr-defined]
+        if failures:
+            raise failures[0]
 
 
 @pytest.fixture
