@@ -4,8 +4,9 @@ Each run is a :class:`protocol.runlog.RunLog` (every curve point, the latest of 
 kind, bounded in bytes); only the last ``runs_kept`` runs are held, so a publisher that keeps
 starting runs cannot grow the broker without limit.
 
-New runs are bounded too, since anyone who reaches ``--in`` can name one: at most
-:data:`NEW_RUN_BURST` at once and one per :data:`NEW_RUN_SECONDS` after that, and a new run
+New runs are bounded too, since anyone who reaches ``--in`` can name one: a burst of
+:data:`NEW_RUN_BURST` new runs, then one per :data:`NEW_RUN_SECONDS`; a refused run stays
+refused (it would otherwise come in later without its ``run_started``); and a new run
 never retires a *live* one (a run not finished and heard from in the last
 :data:`LIVE_SECONDS`); a new run that would have to is refused. So a flood of made-up run ids
 cannot push a talk's real run out of the broker (its viewers' late joiners and repairs) or
@@ -21,10 +22,15 @@ from collections.abc import Callable, Iterator, Sequence
 from protocol.runlog import HISTORY_BYTES, RunLog
 
 RUNS_KEPT = 4
-SEQ_WINDOW = 1_000_000
+SEQ_WINDOW = 10_000_000
 """How far past a run's highest seq (or past 0, for a run's first message) a seq may be: more
-than a publisher could have dropped or held back, and far less than a forged 10^12, which would
-otherwise leave every subscriber waiting for a trillion messages that never come."""
+than a publisher could have dropped or held back, or skips when it re-publishes a run of up to
+ten million messages (four days at default cadences) to a restarted broker, and far less than a
+forged 10^12, which would otherwise leave every subscriber waiting for messages that never
+come."""
+REFUSED_KEPT = 10_000
+"""Run ids refused, remembered so that a refused run stays refused rather than coming in later
+without its ``run_started``."""
 NEW_RUN_BURST = 8
 NEW_RUN_SECONDS = 10.0
 LIVE_SECONDS = 30.0
@@ -48,6 +54,7 @@ class History:
         self.clock = clock
         self.new_run_credit = float(NEW_RUN_BURST)
         self._credited_at = clock()
+        self.refused: OrderedDict[str, None] = OrderedDict()
 
     def add(self, run_id: str, seq: int, kind: str, frames: Sequence[bytes]) -> str | None:
         """Hold a validated message; None, or why not: ``duplicate`` (its run has seen this
@@ -58,7 +65,11 @@ class History:
         if seq > (run.last_seq if run is not None else 0) + SEQ_WINDOW:
             return "seq_out_of_window"
         if run is None:
-            if not self._admit(now):
+            if run_id in self.refused or not self._admit(now):
+                self.refused[run_id] = None
+                self.refused.move_to_end(run_id)
+                while len(self.refused) > REFUSED_KEPT:
+                    self.refused.popitem(last=False)
                 return "new_run_refused"
             run = self.runs[run_id] = RunLog(run_id, self.run_bytes)
         self.heard[run_id] = now

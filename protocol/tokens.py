@@ -31,12 +31,15 @@ def add_token_argument(parser: argparse.ArgumentParser, what: str) -> None:
         type=Path,
         default=None,
         metavar="FILE",
-        help=f"the presenter's token, {what} (default: ${TOKEN_ENV}, else {default_file()}, "
-        "made on first use; the same for every program of this user)",
+        help=f"the presenter's token, {what} (default: ${TOKEN_ENV}, else "
+        "~/.cache/mnist-live/presenter-token, made on first use; the same for every program "
+        "of this user; delete the file for a new one)",
     )
 
 
 def default_file() -> Path:
+    """``$MNIST_LIVE_CACHE/presenter-token``, else ``$XDG_CACHE_HOME`` or ``~/.cache``'s
+    ``mnist-live/presenter-token``."""
     if override := os.environ.get("MNIST_LIVE_CACHE"):
         return Path(override) / "presenter-token"
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -61,18 +64,25 @@ def same(given: str | None, token: str) -> bool:
 
 
 def _create(path: Path) -> None:
+    """Write a new token to a file of its own, then link it into place: a program that reads
+    the path sees no file or a whole token, never an empty one; the first to link wins."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return  # another program made it first: use theirs
+        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_urlsafe(18) + "\n")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another program made it first: use theirs
+        finally:
+            draft.unlink()
     except OSError as exc:
         raise CommandError(
             f"cannot create the presenter token file {path} ({exc.strerror}); "
             f"set ${TOKEN_ENV} or pass --presenter-token-file"
         ) from None
-    with os.fdopen(descriptor, "w") as out:
-        out.write(secrets.token_urlsafe(18) + "\n")
 
 
 def _read(path: Path) -> str:

@@ -357,9 +357,10 @@ def test_new_runs_come_in_at_a_bounded_rate_and_retire_only_quiet_ones() -> None
     assert history.add("c", 0, "metrics", frames) == "new_run_refused", "a and b are live"
     now[0] += LIVE_SECONDS + 1
     history.add("b", 1, "metrics", frames)  # b still sends
-    assert history.add("c", 0, "metrics", frames) is None, "a was quiet: it is retired"
-    assert [r.run_id for r in history] == ["b", "c"] and history.retired == 1
-    history.add("c", 1, "run_finished", [b"run_finished", b"{}"])
+    assert history.add("c", 1, "metrics", frames) == "new_run_refused", "c stays refused"
+    assert history.add("d", 0, "metrics", frames) is None, "a was quiet: it is retired"
+    assert [r.run_id for r in history] == ["b", "d"] and history.retired == 1
+    history.add("d", 1, "run_finished", [b"run_finished", b"{}"])
     refused = 0
     for i in range(NEW_RUN_BURST + 5):
         now[0] += LIVE_SECONDS + 1  # every run quiet: only the credit limits
@@ -368,6 +369,9 @@ def test_new_runs_come_in_at_a_bounded_rate_and_retire_only_quiet_ones() -> None
     for i in range(NEW_RUN_BURST + 5):  # all at once: the burst, then nothing
         refused += history.add(f"burst{i}", 0, "metrics", frames) is not None
     assert refused >= 5
+    late = f"burst{NEW_RUN_BURST + 4}"
+    now[0] += 1_000  # credit and quiet runs again, yet a refused run stays refused: it would
+    assert history.add(late, 1, "metrics", frames) == "new_run_refused"  # lack its start
 
 
 def test_what_binds_off_loopback_is_told_apart() -> None:

@@ -179,7 +179,8 @@ def test_a_slow_pace_still_reads_commands_while_it_waits() -> None:
     assert time.monotonic() - started < 1.0 and len(looks) == 3
 
     faster, stop = Pacer(0.1), threading.Event()
-    faster.wait(stop)  # the first step goes at once
+    faster._next = time.monotonic() - 10.0  # as if the last step were ten seconds ago
+    faster.wait(stop)  # so this one goes at once
     started = time.monotonic()
     faster.wait(stop, lambda: setattr(faster, "rate", 50.0))  # a faster pace arrives
     assert time.monotonic() - started < 1.0

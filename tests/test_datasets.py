@@ -224,9 +224,9 @@ def test_real_fashion_mnist_as_a_system_dataset(monkeypatch: pytest.MonkeyPatch,
     print(f"fashion-mnist loaded in {seconds:.2f} s")
 
 
-def _npz_member(archive: zipfile.ZipFile, key: str, shape: tuple, fill_bytes: int) -> None:
+def _npz_member(archive: zipfile.ZipFile, name: str, shape: tuple, fill_bytes: int) -> None:
     """An .npy member declaring ``shape`` (uint8), followed by ``fill_bytes`` zeros."""
-    with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+    with archive.open(name, "w", force_zip64=True) as member:
         np.lib.format.write_array_header_1_0(  # the magic string, then the header
             member, {"descr": "|u1", "fortran_order": False, "shape": shape}
         )
@@ -236,20 +236,21 @@ def _npz_member(archive: zipfile.ZipFile, key: str, shape: tuple, fill_bytes: in
 
 
 @pytest.mark.parametrize(
-    ("shape", "fill", "complaint"),
+    ("name", "shape", "fill", "complaint"),
     [
-        ((10**9, 28, 28), 0, "would take over 512 MB"),  # declares far more than it holds
-        ((800_000, 28, 28), 0, "would take over 512 MB"),
-        ((10, 28, 28), 50 * 2**20, "where its header says"),  # a zip bomb: more than declared
+        ("x_train.npy", (10**9, 28, 28), 0, "would take over 512 MB"),  # far more than it holds
+        ("x_train.npy", (800_000, 28, 28), 0, "would take over 512 MB"),
+        ("x_train", (800_000, 28, 28), 0, "would take over 512 MB"),  # np.load finds it too
+        ("x_train.npy", (10, 28, 28), 50 * 2**20, "where its header says"),  # a zip bomb
     ],
-    ids=["declared-huge", "too-large", "bomb"],
+    ids=["declared-huge", "too-large", "without-suffix", "bomb"],
 )
 def test_an_npz_too_large_to_hold_is_refused_before_it_is_read(
-    tmp_path: Path, shape: tuple, fill: int, complaint: str
+    tmp_path: Path, name: str, shape: tuple, fill: int, complaint: str
 ) -> None:
     path = tmp_path / "mnist.npz"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        _npz_member(archive, "x_train", shape, fill)
+        _npz_member(archive, name, shape, fill)
     assert path.stat().st_size < 2**20, "small on disk"
     tracemalloc.start()
     try:

@@ -9,6 +9,7 @@ and every run says honestly which one it used.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import zipfile
 from dataclasses import dataclass, field, replace
@@ -204,11 +205,8 @@ def _npz_sizes_checked(path: Path) -> None:
     here, not after gigabytes are inflated), and the zip must not hold more than they say."""
     total = 0
     with zipfile.ZipFile(path) as archive:
-        for key in NPZ_KEYS.values():
-            member = f"{key}.npy"
-            if member not in archive.namelist():
-                continue
-            info = archive.getinfo(member)
+        for info in archive.infolist():  # every member: np.load finds "x" and "x.npy" alike
+            key = info.filename.removesuffix(".npy")
             with archive.open(info) as stream:
                 version = np.lib.format.read_magic(stream)
                 if version == (1, 0):
@@ -221,7 +219,7 @@ def _npz_sizes_checked(path: Path) -> None:
                     f"{path} ({key}): refused (Python objects need pickle, which stays off); "
                     "only plain numeric arrays load"
                 )
-            size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            size = math.prod(shape) * dtype.itemsize
             total += size
             if total > MAX_NPZ_BYTES:
                 raise DatasetError(

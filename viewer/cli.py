@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import signal
 import sys
 import time
@@ -138,7 +139,18 @@ def settings_from(args: argparse.Namespace) -> ViewerSettings:
         raise CommandError(
             "--presenter-token must be 8-128 letters, digits, '-' or '_' (it goes in a URL)"
         )
-    if token is None:
+    if token is not None:
+        log.warning(
+            "--presenter-token: give the broker the same token ($%s or --presenter-token-file),"
+            " or it refuses the presenter's commands",
+            tokens.TOKEN_ENV,
+        )
+    elif args.replay is not None and args.presenter_token_file is None:
+        try:  # a replay's controls stay in this process: any token will do
+            token, _ = tokens.presenter_token()
+        except CommandError:
+            token = secrets.token_urlsafe(18)
+    else:
         token, _ = tokens.presenter_token(args.presenter_token_file)
     return ViewerSettings(
         connect=args.connect,

@@ -210,10 +210,10 @@ def repair(path: str, to: str | None) -> str:
                 source = about.get("source", "")
                 writer = RecordingWriter(out, source=f"{source} (repaired from {reader.path.name})")
             writer.write(recorded.message)
-        if reader.whole:
-            return f"{path} is whole already; {out} is a copy of its {reader.read:,} messages"
         if writer is None:
             raise CommandError(f"{path} holds no readable message; nothing to repair")
+        if reader.whole:
+            return f"{path} is whole already; {out} is a copy of its {reader.read:,} messages"
         return (
             f"repaired: {writer.messages:,} messages ({reader.describe_damage()}) "
             f"written whole and indexed to {out}"

@@ -1,6 +1,7 @@
 """Print the JSON Schema of the wire protocol, for programs written in other languages.
 
-``mnist-live protocol schema`` prints every message kind (a union discriminated by ``kind``);
+``mnist-live protocol schema`` prints every message kind (a ``oneOf``, one branch per ``kind``
+constant, strict JSON Schema 2020-12: :mod:`protocol.schema`);
 ``--part control`` the upstream presenter command; ``--part requests`` and ``--part replies``
 the snapshot service's. docs/protocol.md explains frames, topics and sequence rules around them.
 """
