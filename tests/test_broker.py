@@ -326,10 +326,7 @@ def test_a_flood_of_made_up_runs_cannot_push_the_real_run_out(broker, tmp_path) 
     publisher.send(RunStarted, **run_started_fields())
     for step in range(5):
         metrics(publisher, step)
-    rogue = zmq.Context.instance().socket(zmq.PUB)
-    rogue.setsockopt(zmq.LINGER, 0)
-    rogue.connect(broker.endpoints[0])
-    time.sleep(0.3)  # the broker's XSUB has the rogue publisher
+    rogue = raw_publisher(broker.endpoints[0])
     forged = Feed("forged")
     for i in range(2_000):
         message = forged.metrics(1).model_copy(update={"run_id": f"forged-{i}", "seq": 0})
@@ -392,10 +389,7 @@ def test_a_forged_seq_far_ahead_changes_nothing(broker) -> None:
         metrics(publisher, step)
     wait_until(lambda: broker.stats.accepted["metrics"] == 3, 5, message="accepted")
     forged = Feed(publisher.run_id).metrics(9)
-    rogue = zmq.Context.instance().socket(zmq.PUB)
-    rogue.setsockopt(zmq.LINGER, 0)
-    rogue.connect(broker.endpoints[0])
-    time.sleep(0.3)  # the broker's XSUB has the rogue publisher
+    rogue = raw_publisher(broker.endpoints[0])
     for seq in (10**12, 2 * SEQ_WINDOW):
         rogue.send_multipart(encode(forged.model_copy(update={"seq": seq})))
     rogue.close()
