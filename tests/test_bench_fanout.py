@@ -75,13 +75,30 @@ def test_client_follows_hundreds_of_updates(bokeh_server: int) -> None:
     assert late.source_id is not None and late.rows >= 1
 
 
-@pytest.mark.slow
-def test_bench_fanout_smoke(tmp_path: Path) -> None:
-    command = [sys.executable, str(SCRIPTS / "bench_fanout.py"), "--sessions", "3"]
-    command += ["--seconds", "4", "--warmup", "2", "--settle", "1", "--log-level", "WARNING"]
+def run_bench(tmp_path: Path, script: str, *args: str) -> dict:
+    """A benchmark run at a tiny size, to its end; its last line, the JSON summary."""
+    command = [sys.executable, str(SCRIPTS / script), *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_bench_fanout_smoke(tmp_path: Path) -> None:
+    summary = run_bench(
+        tmp_path,
+        "bench_fanout.py",
+        "--sessions",
+        "3",
+        "--seconds",
+        "4",
+        "--warmup",
+        "2",
+        "--settle",
+        "1",
+        "--log-level",
+        "WARNING",
+    )
     for key in (
         "frames_expected",
         "frames_received_mean",
@@ -115,11 +132,20 @@ def test_bench_fanout_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bench_joining_smoke(tmp_path: Path) -> None:
-    command = [sys.executable, str(SCRIPTS / "bench_joining.py"), "--minutes", "0.2"]
-    command += ["--burst", "3", "--burst-rate", "5", "--settle", "1", "--log-level", "WARNING"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = run_bench(
+        tmp_path,
+        "bench_joining.py",
+        "--minutes",
+        "0.2",
+        "--burst",
+        "3",
+        "--burst-rate",
+        "5",
+        "--settle",
+        "1",
+        "--log-level",
+        "WARNING",
+    )
     assert summary["history_rows"] == 240
     assert 0 < summary["late_first_page_kb"] < 1000
     assert summary["late_whole_seconds"] is not None and summary["late_whole_seconds"] > 0
@@ -134,11 +160,21 @@ def test_bench_joining_smoke(tmp_path: Path) -> None:
     nginx_front.NGINX is None, reason="needs Debian's nginx (apt-get install nginx)"
 )
 def test_bench_fanout_via_nginx_smoke(tmp_path: Path) -> None:
-    command = [sys.executable, str(SCRIPTS / "bench_fanout.py"), "--sessions", "3", "--via-nginx"]
-    command += ["--seconds", "3", "--warmup", "2", "--settle", "1", "--log-level", "WARNING"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = run_bench(
+        tmp_path,
+        "bench_fanout.py",
+        "--sessions",
+        "3",
+        "--via-nginx",
+        "--seconds",
+        "3",
+        "--warmup",
+        "2",
+        "--settle",
+        "1",
+        "--log-level",
+        "WARNING",
+    )
     assert summary["via_nginx"] is True and summary["backends"] == 3
     assert summary["frames_received_mean"] > 0 and summary["sessions_failed"] == 0
     assert summary["nginx_cpu_percent"] is not None and summary["nginx_cpu_percent"] >= 0

@@ -68,6 +68,18 @@ def raw_publisher(address: str) -> zmq.Socket:
     return socket
 
 
+def publishing(broker: Forwarder, steps: int, timeout: float = 5) -> Publisher:
+    """A publisher whose first ``steps`` metrics the broker has accepted."""
+    publisher = Publisher(broker.endpoints[0])
+    assert publisher.wait_for_subscriber(5)
+    for step in range(steps):
+        metrics(publisher, step)
+    wait_until(
+        lambda: broker.stats.accepted["metrics"] == steps, timeout, message="metrics accepted"
+    )
+    return publisher
+
+
 def test_valid_messages_are_forwarded_in_order(broker: Forwarder) -> None:
     in_address, out_address = broker.endpoints
     publisher, sub = Publisher(in_address), subscriber(out_address)
@@ -271,11 +283,7 @@ def test_run_log_evicts_oldest_curve_points_but_keeps_the_run_start() -> None:
 
 
 def test_status_and_control_commands_talk_to_a_real_broker(broker) -> None:
-    publisher = Publisher(broker.endpoints[0])
-    assert publisher.wait_for_subscriber(5)
-    for step in range(5):
-        metrics(publisher, step)
-    wait_until(lambda: broker.stats.accepted["metrics"] == 5, 5, message="accepted")
+    publisher = publishing(broker, 5, timeout=5)
     done = run_cli("status", "--broker", broker.snapshot_endpoint)
     assert done.returncode == 0, done.stderr
     stats = json.loads(done.stdout)
@@ -383,11 +391,7 @@ def test_what_binds_off_loopback_is_told_apart() -> None:
 
 def test_a_forged_seq_far_ahead_changes_nothing(broker) -> None:
     """A forged metrics with seq 10^12 once left every page waiting for the gap to fill."""
-    publisher = Publisher(broker.endpoints[0])
-    assert publisher.wait_for_subscriber(5)
-    for step in range(3):
-        metrics(publisher, step)
-    wait_until(lambda: broker.stats.accepted["metrics"] == 3, 5, message="accepted")
+    publisher = publishing(broker, 3, timeout=5)
     forged = Feed(publisher.run_id).metrics(9)
     rogue = raw_publisher(broker.endpoints[0])
     for seq in (10**12, 2 * SEQ_WINDOW):
@@ -403,11 +407,7 @@ def test_a_forged_seq_far_ahead_changes_nothing(broker) -> None:
 
 def test_a_client_that_asks_and_never_reads_fills_only_its_own_share(broker) -> None:
     """64 snapshot requests never read once made every other client's snapshot "busy"."""
-    publisher = Publisher(broker.endpoints[0])
-    assert publisher.wait_for_subscriber(5)
-    for step in range(6_000):
-        metrics(publisher, step)
-    wait_until(lambda: broker.stats.accepted["metrics"] == 6_000, 20, message="a long run")
+    publisher = publishing(broker, 6_000, timeout=20)
     hoarder = dealer(broker.snapshot_endpoint)
     hoarder.setsockopt(zmq.RCVHWM, 10)
     for i in range(64):

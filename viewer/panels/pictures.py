@@ -192,10 +192,10 @@ class PictureStream:
         if not change.any():
             return
         due = self.log_bytes > self.max_log
-        if due or (self.rate is not None and self.budget >= self.burst):
-            key = deflated(pixels)
-            early = self.log_bytes >= self.max_log // 4
-            if (due or early) and self._key_affordable(len(key)):
+        resting = self.rate is not None and self.budget >= self.burst
+        if due or (resting and self.log_bytes >= self.max_log // 4):
+            # a key is compressed only when one is wanted: not on every resting frame
+            if self._key_affordable(len(deflated(pixels))):
                 self._key(pixels)
                 return
             if due:  # nothing else until the key is affordable
