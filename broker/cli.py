@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 import zmq
 
+from broker.curve import keys as curve_keys
 from broker.forwarder import Forwarder
 from broker.history import RUNS_KEPT
 from broker.recording.recorder import RunRecorder
@@ -74,6 +76,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_token_argument(parser, "what a presenter command must carry to be relayed")
     parser.add_argument(
+        "--curve",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="encrypt every connection with CURVE and admit only the keys listed in "
+        "DIR/publishers (on --in) and DIR/subscribers (on --out, --snapshot); make DIR with "
+        "'mnist-live keys init DIR' (SECURITY.md)",
+    )
+    parser.add_argument(
         "--record",
         default=None,
         metavar="DIR",
@@ -97,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if args.runs_kept < 1:
         raise CommandError(f"--runs-kept must be at least 1, got {args.runs_kept}")
     token, token_source = tokens.presenter_token(args.presenter_token_file)
+    curve = curve_keys.server_keys(args.curve) if args.curve is not None else None
     recorder = None
     if args.record is not None:
         recorder = RunRecorder(args.record, source=args.in_endpoint)  # its errors come first
@@ -110,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             runs_kept=args.runs_kept,
             tap=recorder,
             presenter_token=token,
+            curve=curve,
         )
     except zmq.ZMQError as exc:  # no forwarder took the recorder over: it is ours to close
         if recorder is not None:
@@ -129,10 +142,12 @@ def run(args: argparse.Namespace) -> int:
         forwarder.endpoints[1]: "anyone who reaches it can read the training stream",
         forwarder.snapshot_endpoint: "anyone who reaches it can read every run's history",
     }
+    if curve is not None:
+        log.info("CURVE on: admitting the keys listed in %s", args.curve)
     for endpoint, risk in risks.items():
-        if endpoints.reachable_from_network(endpoint):
-            log.warning("%s is open to the network without encryption: %s (SECURITY.md)",
-                        endpoint, risk)  # fmt: skip
+        if curve is None and endpoints.reachable_from_network(endpoint):
+            log.warning("%s is open to the network without encryption: %s; "
+                        "use --curve (SECURITY.md)", endpoint, risk)  # fmt: skip
     try:
         forwarder.run()
     except KeyboardInterrupt:

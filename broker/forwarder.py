@@ -23,6 +23,8 @@ from typing import Any
 
 import zmq
 
+from broker.curve.gate import Gate
+from broker.curve.keys import ServerKeys
 from broker.history import RUNS_KEPT, History
 from broker.loop.drain import drain
 from broker.loop.ratelog import RateLimitedLog
@@ -76,9 +78,11 @@ class Forwarder:
         context: zmq.Context | None = None,
         tap: Tap | None = None,
         presenter_token: str | None = None,
+        curve: ServerKeys | None = None,
     ) -> None:
         """``presenter_token``: what a control request must carry to be relayed (None: the
-        broker relays none; :mod:`protocol.tokens`)."""
+        broker relays none; :mod:`protocol.tokens`). ``curve``: encrypt every connection and
+        admit listed keys only (:mod:`broker.curve`)."""
         self.max_message_bytes = max_message_bytes
         self.tap = tap
         self.stats = Stats()
@@ -86,6 +90,7 @@ class Forwarder:
         self.broker_id = secrets.token_hex(4)
         self._drop_log = RateLimitedLog(log, "dropped invalid message")
         context = context or zmq.Context.instance()
+        self.gate = Gate(context, curve) if curve is not None else None
         self.frontend = keep_alive(context.socket(zmq.XSUB))
         self.frontend.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self.frontend.setsockopt(zmq.RCVHWM, PUBLISHER_HWM)
@@ -99,6 +104,10 @@ class Forwarder:
         self.router.setsockopt(zmq.SNDHWM, REPLY_HWM)
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES + 1024)
         self.router.setsockopt(zmq.LINGER, 0)
+        if self.gate is not None:
+            self.gate.secure(self.frontend, "publisher", "in")
+            self.gate.secure(self.backend, "subscriber", "out")
+            self.gate.secure(self.router, "subscriber", "snapshot")
         try:
             self.frontend.bind(in_endpoint)
             self.backend.bind(out_endpoint)
@@ -153,6 +162,9 @@ class Forwarder:
         poller = zmq.Poller()
         for socket in (self.frontend, self.backend, self.router):
             poller.register(socket, zmq.POLLIN)
+        monitors = self.gate.monitors if self.gate is not None else []
+        for monitor in monitors:
+            poller.register(monitor, zmq.POLLIN)
         tap, tap_due = self.tap, poll_ms
         while not (stop and stop.is_set()):
             timeout = 1 if self.service.busy else min(poll_ms, tap_due)
@@ -167,6 +179,9 @@ class Forwarder:
                 self._drain_requests()
             if self.service.busy:
                 self.service.pump()
+            for monitor in monitors:
+                if monitor in ready:
+                    self.gate.drain(monitor)  # type: ignore[union-attr]
 
     def _drain_frontend(self, budget: int = 2000) -> None:
         socket = self.frontend
@@ -218,6 +233,9 @@ class Forwarder:
             "requests": dict(self.service.counts),
             "replies_in_progress": len(self.service.pending),
             "recording": self.tap.stats() if self.tap is not None else None,
+            "curve": None
+            if self.gate is None
+            else {"refused": dict(self.gate.refused), "total_refused": self.gate.refused.total()},
         }
 
     def close(self) -> None:
@@ -229,3 +247,5 @@ class Forwarder:
     def _close_sockets(self) -> None:
         for socket in (self.frontend, self.backend, self.router):
             socket.close()
+        if self.gate is not None:
+            self.gate.close()

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from broker.clients.publisher import Publisher
+from broker.curve import keys as curve_keys
 from protocol import endpoints
 from protocol.errors import CommandError
 from trainer import blas, checkpoint
@@ -99,6 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     live = parser.add_argument_group("publishing and pacing")
     add_config_arguments(model, live)
     endpoints.add_publisher_argument(live)
+    curve_keys.add_argument(live, "publisher")
     live.add_argument(
         "--wait-for-broker",
         type=float,
@@ -152,6 +154,7 @@ def load_data(args: argparse.Namespace, seed: int) -> Dataset:
 
 def run(args: argparse.Namespace) -> int:
     endpoints.check_endpoint(args.connect, "--connect")
+    curve = curve_keys.from_arguments(args, "publisher")
     resume = checkpoint.load(args.resume) if args.resume else None
     config = config_from_args(args, resume.config if resume else None)
     dataset = load_data(args, config.seed)
@@ -169,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()  # from here on, Ctrl-C ends the run cleanly as "stopped"
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: _request_stop(stop))
-    publisher = Publisher(args.connect)
+    publisher = Publisher(args.connect, curve=curve)
     log.info("run %s publishing to %s", publisher.run_id, args.connect)
     if not publisher.wait_for_subscriber(args.wait_for_broker):
         log.warning("no broker at %s yet; training anyway, it can join later", args.connect)

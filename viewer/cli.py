@@ -24,6 +24,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from broker.curve import keys as curve_keys
 from protocol import endpoints, tokens
 from protocol.errors import CommandError
 from protocol.tokens import add_token_argument
@@ -48,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from viewer.server.settings import FRAME_RATE, add_look_arguments
 
     endpoints.add_subscriber_arguments(parser, ", for late-joiner history and presenter commands")
+    curve_keys.add_argument(parser, "viewer")
     parser.add_argument(
         "--replay",
         default=None,
@@ -124,6 +126,7 @@ def settings_from(args: argparse.Namespace) -> ViewerSettings:
     from viewer.server.settings import ViewerSettings
 
     endpoints.subscriber_endpoints(args)  # fails early if either is wrong
+    curve_keys.from_arguments(args, "subscriber")  # and so do missing keys
     if not 0 < args.port < 65536:
         raise CommandError(f"--port must be 1..65535, got {args.port}")
     if not 0 < args.frame_rate <= 60:
@@ -163,6 +166,7 @@ def settings_from(args: argparse.Namespace) -> ViewerSettings:
         replay_run=args.replay_run,
         open_controls=args.address in LOCAL_ADDRESSES,
         prebuild=args.prebuild,
+        curve=os.path.abspath(args.curve) if args.curve else None,
     )
 
 

@@ -33,6 +33,7 @@ import zmq
 from pydantic import BaseModel
 
 from broker.clients.run_order import RETRY_SECONDS, RunOrder, RunPhase
+from broker.curve.keys import ClientKeys, secure_client
 from broker.loop.drain import drain
 from protocol import MAX_MESSAGE_BYTES, Envelope, ProtocolError, decode
 from protocol.endpoints import keep_alive, snapshot_endpoint_for
@@ -82,6 +83,7 @@ class CloneClient:
         check_interval: float = 1.0,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         context: zmq.Context | None = None,
+        curve: ClientKeys | None = None,
     ) -> None:
         self.out_endpoint = out_endpoint
         self.snapshot_endpoint = snapshot_endpoint or snapshot_endpoint_for(out_endpoint)
@@ -102,13 +104,13 @@ class CloneClient:
         self._ids = itertools.count(1)
         self._initial: deque[str] = deque()  # runs whose first snapshot is still to fetch
         context = context or zmq.Context.instance()
-        self.sub = keep_alive(context.socket(zmq.SUB))
+        self.sub = secure_client(keep_alive(context.socket(zmq.SUB)), curve)
         self.sub.setsockopt(zmq.RCVHWM, receive_hwm)
         if receive_buffer:
             self.sub.setsockopt(zmq.RCVBUF, receive_buffer)
         self.sub.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self.sub.setsockopt(zmq.LINGER, 0)
-        self.dealer = keep_alive(context.socket(zmq.DEALER))
+        self.dealer = secure_client(keep_alive(context.socket(zmq.DEALER)), curve)
         self.dealer.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self.dealer.setsockopt(zmq.RCVHWM, 0)  # the broker paces replies; never drop one
         self.dealer.setsockopt(zmq.LINGER, 0)

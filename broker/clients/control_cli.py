@@ -12,6 +12,7 @@ import logging
 
 from broker.clients.request import ask
 from broker.clients.status_cli import add_broker_arguments
+from broker.curve import keys as curve_keys
 from protocol import ControlCommand, tokens
 from protocol.control import MAX_PACE, MIN_PACE
 from protocol.errors import CommandError
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"invalid command: {str(exc).splitlines()[-1].strip()}") from None
     token, _ = tokens.presenter_token(args.presenter_token_file)
     request = ControlRequest(type="control", command=command.model_dump(), token=token)
-    ask(args.broker, request, args.timeout)
+    ask(args.broker, request, args.timeout, curve_keys.from_arguments(args, "subscriber"))
     target = "every run" if args.run_id == "*" else f"run {args.run_id}"
     log.info("sent %s to %s via %s", args.action, target, args.broker)
     print(f"sent {args.action} to {target}")

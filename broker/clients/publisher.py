@@ -24,6 +24,7 @@ from typing import Any
 
 import zmq
 
+from broker.curve.keys import ClientKeys, secure_client
 from broker.loop.drain import drain
 from broker.loop.ratelog import RateLimitedLog
 from protocol import ControlCommand, Envelope, ProtocolError, decode_control, encode
@@ -57,7 +58,9 @@ class Publisher:
         send_timeout: float = 10.0,
         send_hwm: int = SEND_HWM,
         context: zmq.Context | None = None,
+        curve: ClientKeys | None = None,
     ) -> None:
+        """``curve``: encrypt the connection with these keys (:mod:`broker.curve`)."""
         self.run_id = run_id or new_run_id()
         self.endpoint = endpoint
         self.seq = 0
@@ -72,7 +75,7 @@ class Publisher:
         self._commands: list[ControlCommand] = []
         self._ignore_log = RateLimitedLog(log, "ignored upstream frame")
         self._context: zmq.Context = context or zmq.Context.instance()
-        self._socket = keep_alive(self._context.socket(zmq.XPUB))
+        self._socket = secure_client(keep_alive(self._context.socket(zmq.XPUB)), curve)
         self._socket.setsockopt(zmq.SNDHWM, send_hwm)
         if blocking:  # wait at the high-water mark instead of dropping, but not for ever
             self._socket.setsockopt(zmq.XPUB_NODROP, 1)

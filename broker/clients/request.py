@@ -9,19 +9,23 @@ from typing import Any
 import zmq
 from pydantic import BaseModel
 
+from broker.curve.keys import ClientKeys, secure_client
 from protocol import MAX_MESSAGE_BYTES, ProtocolError, endpoints
 from protocol.errors import CommandError
 from protocol.snapshot import REPLY, ErrorReply, encode_request, parse_reply
 
 
-def ask(endpoint: str, request: BaseModel, timeout: float) -> dict[str, Any]:
+def ask(
+    endpoint: str, request: BaseModel, timeout: float, curve: ClientKeys | None = None
+) -> dict[str, Any]:
     """Send ``request`` (one of :data:`protocol.snapshot.Request`) and return the reply's
-    fields; a broker that does not answer in time, or refuses, is a CommandError."""
+    fields; a broker that does not answer in time, or refuses, is a CommandError. ``curve``:
+    the keys of a broker started with ``--curve``."""
     endpoints.check_endpoint(endpoint, "--broker")
     if not timeout > 0:
         raise CommandError(f"--timeout must be positive, got {timeout}")
     body = encode_request(request.model_copy(update={"id": 1}))
-    socket: zmq.Socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket: zmq.Socket = secure_client(zmq.Context.instance().socket(zmq.DEALER), curve)
     socket.setsockopt(zmq.LINGER, 0)
     socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     try:
@@ -49,4 +53,5 @@ def ask(endpoint: str, request: BaseModel, timeout: float) -> dict[str, Any]:
     raise CommandError(
         f"no answer from a broker at {endpoint} within {timeout:g} s; "
         "is 'mnist-live broker' running? point --broker at its --snapshot endpoint"
+        + ("" if curve is None else "; is it using the same --curve keys?")
     )

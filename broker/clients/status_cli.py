@@ -11,6 +11,7 @@ import argparse
 import json
 
 from broker.clients.request import ask
+from broker.curve import keys as curve_keys
 from protocol import endpoints
 from protocol.snapshot import StatsRequest
 
@@ -31,6 +32,7 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds to wait for the broker's answer",
     )
+    curve_keys.add_argument(parser, "client")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    stats = ask(args.broker, StatsRequest(type="stats"), args.timeout)
+    curve = curve_keys.from_arguments(args, "subscriber")
+    stats = ask(args.broker, StatsRequest(type="stats"), args.timeout, curve)
     stats.pop("id", None)
     print(json.dumps(stats, indent=2))
     return 0

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from broker.clients.clone import CloneClient
 from broker.clients.request import ask
+from broker.curve import keys as curve_keys
+from broker.curve.keys import ClientKeys
 from broker.recording.writer import RecordingWriter
 from protocol import Envelope, RunStarted, endpoints
 from protocol.cli.durations import format_duration
@@ -36,6 +38,7 @@ POLL_SECONDS = 0.1
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     endpoints.add_subscriber_arguments(parser, ", for the runs so far")
+    curve_keys.add_argument(parser, "recorder")
     parser.add_argument(
         "--out",
         default=None,
@@ -71,10 +74,10 @@ def output_path(args: argparse.Namespace) -> Path:
     return out
 
 
-def finished_runs(snapshot: str) -> set[str]:
+def finished_runs(snapshot: str, curve: ClientKeys | None = None) -> set[str]:
     """The runs the broker already holds as finished (so --until-finished waits for a new one)."""
     try:
-        reply = ask(snapshot, RunsRequest(type="runs"), timeout=1.0)
+        reply = ask(snapshot, RunsRequest(type="runs"), timeout=1.0, curve=curve)
     except CommandError:
         log.info("no broker at %s yet; waiting for one", snapshot)
         return set()
@@ -103,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
     out = output_path(args)
     replace = out.exists()  # only with --force: written aside, moved over at the first message
     path = out.with_name(f".{out.name}.{os.getpid()}.partial") if replace else out
-    already_finished = finished_runs(snapshot) if args.until_finished else set()
-    client = CloneClient(args.connect, snapshot)
+    curve = curve_keys.from_arguments(args, "subscriber")
+    already_finished = finished_runs(snapshot, curve) if args.until_finished else set()
+    client = CloneClient(args.connect, snapshot, curve=curve)
     try:
         writer = RecordingWriter(path, source=args.connect)
     except OSError as exc:

@@ -25,6 +25,7 @@ import zmq
 
 from broker.clients.publisher import Publisher
 from broker.clients.run_control import RunControl
+from broker.curve.keys import ClientKeys
 from broker.recording.reader import RecordingReader, pick_run
 from broker.recording.replay_plan import in_seq_order, plan, replay_run_id, scan
 from protocol import RunFinished, RunStatus
@@ -81,7 +82,9 @@ class Replay:
         loop: bool = False,
         wait_for_broker: float = 10.0,
         progress: bool = True,
+        curve: ClientKeys | None = None,
     ) -> None:
+        self.curve = curve
         if not speed > 0:
             raise CommandError(f"the speed must be positive, got {speed}")
         self.path = Path(path)
@@ -173,6 +176,7 @@ class Replay:
             linger_ms=LINGER_MS,
             blocking=True,
             context=context,
+            curve=self.curve,
         )
         waited = time.monotonic()
         first_look = min(0.5, self.wait_for_broker)

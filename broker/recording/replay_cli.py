@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from broker.curve import keys as curve_keys
 from broker.recording.replay import Replay
 from broker.recording.replay_plan import parse_offset, parse_speed
 from protocol import endpoints
@@ -23,6 +24,7 @@ log = logging.getLogger("broker.replay")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recording", metavar="FILE", help="the .mcap recording to replay")
     endpoints.add_publisher_argument(parser)
+    curve_keys.add_argument(parser, "publisher")
     parser.add_argument(
         "--speed",
         default="1",
@@ -68,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     endpoints.check_endpoint(args.connect, "--connect")
+    curve = curve_keys.from_arguments(args, "publisher")
     speed = parse_speed(args.speed)
     if args.from_time is not None and args.from_step is not None:
         raise CommandError("give --from or --from-step, not both")
@@ -97,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         loop=args.loop,
         wait_for_broker=wait,
         progress=not args.quiet,
+        curve=curve,
     )
     replay.run()
     return 0

@@ -36,6 +36,7 @@ COMMANDS: dict[str, Command] = {
     "control": Command(
         "broker.clients.control_cli", "pause, resume, stop or pace the trainers via the broker"
     ),
+    "keys": Command("broker.curve.keys_cli", "make the CURVE keys that --curve DIR reads"),
     "protocol": Command("protocol.cli.schema", "print the wire protocol's JSON Schema"),
     "data": Command("trainer.data_cli", "download datasets ahead of a talk, list what is cached"),
 }

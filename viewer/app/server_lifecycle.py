@@ -39,7 +39,7 @@ def on_server_loaded(server_context) -> None:
     if _settings.replay:  # a recording played back: no broker
         playback.start(_settings.replay, _settings.replay_run)
     else:
-        live.start(_settings.connect, _settings.snapshot)
+        live.start(_settings.connect, _settings.snapshot, _settings.curve_keys)
     batching.settle_id_setting()
     # Bokeh checks every session's page for layout mistakes as it is built (a tenth of the
     # cost of opening one); the page is always the same, and the test suite checks it once.

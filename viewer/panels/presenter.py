@@ -242,7 +242,7 @@ class PresenterControls:
             type="control", command=command.model_dump(), token=self.settings.presenter_token
         )
         try:
-            ask(endpoint, body, COMMAND_TIMEOUT)
+            ask(endpoint, body, COMMAND_TIMEOUT, self.settings.curve_keys)
         except CommandError as exc:
             log.warning("presenter %s not sent via %s: %s", command.command, endpoint, exc)
             outcome = f"{command.command} not sent: {exc}"

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+from broker.curve import keys as curve_keys
+from broker.curve.keys import ClientKeys
 from protocol import endpoints, tokens
 
 Theme = Literal["light", "dark"]
@@ -35,6 +38,13 @@ class ViewerSettings:
     """Every session gets the playback controls, not only the presenter's (this machine only)."""
     prebuild: int = 0
     """Audience pages built ahead in each process (:mod:`viewer.pages`)."""
+    curve: str | None = None
+    """The key folder of a broker started with ``--curve`` (:mod:`broker.curve`)."""
+
+    @property
+    def curve_keys(self) -> ClientKeys | None:
+        """This viewer's CURVE keys, when the broker wants them."""
+        return curve_keys.client_keys(Path(self.curve), "subscriber") if self.curve else None
 
     @property
     def snapshot_endpoint(self) -> str:
@@ -60,6 +70,7 @@ def app_parser() -> argparse.ArgumentParser:
     parser.add_argument("--replay-run", default=None)
     parser.add_argument("--open-controls", action="store_true")
     parser.add_argument("--prebuild", type=int, default=0)
+    parser.add_argument("--curve", default=None)
     return parser
 
 
@@ -96,6 +107,8 @@ def app_argv(settings: ViewerSettings) -> list[str]:
         argv.append("--open-controls")
     if settings.prebuild:
         argv += [f"--prebuild={settings.prebuild}"]
+    if settings.curve:
+        argv += [f"--curve={settings.curve}"]
     return argv
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import zmq
 
 from broker.clients.clone import CloneClient
+from broker.curve.keys import ClientKeys
 from protocol import Envelope
 from viewer.runs.state import RunHistory
 from viewer.sources import RunSource, install
@@ -38,8 +39,10 @@ class Hub:
         snapshot_endpoint: str | None = None,
         *,
         context: zmq.Context | None = None,
+        curve: ClientKeys | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.curve = curve
         self.snapshot_endpoint = snapshot_endpoint
         self.lock = threading.Lock()
         self.runs: OrderedDict[str, RunHistory] = OrderedDict()
@@ -93,7 +96,11 @@ class Hub:
 
     def _receive_loop(self) -> None:
         client = CloneClient(
-            self.endpoint, self.snapshot_endpoint, max_runs=RUNS_KEPT, context=self._context
+            self.endpoint,
+            self.snapshot_endpoint,
+            max_runs=RUNS_KEPT,
+            context=self._context,
+            curve=self.curve,
         )
         client.start()
         try:
@@ -125,11 +132,13 @@ class Hub:
                     )  # fmt: skip
 
 
-def start(endpoint: str, snapshot_endpoint: str | None = None) -> RunSource:
+def start(
+    endpoint: str, snapshot_endpoint: str | None = None, curve: ClientKeys | None = None
+) -> RunSource:
     """Subscribe this process to the broker, once (:func:`viewer.sources.install`)."""
 
     def subscribe() -> Hub:
-        live = Hub(endpoint, snapshot_endpoint)
+        live = Hub(endpoint, snapshot_endpoint, curve=curve)
         live.start()
         return live
 
