@@ -40,6 +40,9 @@ log = logging.getLogger("viewer")
 
 SESSION_REFRESH = 1.0
 """Seconds between header refreshes (unless the status changes): speed, ETA, viewers, lag."""
+BROKER_LOST_AFTER = 3.0
+"""Seconds without a word from the broker before pages say it is unreachable: it answers the
+subscription's check every second, so three missed answers."""
 SILENT_AFTER = 2.0
 """Seconds without a message from a live run before its pages say the trainer is silent (the
 header is redrawn at that moment, so a killed trainer shows within 2.5 s)."""
@@ -195,7 +198,7 @@ class Dashboard:
         now = time.time()
         if self.controls is not None:
             self.controls.refresh(run)
-        silence_changed = (self._silent(now) is not None) != self.shown_silent
+        silence_changed = (self._alarm(now) is not None) != self.shown_silent
         header_due = now >= self.header_due or silence_changed
         unchanged = run is self.run and (run is None or run.version == self.cursor.version)
         if unchanged and not header_due:
@@ -285,9 +288,17 @@ class Dashboard:
             return ""
         now = time.time() if now is None else now
         pinned = self.header.pin.active
+        alarm = self._alarm(now)
+        self.shown_silent = alarm is not None
+        return Header.session_part(stats.sessions_open, self.lag_ms, pinned, alarm)
+
+    def _alarm(self, now: float) -> str | None:
+        """What the page must say is wrong: the broker gone quiet, else the trainer."""
+        lost = self.hub.broker_silence() if self.live else None
+        if lost is not None and lost >= BROKER_LOST_AFTER:
+            return f"broker unreachable for {lost:.0f} s"
         silent = self._silent(now)
-        self.shown_silent = silent is not None
-        return Header.session_part(stats.sessions_open, self.lag_ms, pinned, silent)
+        return None if silent is None else f"trainer silent for {silent:.0f} s"
 
     def _silent(self, now: float) -> float | None:
         """Seconds since the live run's trainer was last heard, once past :data:`SILENT_AFTER`

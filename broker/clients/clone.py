@@ -95,6 +95,9 @@ class CloneClient:
         self.counts: Counter[str] = Counter()
         self.broker_id: str | None = None
         self.phase = Phase.ASKING
+        self.heard_at = time.monotonic()
+        """When the broker was last heard from (a message or a reply; it answers the check
+        every ``check_interval``), on the monotonic clock."""
         self._asking: int | None = None  # id of the "runs" request while asking
         self._asking_deadline = 0.0
         self._check: int | None = None  # id of the outstanding periodic "runs" request
@@ -134,6 +137,7 @@ class CloneClient:
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.sub.connect(self.out_endpoint)
         self.dealer.connect(self.snapshot_endpoint)
+        self.heard_at = time.monotonic()
         self._asking = self._request(RunsRequest(type="runs"))
         self._asking_deadline = time.monotonic() + self.request_timeout
         self._next_check = time.monotonic() + self.check_interval
@@ -151,6 +155,8 @@ class CloneClient:
                 self._drain_live()
             if self.dealer in events:
                 self._drain_replies()
+            if events:
+                self.heard_at = time.monotonic()
             self._service(time.monotonic())
             if self._ready or time.monotonic() >= deadline:
                 out = list(self._ready)

@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     status = StatusLine()
     seen: set[str] = set()
     done = False
+    failed: OSError | None = None
     try:
         client.start()
         log.info("recording %s to %s", args.connect, out)
@@ -137,11 +138,22 @@ def run(args: argparse.Namespace) -> int:
             status.update(writer.messages, writer.size(), len(writer.runs))
     except KeyboardInterrupt:
         pass
+    except OSError as exc:  # a full or failing disk: what is written so far stays readable
+        failed = exc
     finally:
         with signals_ignored():
             status.close()
             client.close()
-            writer.close()
+            try:
+                writer.close()
+            except OSError as exc:
+                failed = failed or exc
+            if failed is not None:
+                raise CommandError(
+                    f"--out {out}: {failed.strerror or failed}; the recording stopped after "
+                    f"{writer.messages} messages; what reached the disk reads up to the cut "
+                    f"(see 'mnist-live inspect {out}'; --repair makes it a whole file)"
+                ) from None
             if replace:  # nothing arrived: the old recording stays as it was
                 path.unlink(missing_ok=True)
                 log.info("nothing recorded; %s left as it was", out)

@@ -110,11 +110,12 @@ class Header:
 
     @staticmethod
     def session_part(
-        viewers: int, lag_ms: float | None, pinned: bool, silent_seconds: float | None = None
+        viewers: int, lag_ms: float | None, pinned: bool, alarm: str | None = None
     ) -> str:
+        """``alarm``: what has gone quiet ("trainer silent for 3 s"), shown instead of the lag."""
         parts = [f"{viewers} viewer{'s' if viewers != 1 else ''} connected"]
-        if silent_seconds is not None:
-            parts.append(f'<span class="silent">trainer silent for {silent_seconds:.0f} s</span>')
+        if alarm is not None:
+            parts.append(f'<span class="silent">{html.escape(alarm)}</span>')
         elif lag_ms is not None:
             parts.append(f"lag {lag_ms:,.0f} ms")
         if pinned:

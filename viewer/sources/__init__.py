@@ -35,6 +35,10 @@ class RunSource(Protocol):
 
     def stop(self) -> None: ...
 
+    def broker_silence(self) -> float | None:
+        """Seconds since the broker was last heard from (None: no broker behind this source).
+        Called on every frame of every session: cheap, no lock."""
+
     def figures(self) -> dict[str, Any]:
         """``running``, ``received``, ``rejected``, ``last_message_age``: for ``/healthz``."""
 

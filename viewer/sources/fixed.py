@@ -31,6 +31,9 @@ class FixedRun:
     def stop(self) -> None:
         pass
 
+    def broker_silence(self) -> float | None:
+        return None
+
     def figures(self) -> dict[str, Any]:
         return {
             "running": True,

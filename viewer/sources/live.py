@@ -51,6 +51,7 @@ class Hub:
         self.unusable = 0
         """Messages that validated yet could not be folded (a bug here, not the sender's):
         skipped and counted, so one cannot end the subscription."""
+        self._broker_heard_at: float | None = None
         self._context = context or zmq.Context.instance()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._receive_loop, name="viewer-hub", daemon=True)
@@ -83,6 +84,10 @@ class Hub:
         if self._thread.is_alive():
             self._thread.join(timeout=2)
 
+    def broker_silence(self) -> float | None:
+        heard = self._broker_heard_at
+        return None if heard is None else time.monotonic() - heard
+
     def figures(self) -> dict[str, Any]:
         """For ``/healthz`` and ``/metrics``: is the subscription alive, what arrived, when."""
         with self.lock:
@@ -107,6 +112,7 @@ class Hub:
             while not self._stop.is_set():
                 for message in client.poll(0.2):
                     self.apply(message)
+                self._broker_heard_at = client.heard_at
                 self.rejected = client.counts["rejected"]
         finally:
             client.close()

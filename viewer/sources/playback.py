@@ -74,6 +74,9 @@ class ReplayHub:
     def start(self) -> None:
         self._thread.start()
 
+    def broker_silence(self) -> float | None:
+        return None
+
     def figures(self) -> dict[str, Any]:
         """For ``/healthz`` and ``/metrics``: the playback thread stands in for a subscription,
         and the messages now on the page count as received."""
