@@ -132,11 +132,11 @@ def talk(programs: Programs, tmp_path: Path) -> Iterator[tuple[Talk, Probe]]:
     talk.broker_in = f"tcp://127.0.0.1:{free_tcp_port()}"
     talk.broker_out = f"tcp://127.0.0.1:{free_tcp_port_pair()}"
     talk.port = free_tcp_port()
+    trainer = ("--dataset", "synthetic", "--epochs", "100", "--steps-per-second", str(PACE))
     talk.args = {
         "broker": ("broker", "--in", talk.broker_in, "--out", talk.broker_out),
         "viewer": ("view", "--connect", talk.broker_out, "--port", str(talk.port)),
-        "trainer": ("train", "--connect", talk.broker_in, "--dataset", "synthetic",
-                    "--epochs", "100", "--steps-per-second", str(PACE), "--quiet"),  # fmt: skip
+        "trainer": ("train", "--connect", talk.broker_in, *trainer, "--quiet"),
     }
     for name in ("broker", "viewer", "trainer"):
         talk.start(name)
