@@ -19,6 +19,7 @@ import zmq
 from broker.curve import keys as curve_keys
 from broker.forwarder import Forwarder
 from broker.history import RUNS_KEPT
+from broker.loop.memory import return_freed_memory
 from broker.recording.recorder import RunRecorder
 from protocol import MAX_MESSAGE_BYTES, endpoints, tokens
 from protocol.cli.signals import signals_ignored
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     if args.runs_kept < 1:
         raise CommandError(f"--runs-kept must be at least 1, got {args.runs_kept}")
     token, token_source = tokens.presenter_token(args.presenter_token_file)
+    return_freed_memory()
     curve = curve_keys.server_keys(args.curve) if args.curve is not None else None
     recorder = None
     if args.record is not None:

@@ -41,6 +41,13 @@ SUBSCRIBER_HWM = 10_000
 """Messages queued per subscriber before ZeroMQ drops for that subscriber alone: about eight
 minutes of a default run, or a few seconds of a re-publish burst. A subscriber that falls
 further behind sees a sequence gap and repairs it from the snapshot service."""
+SUBSCRIBER_STALL_MS = 10_000
+"""A subscriber whose TCP window stays shut this long (it takes nothing) is cut off by the
+kernel (``TCP_USER_TIMEOUT``), even one whose ZeroMQ still answers heartbeats; a stopped one
+is cut sooner, by the heartbeat timeout. Either way what was queued for it is freed (and,
+with :mod:`broker.loop.memory`, handed back to the system): ZeroMQ's high-water mark counts
+messages, not bytes, so a stalled subscriber pins what the broker forwards in those seconds
+and no more. When it wakes it reconnects and repairs the gap from the snapshot service."""
 FREEZE_EVERY = 20_000
 _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 _LAST = _NOBLOCK = int(zmq.NOBLOCK)
@@ -99,6 +106,7 @@ class Forwarder:
         self.backend.setsockopt(zmq.SNDHWM, subscriber_hwm)
         self.backend.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscribe: count subscribers
         self.backend.setsockopt(zmq.LINGER, 0)
+        self.backend.setsockopt(zmq.TCP_MAXRT, SUBSCRIBER_STALL_MS)
         self.router = keep_alive(context.socket(zmq.ROUTER))
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # full client pipe: EAGAIN, not a drop
         self.router.setsockopt(zmq.SNDHWM, REPLY_HWM)

@@ -15,6 +15,7 @@ and of a recorder for 5 s; a recording's disk filling up. After each:
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -24,13 +25,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 from bokeh.client import ClientSession, pull_session
 
 from broker.clients.clone import CloneClient
+from broker.clients.publisher import Publisher
 from broker.recording.reader import RecordingReader
 from protocol.endpoints import free_tcp_port, free_tcp_port_pair
-from tests.conftest import Programs, run_cli, wait_until
+from tests.conftest import Programs, collect, run_cli, wait_until
 from tests.documents import header, receive
 
 pytestmark = pytest.mark.slow
@@ -322,3 +325,66 @@ def test_a_full_disk_under_a_recording(talk) -> None:
         assert "not closed" in inspected.stdout, inspected.stdout
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+STOPPED_SUBSCRIBER = """
+import sys, time, zmq
+socket = zmq.Context.instance().socket(zmq.SUB)
+socket.subscribe(b"")
+socket.connect(sys.argv[2])  # argv[1] names the log
+time.sleep(120)
+"""
+
+
+def test_a_stopped_subscriber_pins_large_messages_only_for_a_while(programs, endpoint) -> None:
+    """The attack: a subscriber that stops reading while 25 models of 14 MB pass. The broker
+    cuts it off once its window has been shut for ``SUBSCRIBER_STALL_MS``, its memory goes
+    back to the system, and a reading subscriber gets the whole run meanwhile."""
+    from broker.forwarder import SUBSCRIBER_STALL_MS
+    from protocol import ModelWeights, RunStarted
+    from tests.test_presenter import run_started_fields
+
+    in_, out, snap = endpoint(), endpoint(), endpoint()
+    broker = programs.start("broker", "--in", in_, "--out", out, "--snapshot", snap)
+    publisher = Publisher(in_)
+    assert publisher.wait_for_subscriber(20)
+    stopped = programs.start("subscriber", out, python_args=("-c", STOPPED_SUBSCRIBER))
+    reader = CloneClient(out, snap)
+    reader.start()
+    try:
+        time.sleep(1)
+        stopped.send_signal(signal.SIGSTOP)
+        before = rss_mb(broker.pid)
+        fields = run_started_fields()
+        sizes = [784, 2048, 1024, 10]
+        architecture = fields["architecture"].model_copy(update={"layer_sizes": sizes})
+        publisher.send(RunStarted, **fields)
+        count = sum(a * b + b for a, b in itertools.pairwise(sizes))
+        for step in range(25):
+            parameters = np.full(count, step, np.float32)
+            publisher.send(ModelWeights, step=step, epoch=0, architecture=architecture,
+                           parameters=parameters)  # fmt: skip
+            collect(reader, 2 if step == 0 else 1, timeout=10)
+        peak = rss_mb(broker.pid)
+        cut = time.monotonic()
+        wait_until(lambda: rss_mb(broker.pid) < before + 64, SUBSCRIBER_STALL_MS / 1000 + 10,
+                   message="the stopped subscriber's queue freed")  # fmt: skip
+        after = rss_mb(broker.pid)
+        print(
+            f"broker RSS {before:.0f} MB before, {peak:.0f} MB with the subscriber stopped, "
+            f"{after:.0f} MB {time.monotonic() - cut:.1f} s later"
+        )
+        assert peak > before + 200, "the attack did pin memory (else the test proves nothing)"
+        assert broker.poll() is None and reader.counts["unrepairable"] == 0
+    finally:
+        reader.close()
+        publisher.close(0)
+        stopped.send_signal(signal.SIGCONT)
+    assert "subscriber left" in programs.output(broker)
