@@ -178,3 +178,20 @@ def test_bench_fanout_via_nginx_smoke(tmp_path: Path) -> None:
     assert summary["via_nginx"] is True and summary["backends"] == 3
     assert summary["frames_received_mean"] > 0 and summary["sessions_failed"] == 0
     assert summary["nginx_cpu_percent"] is not None and summary["nginx_cpu_percent"] >= 0
+
+
+@pytest.mark.slow
+def test_soak_smoke(tmp_path: Path) -> None:
+    """A one-minute talk at 20x with three viewers: nothing lost anywhere, every session at the
+    run's last step, every process measured."""
+    summary = run_bench(tmp_path, "soak", "--minutes", "1", "--speedup", "20", "--viewers", "3",
+                        "--sample-every", "1")  # fmt: skip
+    assert summary["published"] >= 1000 and summary["trainer_dropped"] == 0
+    assert summary["broker_received"] == summary["published"] == summary["viewer_received"]
+    assert summary["broker_dropped"] == {} and summary["viewer_rejected"] == 0
+    assert summary["lost_before_the_broker"] == summary["lost_before_the_viewer"] == 0
+    assert summary["sessions_closed_early"] == 0
+    assert summary["sessions_final_steps"] == [summary["trainer_steps"]]
+    for name in ("broker", "viewer", "trainer", "sessions_client"):
+        assert summary["memory_mb"][name]["start"] > 0 and summary["memory_mb"][name]["end"] > 0
+    assert "tracebacks_in" not in summary

@@ -212,12 +212,17 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         publisher.close()
+    published = {"messages": publisher.seq, "dropped": publisher.dropped}
+    log.info("published %d messages, %d dropped at the send queue", publisher.seq,
+             publisher.dropped)  # fmt: skip
     if args.summary:
-        _write_summary(args.summary, dataset, config, result)
+        _write_summary(args.summary, dataset, config, result, published)
     return 0 if result.status in ("completed", "stopped") else 1
 
 
-def _write_summary(path: Path, dataset: Dataset, config: TrainConfig, result: RunResult) -> None:
+def _write_summary(
+    path: Path, dataset: Dataset, config: TrainConfig, result: RunResult, published: dict
+) -> None:
     summary = {
         "dataset": {
             "name": dataset.name,
@@ -235,6 +240,7 @@ def _write_summary(path: Path, dataset: Dataset, config: TrainConfig, result: Ru
         "epochs": result.epochs_completed,
         "wall_seconds": round(result.wall_seconds, 3),
         "samples_per_second": round(result.samples_per_second, 1),
+        "published": published,
     }
     with atomic_file(path) as file:
         file.write((json.dumps(summary, indent=2) + "\n").encode())
