@@ -270,11 +270,15 @@ class Session(asyncio.Protocol):
             raise
         self.pulled_at = time.time()
 
-    def _send_message(self, msgtype: str) -> None:
+    def _send_message(self, msgtype: str, content: Any = None) -> None:
         header = {"msgid": generate_session_id()[:16], "msgtype": msgtype}
         assert self._transport is not None
-        for text in (json.dumps(header), "{}", "{}"):
+        for text in (json.dumps(header), "{}", json.dumps(content if content is not None else {})):
             self._transport.write(_frame(0x1, text.encode()))
+
+    def send(self, msgtype: str, content: Any) -> None:
+        """Send the server a Bokeh message of ours (a test's hostile PATCH-DOC, for one)."""
+        self._send_message(msgtype, content)
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 

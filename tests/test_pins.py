@@ -56,3 +56,9 @@ def test_the_internals_we_use_are_there() -> None:
     assert "self.stream = " in inspect.getsource(WebSocketProtocol13)
     assert "write_lock" in WSHandler.__init__.__code__.co_names
     assert isinstance(serialization._simple_id, int) and serialization._simple_id_lock
+    # viewer/server/browser_changes.py: the handlers the protocol handler looks up when made
+    from bokeh.server.protocol_handler import ProtocolHandler
+
+    source = inspect.getsource(ProtocolHandler.__init__)
+    assert "ServerSession.patch" in source and "ServerSession.push" in source
+    assert isinstance(inspect.getattr_static(ServerSession, "patch"), classmethod)

@@ -20,6 +20,7 @@ from typing import Any
 from tornado.web import RequestHandler
 
 from viewer import sources
+from viewer.server.browser_changes import refusals
 from viewer.server.stats import ViewerStats, stats
 
 RECEIVING_WITHIN = 10.0
@@ -90,6 +91,10 @@ def metrics(viewer: ViewerStats = stats) -> str:
          [("", state["received"])]),
         (f"{p}_messages_rejected_total", "counter", "Broker messages that did not validate.",
          [("", state["rejected"])]),
+        (f"{p}_browser_changes_refused_total", "counter",
+         "Changes a browser sent for its own page that were refused.",
+         [(f'{p}_browser_changes_refused_total{{why="{why}"}}', count)
+          for why, count in (("data", refusals.data), ("invalid", refusals.invalid))]),
         (f"{p}_updates_sent_total", "counter", "Coalesced updates pushed to sessions.",
          [("", viewer.updates_sent)]),
         (f"{p}_frames_encoded_total", "counter", "Frames encoded once for every session.",

@@ -19,7 +19,7 @@ from bokeh.application import Application
 from bokeh.application.handlers.directory import DirectoryHandler
 from bokeh.server.server import Server
 
-from viewer.server import deflate, ops
+from viewer.server import browser_changes, deflate, ops
 from viewer.server.settings import ViewerSettings, app_argv
 
 log = logging.getLogger("viewer")
@@ -92,6 +92,7 @@ def make_server(
         argv += [f"--audience-url={audience_url}"]
     app = Application(DirectoryHandler(filename=str(APP_DIR), argv=argv))
     deflate.install()
+    browser_changes.install()
     return Server(
         {"/": app},
         port=port,

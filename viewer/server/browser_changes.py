@@ -1,0 +1,103 @@
+"""What a browser may change in its own session: widget and view state, never data.
+
+Bokeh lets each browser send PATCH-DOC messages that change its session's server-side copy
+of the page. The page needs a few of them (the pin toggle, the pace slider, a plot's range
+and size as the user zooms or the window resizes), all ``ModelChanged`` of small properties.
+Nothing on this page sends data back: its sources are filled by the server, and the pictures
+are decoded into sources the browser keeps to itself. So a change that streams into, patches
+or replaces a source's data, or adds or removes roots, is dropped and counted: such a client
+could otherwise grow the viewer by a hundred megabytes. A change Bokeh cannot apply (a
+reference to a model that is not there) is refused with one log line at a bounded rate,
+where Bokeh logs a full traceback for each (510 kB for 100 of them).
+
+A PUSH-DOC (a browser replacing the whole document) is refused outright.
+
+Bokeh has no hook for this; :func:`install` wraps ``ServerSession.patch`` and replaces
+``ServerSession.push``, the handlers Bokeh's protocol handler looks up when a server is made
+(pinned with Bokeh, checked by ``tests/test_pins.py``), before any server is made.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import Any
+
+from bokeh.server.session import ServerSession
+
+log = logging.getLogger("viewer.browser")
+
+DATA_EVENTS = frozenset({"ColumnsStreamed", "ColumnsPatched", "ColumnDataChanged"})
+STRUCTURE_EVENTS = frozenset({"RootAdded", "RootRemoved", "TitleChanged"})
+DATA_PROPERTIES = frozenset({"data"})
+"""``ModelChanged`` of these replaces a source's data wholesale: refused too."""
+LOG_EVERY = 5.0
+
+
+class Refusals:
+    """How many browser changes were refused, and when that was last said in the log."""
+
+    def __init__(self) -> None:
+        self.data = 0
+        self.invalid = 0
+        self._said = -LOG_EVERY
+        self._unsaid = 0
+
+    def note(self, now: float, what: str) -> None:
+        if now - self._said >= LOG_EVERY:
+            more = f" (+{self._unsaid} more since)" if self._unsaid else ""
+            log.warning("refused a browser's change: %s%s", what[:200], more)
+            self._said, self._unsaid = now, 0
+        else:
+            self._unsaid += 1
+
+
+refusals = Refusals()
+
+
+def refused(content: Any) -> str | None:
+    """Why a PATCH-DOC's content is refused, or None if every event is a small view change."""
+    events = content.get("events") if isinstance(content, dict) else None
+    if not isinstance(events, list):
+        return "a patch without a list of events"
+    for event in events:
+        kind = event.get("kind") if isinstance(event, dict) else None
+        if kind in DATA_EVENTS or kind in STRUCTURE_EVENTS:
+            return f"{kind} (a browser sends no data to this page)"
+        if kind == "ModelChanged" and event.get("attr") in DATA_PROPERTIES:
+            return "a source's data replaced (a browser sends no data to this page)"
+        if kind != "ModelChanged":
+            return f"an event of kind {str(kind)[:40]!r}"
+    return None
+
+
+def install() -> None:
+    """Guard every session's PATCH-DOC handler in this process (idempotent)."""
+    original = ServerSession.patch
+    if getattr(original, "_mnist_live", False):
+        return
+    handle = original.__func__  # type: ignore[attr-defined]
+
+    @functools.wraps(handle)
+    async def guarded(cls: type[ServerSession], message: Any, connection: Any) -> Any:
+        reason = refused(message.content)
+        if reason is not None:
+            refusals.data += 1
+            refusals.note(time.monotonic(), reason)
+            return connection.error(message, "refused: " + reason)
+        try:
+            return await handle(cls, message, connection)
+        except Exception as exc:  # what Bokeh cannot apply: one line, not a traceback
+            refusals.invalid += 1
+            refusals.note(time.monotonic(), f"{type(exc).__name__}: {exc}")
+            return connection.error(message, "refused: the change does not apply")
+
+    async def no_push(cls: type[ServerSession], message: Any, connection: Any) -> Any:
+        refusals.data += 1
+        refusals.note(time.monotonic(), "PUSH-DOC (a browser never replaces this page)")
+        return connection.error(message, "refused: this page takes no document from a browser")
+
+    guarded._mnist_live = True  # type: ignore[attr-defined]
+    ServerSession.patch = classmethod(guarded)  # type: ignore[method-assign, assignment]
+    ServerSession.push = classmethod(no_push)  # type: ignore[method-assign, assignment]
