@@ -97,7 +97,7 @@ class Forwarder:
         self.broker_id = secrets.token_hex(4)
         self._drop_log = RateLimitedLog(log, "dropped invalid message")
         context = context or zmq.Context.instance()
-        self.gate = Gate(context, curve) if curve is not None else None
+        self.gate: Gate | None = None
         self.frontend = keep_alive(context.socket(zmq.XSUB))
         self.frontend.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self.frontend.setsockopt(zmq.RCVHWM, PUBLISHER_HWM)
@@ -112,11 +112,12 @@ class Forwarder:
         self.router.setsockopt(zmq.SNDHWM, REPLY_HWM)
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES + 1024)
         self.router.setsockopt(zmq.LINGER, 0)
-        if self.gate is not None:
-            self.gate.secure(self.frontend, "publisher", "in")
-            self.gate.secure(self.backend, "subscriber", "out")
-            self.gate.secure(self.router, "subscriber", "snapshot")
         try:
+            if curve is not None:  # the gate (a ZAP handler) is up before anything is bound
+                self.gate = Gate(context, curve)
+                self.gate.secure(self.frontend, "publisher", "in")
+                self.gate.secure(self.backend, "subscriber", "out")
+                self.gate.secure(self.router, "subscriber", "snapshot")
             self.frontend.bind(in_endpoint)
             self.backend.bind(out_endpoint)
             self.router.bind(snapshot_endpoint or snapshot_endpoint_for(out_endpoint))

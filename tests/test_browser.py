@@ -69,6 +69,7 @@ def test_demo_shows_curves_growing_and_predictions_changing(programs, browser, t
     assert _only_local_requests(browser, port)
     assert programs.stop(demo, signal.SIGINT) == 0
     assert "Traceback" not in programs.output(demo)
+    assert "refused a browser" not in programs.output(demo), "a real page's changes all pass"
 
 
 def _with_data(state: dict | None) -> dict | None:
@@ -176,6 +177,7 @@ def test_presenter_pauses_and_resumes_while_the_audience_watches(programs, brows
     for process in (trainer, viewer):
         programs.stop(process, signal.SIGINT)
     assert "Traceback" not in programs.output(viewer)
+    assert "refused a browser" not in programs.output(viewer), "a real page's changes all pass"
 
 
 def _header(browser) -> dict | None:

@@ -33,7 +33,7 @@ def hostile(source_id: str, n: int) -> list[tuple[str, dict]]:
         "rollover": None,
     }
     replace = {"kind": "ModelChanged", "model": {"id": source_id}, "attr": "data", "new": HUGE}
-    dangling = {"kind": "ModelChanged", "model": {"id": "p-nowhere"}, "attr": "x", "new": 1}
+    dangling = {"kind": "ModelChanged", "model": {"id": "p-nowhere"}, "attr": "start", "new": 1}
     return (
         [("PATCH-DOC", {"events": [stream]})] * n
         + [("PATCH-DOC", {"events": [replace]})] * n
@@ -51,12 +51,30 @@ def rss_mb(pid: int) -> float:
 
 
 def test_the_rules_let_view_state_through_and_nothing_else() -> None:
-    assert refused({"events": [{"kind": "ModelChanged", "attr": "start", "new": 3}]}) is None
-    assert refused({"events": [{"kind": "ModelChanged", "attr": "active", "new": True}]}) is None
+    def change(attr: str, new: object) -> dict:
+        return {"events": [{"kind": "ModelChanged", "model": {"id": "p1"}, "attr": attr,
+                            "new": new}]}  # fmt: skip
+
+    def event(name: str, msg_type: str = "bokeh_event") -> dict:
+        data = {"type": "event", "name": name, "values": {"type": "map"}}
+        return {"events": [{"kind": "MessageSent", "msg_type": msg_type, "msg_data": data}]}
+
+    for attr, new in (("start", 3.5), ("active", True), ("value_throttled", 20),
+                      ("inner_width", 800), ("visible", False), ("indices", [1, 2])):  # fmt: skip
+        assert refused(change(attr, new)) is None, attr
+    assert refused(event("button_click")) is None and refused(event("document_ready")) is None
     for kind in ("ColumnsStreamed", "ColumnsPatched", "ColumnDataChanged", "RootAdded"):
         assert refused({"events": [{"kind": kind}]}) is not None
-    assert refused({"events": [{"kind": "ModelChanged", "attr": "data", "new": {}}]})
-    assert refused({"events": [{"kind": "MessageSent"}]}) and refused({}) and refused([])
+    assert refused(change("data", {}))
+    assert refused(change("text", "<b>hi</b>")) and refused(change("renderers", []))
+    new_model = {"type": "object", "name": "ColumnDataSource", "id": "x", "attributes": {}}
+    assert refused(change("value", {"type": "map", "entries": [["a", new_model]]}))
+    deep: object = 1
+    for _ in range(40):
+        deep = [deep]
+    assert refused(change("indices", deep))
+    assert refused(event("tap")) and refused(event("button_click", msg_type="other"))
+    assert refused({}) and refused([]) and refused({"events": ["x"]})
 
 
 def test_a_hostile_page_is_refused_counted_and_quiet(programs) -> None:

@@ -134,7 +134,11 @@ def test_an_unlisted_subscriber_reads_nothing_and_commands_nothing(
                 client.close()
         assert listed.poll_commands() == []
         assert secured.service.counts["control"] == 0
-        assert refused_at(secured, "snapshot") >= 2 and refused_at(secured, "out") >= 2
+        wait_until(
+            lambda: refused_at(secured, "snapshot") >= 2 and refused_at(secured, "out") >= 2,
+            5,
+            message="both refusals counted",
+        )
         # the listed subscriber's command, with the token, is relayed
         ask(secured.snapshot_endpoint, pause, 5, keys.client_keys(folder, "subscriber"))
         commands = wait_until(listed.poll_commands, 5, message="the relayed pause")

@@ -33,8 +33,9 @@ REFUSALS: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake failed",
 }
 RELOAD_SECONDS = 1.0
-"""An unknown key rereads the lists at most this often: a key added to a folder is admitted
-without a restart, and a flood of unknown keys cannot keep the disk busy."""
+"""A handshake rereads the lists when they are older than this: a key added to a folder is
+admitted, and one removed refused, from the next connection on, without a restart (a
+connection already made stays), and a flood of handshakes cannot keep the disk busy."""
 
 
 class _Listed:
@@ -43,16 +44,21 @@ class _Listed:
     def __init__(self, keys: ServerKeys) -> None:
         self.keys = keys
         self._lock = threading.Lock()
-        self._lists = {ALLOWED[role]: keys.allowed(role) for role in ROLES}
+        self._lists: dict[str, set[bytes]] = {}
+        self._read_at = 0.0
+        self._reread()
+
+    def _reread(self) -> None:
+        for role in ROLES:
+            keys = self.keys.allowed(role)
+            if keys is not None:  # an unreadable folder keeps the list it had
+                self._lists[ALLOWED[role]] = keys
         self._read_at = time.monotonic()
 
     def callback(self, domain: str, key: bytes) -> bool:
         with self._lock:
-            if key in self._lists.get(domain, ()):
-                return True
             if time.monotonic() - self._read_at >= RELOAD_SECONDS:
-                self._lists = {ALLOWED[role]: self.keys.allowed(role) for role in ROLES}
-                self._read_at = time.monotonic()
+                self._reread()
             return key in self._lists.get(domain, ())
 
 

@@ -11,8 +11,9 @@
 
 A program started with ``--curve DIR`` reads the broker's public key and its own role's pair;
 the broker reads its pair and the two lists. To run a trainer on another machine, copy the
-folder there without ``broker.key_secret``; to admit a further key, put its public ``.key``
-file in the list's folder (the broker rereads it when an unknown key knocks).
+folder there without ``broker.key_secret`` and ``subscriber.key_secret`` (a viewer's copy
+leaves out ``publisher.key_secret``); to admit a further key, put its public ``.key`` file in
+the list's folder (the broker rereads the lists at a handshake, at most once a second).
 
 Secret files are made readable by their owner only, and a secret file others can read is
 refused, as ssh refuses such a private key.
@@ -21,10 +22,11 @@ refused, as ssh refuses such a private key.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -34,6 +36,7 @@ import zmq.auth
 from protocol.errors import CommandError
 
 _Socket = TypeVar("_Socket", bound=Any)
+log = logging.getLogger("broker.curve")
 Role = Literal["publisher", "subscriber"]
 ROLES: tuple[Role, ...] = ("publisher", "subscriber")
 BROKER = "broker"
@@ -76,7 +79,7 @@ class ServerKeys:
 
     folder: Path
     public: bytes
-    secret: bytes
+    secret: bytes = field(repr=False)
 
     def secure(self, socket: zmq.Socket, role: Role) -> None:
         """Make ``socket`` (bound by the broker) a CURVE server that asks the ZAP gate
@@ -86,13 +89,22 @@ class ServerKeys:
         socket.curve_secretkey = self.secret
         socket.zap_domain = ALLOWED[role].encode()
 
-    def allowed(self, role: Role) -> set[bytes]:
-        """The z85 public keys listed for ``role`` now (the folder may have changed)."""
+    def allowed(self, role: Role) -> set[bytes] | None:
+        """The z85 public keys listed for ``role`` now (the folder may have changed), file
+        by file: a file half copied or not a key is skipped. None if the folder cannot be
+        read at all (the caller keeps the list it had)."""
         listed = self.folder / ALLOWED[role]
         try:
-            return set(zmq.auth.load_certificates(listed))
-        except (OSError, ValueError):
-            return set()
+            files = sorted(listed.glob("*.key"))
+        except OSError:
+            return None
+        keys: set[bytes] = set()
+        for path in files:
+            try:
+                keys.add(zmq.auth.load_certificate(path)[0])
+            except (OSError, ValueError):
+                log.warning("--curve: skipped %s, which holds no public key", path)
+        return keys
 
 
 @dataclass(frozen=True)
@@ -100,7 +112,7 @@ class ClientKeys:
     """A client's side: its own pair and the broker's public key."""
 
     public: bytes
-    secret: bytes
+    secret: bytes = field(repr=False)
     server: bytes
 
     def secure(self, socket: _Socket) -> _Socket:
@@ -136,6 +148,10 @@ def client_keys(folder: Path, role: Role) -> ClientKeys:
 
 
 def _pair(folder: Path, name: str) -> tuple[bytes, bytes]:
+    if not zmq.has("curve"):
+        raise CommandError(
+            "--curve: this ZeroMQ library was built without CURVE; install pyzmq's own wheel"
+        )
     path = folder / f"{name}.key_secret"
     if path.exists() and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise CommandError(

@@ -2,8 +2,9 @@
 
 The folder holds a key pair for the broker, one for publishers (trainer, replay) and one for
 subscribers (viewer, record, status, control), and the lists of keys the broker admits. Copy
-it to each machine of the talk; a machine that is not the broker's needs no
-``broker.key_secret``. See SECURITY.md.
+it to each machine of the talk, leaving out the secrets that machine does not need: only the
+broker's holds ``broker.key_secret``, only trainers' ``publisher.key_secret``, only viewers'
+(and recorders') ``subscriber.key_secret``. See SECURITY.md.
 """
 
 from __future__ import annotations
@@ -26,5 +27,8 @@ def run(args: argparse.Namespace) -> int:
     made = keys.init(args.folder)
     log.info("made %d key files in %s", len(made), args.folder)
     print(f"keys made in {args.folder}; start every program with --curve {args.folder}")
-    print(f"machines other than the broker's need the folder without {keys.BROKER}.key_secret")
+    print(
+        f"other machines need a copy without {keys.BROKER}.key_secret: a trainer's without "
+        "subscriber.key_secret, a viewer's without publisher.key_secret"
+    )
     return 0

@@ -148,16 +148,21 @@ def run(args: argparse.Namespace) -> int:
                 writer.close()
             except OSError as exc:
                 failed = failed or exc
-            if failed is not None:
-                raise CommandError(
-                    f"--out {out}: {failed.strerror or failed}; the recording stopped after "
-                    f"{writer.messages} messages; what reached the disk reads up to the cut "
-                    f"(see 'mnist-live inspect {out}'; --repair makes it a whole file)"
-                ) from None
-            if replace:  # nothing arrived: the old recording stays as it was
+            if replace:  # nothing took the old recording's place: it stays as it was
                 path.unlink(missing_ok=True)
                 log.info("nothing recorded; %s left as it was", out)
-            else:
+            if failed is not None:
+                kept = (
+                    f"{out} is as it was"
+                    if replace
+                    else f"what reached the disk reads up to the cut (see 'mnist-live inspect "
+                    f"{out}'; --repair makes it a whole file)"
+                )
+                raise CommandError(
+                    f"--out {out}: {failed.strerror or failed}; the recording stopped after "
+                    f"{writer.messages} messages; {kept}"
+                ) from None
+            if not replace:
                 log.info(
                     "recorded %d messages of %d run(s), %d bytes, to %s",
                     writer.messages,

@@ -1,12 +1,14 @@
 """What a browser may change in its own session: widget and view state, never data.
 
 Bokeh lets each browser send PATCH-DOC messages that change its session's server-side copy
-of the page. The page needs a few of them (the pin toggle, the pace slider, a plot's range
-and size as the user zooms or the window resizes), all ``ModelChanged`` of small properties.
+of the page. The page needs a few kinds: a widget's state (the pin and log-scale toggles, the
+pace and position sliders), a plot's range and size as the user zooms or the window resizes,
+a legend entry hidden, and two events (a button's click, the page's ``document_ready``).
 Nothing on this page sends data back: its sources are filled by the server, and the pictures
-are decoded into sources the browser keeps to itself. So a change that streams into, patches
-or replaces a source's data, or adds or removes roots, is dropped and counted: such a client
-could otherwise grow the viewer by a hundred megabytes. A change Bokeh cannot apply (a
+are decoded into sources the browser keeps to itself. So every other change (streaming into,
+patching or replacing a source's data, a new model in any property, roots added or removed,
+any other event) is dropped and counted: such a client could otherwise grow the viewer by a
+hundred megabytes. A change Bokeh cannot apply (a
 reference to a model that is not there) is refused with one log line at a bounded rate,
 where Bokeh logs a full traceback for each (510 kB for 100 of them).
 
@@ -29,9 +31,18 @@ from bokeh.server.session import ServerSession
 log = logging.getLogger("viewer.browser")
 
 DATA_EVENTS = frozenset({"ColumnsStreamed", "ColumnsPatched", "ColumnDataChanged"})
-STRUCTURE_EVENTS = frozenset({"RootAdded", "RootRemoved", "TitleChanged"})
-DATA_PROPERTIES = frozenset({"data"})
-"""``ModelChanged`` of these replaces a source's data wholesale: refused too."""
+VIEW_PROPERTIES = frozenset({
+    "active", "value", "value_throttled",  # toggles, sliders, radio groups, toolbar tools
+    "start", "end",  # a range as the user zooms, pans or resets
+    "inner_width", "inner_height", "outer_width", "outer_height",  # a resized window
+    "visible", "muted",  # a legend entry clicked
+    "indices", "line_indices",  # a selection
+})  # fmt: skip
+"""What the page's widgets and views change from the browser: every ``ModelChanged`` of
+another property (a source's ``data``, a plot's renderers, a Div's text) is refused."""
+BROWSER_EVENTS = frozenset({"button_click", "document_ready"})
+"""The Bokeh events the page handles (``on_click``; the pictures' decoder on load)."""
+MAX_DEPTH = 16
 LOG_EVERY = 5.0
 
 
@@ -56,18 +67,42 @@ class Refusals:
 refusals = Refusals()
 
 
+def _brings_models(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` (a change's new value, as serialized) defines a model: a browser
+    refers to the page's models by id and never makes one. Too deep counts as yes."""
+    if depth > MAX_DEPTH:
+        return True
+    if isinstance(value, dict):
+        if value.get("type") == "object":
+            return True
+        return any(_brings_models(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_brings_models(v, depth + 1) for v in value)
+    return False
+
+
 def refused(content: Any) -> str | None:
-    """Why a PATCH-DOC's content is refused, or None if every event is a small view change."""
+    """Why a PATCH-DOC's content is refused, or None if every event is a change of what the
+    page's widgets and views show, or one of the events the page handles."""
     events = content.get("events") if isinstance(content, dict) else None
     if not isinstance(events, list):
         return "a patch without a list of events"
     for event in events:
         kind = event.get("kind") if isinstance(event, dict) else None
-        if kind in DATA_EVENTS or kind in STRUCTURE_EVENTS:
+        if kind in DATA_EVENTS:
             return f"{kind} (a browser sends no data to this page)"
-        if kind == "ModelChanged" and event.get("attr") in DATA_PROPERTIES:
-            return "a source's data replaced (a browser sends no data to this page)"
-        if kind != "ModelChanged":
+        if kind == "ModelChanged":
+            attr = event.get("attr")  # type: ignore[union-attr]
+            if attr not in VIEW_PROPERTIES:
+                return f"a change of {str(attr)[:40]!r} (a browser changes only what it shows)"
+            if _brings_models(event.get("new")):  # type: ignore[union-attr]
+                return f"a change of {attr!r} that brings models of its own"
+        elif kind == "MessageSent":
+            data = event.get("msg_data")  # type: ignore[union-attr]
+            name = data.get("name") if isinstance(data, dict) else None
+            if event.get("msg_type") != "bokeh_event" or name not in BROWSER_EVENTS:  # type: ignore[union-attr]
+                return f"an event {str(name)[:40]!r} this page does not handle"
+        else:
             return f"an event of kind {str(kind)[:40]!r}"
     return None
 
@@ -88,9 +123,10 @@ def install() -> None:
             return connection.error(message, "refused: " + reason)
         try:
             return await handle(cls, message, connection)
-        except Exception as exc:  # what Bokeh cannot apply: one line, not a traceback
+        except Exception as exc:  # what Bokeh cannot apply: one line, not a traceback each
             refusals.invalid += 1
             refusals.note(time.monotonic(), f"{type(exc).__name__}: {exc}")
+            log.debug("the refused change's traceback (an app bug would show here)", exc_info=True)
             return connection.error(message, "refused: the change does not apply")
 
     async def no_push(cls: type[ServerSession], message: Any, connection: Any) -> Any:
