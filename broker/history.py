@@ -34,6 +34,9 @@ without its ``run_started``."""
 NEW_RUN_BURST = 8
 NEW_RUN_SECONDS = 10.0
 LIVE_SECONDS = 30.0
+LISTENING_SECONDS = 3.0
+"""A run heard from within this long, and not finished, has a publisher that reads commands:
+a training run sends many messages a second, a waiting or paused one a heartbeat each second."""
 
 
 class History:
@@ -97,6 +100,15 @@ class History:
             self.retired += 1
         self.new_run_credit -= 1
         return True
+
+    def listening(self, run_id: str = "*") -> bool:
+        """Whether a command for ``run_id`` (``"*"``: any run) has a publisher to obey it."""
+        now = self.clock()
+        return any(
+            not run.finished and now - self.heard.get(rid, -LISTENING_SECONDS) < LISTENING_SECONDS
+            for rid, run in self.runs.items()
+            if run_id in ("*", rid)
+        )
 
     def find(self, run: str) -> RunLog | None:
         """A run by id, or the newest one for ``"latest"``."""

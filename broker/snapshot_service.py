@@ -20,7 +20,7 @@ from typing import Any
 import zmq
 from pydantic import BaseModel
 
-from broker.history import History
+from broker.history import LISTENING_SECONDS, History
 from broker.loop.ratelog import RateLimitedLog
 from protocol import ControlCommand, ProtocolError, decode_control, encode_control, tokens
 from protocol.runlog import Held
@@ -91,6 +91,7 @@ class SnapshotService:
             "runs": 0,
             "control": 0,
             "control_refused": 0,
+            "control_unheard": 0,
             "invalid": 0,
             "messages_sent": 0,
             "abandoned": 0,
@@ -175,6 +176,15 @@ class SnapshotService:
             command: ControlCommand = decode_control(json.dumps(request.command).encode())
         except ProtocolError as exc:
             return self._error(envelope, request.id, f"bad control command: {exc}")
+        if not self.history.listening(command.run_id):
+            self.counts["control_unheard"] += 1
+            which = "no trainer" if command.run_id == "*" else f"no trainer of run {command.run_id}"
+            return self._error(
+                envelope,
+                request.id,
+                f"{which} is listening (none has been heard from in the last "
+                f"{LISTENING_SECONDS:g} s); start one with 'mnist-live train'",
+            )
         self.counts["control"] += 1
         self.upstream(encode_control(command))
         log.info("relayed control %r for run %s to the publishers", command.command, command.run_id)

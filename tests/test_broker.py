@@ -17,7 +17,7 @@ import zmq.utils.monitor
 from broker.clients.publisher import Publisher
 from broker.forwarder import Forwarder
 from broker.history import LIVE_SECONDS, NEW_RUN_BURST, SEQ_WINDOW, History
-from protocol import RunStarted, SamplePrediction, decode, encode, tokens
+from protocol import RunFinished, RunStarted, SamplePrediction, decode, encode, tokens
 from protocol.runlog import RunLog, SeqSet
 from tests.conftest import assert_one_line_error, run_cli, wait_until
 from tests.recordings import Feed
@@ -208,15 +208,17 @@ def test_snapshot_keeps_every_curve_point_and_only_the_latest_state(broker) -> N
 
 
 def test_control_command_reaches_the_publisher_through_the_broker(broker) -> None:
-    publisher = Publisher(broker.endpoints[0])
-    assert publisher.wait_for_subscriber(5)
     client = dealer(broker.snapshot_endpoint)
+    token = tokens.presenter_token()[0]
+    _, unheard = ask(client, {"type": "control", "command": {"command": "start"}, "token": token})
+    assert unheard["type"] == "error" and "no trainer is listening" in unheard["message"]
+    assert broker.service.counts["control_unheard"] == 1
+    publisher = publishing(broker, 1)  # a run heard from: a trainer to obey
     command = {"command": "pace", "steps_per_second": 12.5}
     _, anonymous = ask(client, {"type": "control", "command": command})
     _, forged = ask(client, {"type": "control", "command": command, "token": "x" * 24})
     assert anonymous["type"] == forged["type"] == "error" and "token" in forged["message"]
     assert broker.service.counts["control_refused"] == 2 and publisher.poll_commands() == []
-    token = tokens.presenter_token()[0]
     _, reply = ask(client, {"type": "control", "command": command, "token": token})
     assert reply["ok"]
     commands = wait_until(publisher.poll_commands, 5, message="the command upstream")
@@ -294,6 +296,19 @@ def test_status_and_control_commands_talk_to_a_real_broker(broker) -> None:
     assert done.returncode == 0, done.stderr
     commands = wait_until(publisher.poll_commands, 5, message="pause upstream")
     assert [c.command for c in commands] == ["pause"]
+    publisher.close()
+
+
+def test_a_command_with_no_trainer_listening_says_so(broker) -> None:
+    publisher = publishing(broker, 3)
+    done = run_cli("control", "pause", "--broker", broker.snapshot_endpoint, "--run", "nope")
+    assert_one_line_error(done, "no trainer of run nope is listening")
+    publisher.send(RunFinished, status="stopped", step=3, epoch=0)
+    wait_until(lambda: broker.stats.accepted["run_finished"] == 1, 5, message="the finish")
+    assert_one_line_error(
+        run_cli("control", "start", "--broker", broker.snapshot_endpoint),
+        "no trainer is listening",
+    )
     publisher.close()
 
 

@@ -94,6 +94,13 @@ def test_cli_resume_continues_and_rejects_mismatch(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr
     assert json.loads(summary.read_text())["steps"] == 18
     assert checkpoint.load(model).step == 18
+    assert "training images" not in second.stderr, "the same dataset: no warning"
+    assert checkpoint.load(model).train_size == 300
+    bigger = run("--epochs", "4", "--resume", str(model), "--synthetic-size", "600,100")
+    assert bigger.returncode == 0, bigger.stderr
+    (warning,) = [line for line in bigger.stderr.splitlines() if "training images" in line]
+    assert "trained on 300 training images, this dataset has 600" in warning
+    assert "an epoch is now 12 steps, not 6" in warning
     mismatch = run("--hidden", "17", "--resume", str(model))
     assert mismatch.returncode == 2
     assert mismatch.stderr.strip().splitlines()[-1].startswith("mnist-live train: error: ")

@@ -192,11 +192,15 @@ def test_the_page_opens_in_a_browser_with_the_curves_drawn(
     assert export(str(recording), "--html", str(page), "--run", "run-two").returncode == 0
     browser.get(page.as_uri())
     state = wait_until(
-        lambda: (s := browser.execute_script(READ_PAGE)) and s["canvases"] >= 6
-        and s["weights_pixels"] and s,
+        lambda: (
+            (s := browser.execute_script(READ_PAGE))
+            and s["canvases"] >= 6
+            and s["weights_pixels"]
+            and s
+        ),
         15,
         message="the page's plots and its decoded pictures",
-    )  # fmt: skip
+    )
     metrics = sum(1 for m in runs[1] if m.kind == "metrics")
     assert state["loss"] == metrics and state["accuracy"] > 0, state
     assert state["weights"] == 1 and state["confusion"] == 100, state
@@ -211,3 +215,32 @@ def test_the_page_opens_in_a_browser_with_the_curves_drawn(
         if "Network.requestWillBeSent" in entry["message"]
     ]
     assert not [r for r in requests if '"url":"http' in r.replace(" ", "")], "no network at all"
+
+
+def test_a_page_into_a_read_only_folder_is_one_line_naming_the_page(
+    tmp_path: Path, recording: Path
+) -> None:
+    import os
+    import subprocess
+
+    folder = tmp_path / "shelf"
+    folder.mkdir()
+    folder.chmod(0o555)
+    mounted = False
+    if os.access(folder, os.W_OK):  # root ignores modes: a read-only mount instead
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"no read-only folder to be had here: {done.stderr.strip()}")
+        mounted = True
+    try:
+        done = export(str(recording), "--html", str(folder / "page.html"))
+        assert_one_line_error(done, f"cannot write {folder / 'page.html'}")
+        assert "choose a folder you can write to" in done.stderr and ".tmp" not in done.stderr
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=False)
+        folder.chmod(0o755)

@@ -89,3 +89,14 @@ def test_healthz_and_metrics(programs) -> None:
         assert json.loads(get(base + "/healthz")[2])["sessions"] >= 1
     finally:
         session.close()
+    log = programs.output(viewer)
+    assert "tornado.access" not in log and "GET /" not in log, "a page load writes no lines"
+
+
+def test_access_lines_come_back_at_debug(programs) -> None:
+    port = free_tcp_port()
+    out = f"tcp://127.0.0.1:{free_tcp_port_pair()}"
+    viewer = programs.start("view", "--connect", out, "--port", str(port), "--log-level", "DEBUG")
+    wait_until(lambda: "dashboard at" in programs.output(viewer), 20, message="viewer up")
+    get(f"http://127.0.0.1:{port}/healthz")
+    wait_until(lambda: "GET /healthz" in programs.output(viewer), 5, message="the access line")

@@ -17,7 +17,7 @@ from bokeh.events import ButtonClick
 from bokeh.models import Button
 
 from broker.clients.publisher import Publisher
-from protocol import Architecture, DatasetInfo, Hyperparameters, RunStarted
+from protocol import Architecture, DatasetInfo, Hyperparameters, RunStarted, RunStatus
 from protocol.endpoints import free_tcp_port, free_tcp_port_pair
 from protocol.tokens import TOKEN_ENV
 from tests.conftest import Programs, wait_until
@@ -38,6 +38,9 @@ class Room:
         self.viewer = viewer
 
     def session(self, token: str | None = None) -> ClientSession:
+        """A page; the room's run says it is alive first (the broker relays commands only to
+        a run heard from lately, as a trainer's heartbeat keeps it)."""
+        self.publisher.send(RunStatus, step=0, state="training")
         return pull_session(url=self.url, arguments={"token": token} if token else None)
 
     def log(self) -> str:
@@ -165,9 +168,10 @@ def test_a_missing_broker_is_reported_not_fatal(tmp_path: Path, programs: Progra
     """The viewer stays up and says so when no broker answers the command."""
     port = free_tcp_port()
     out = f"tcp://127.0.0.1:{free_tcp_port_pair()}"
-    viewer = programs.start(
-        "view", "--connect", out, "--port", str(port), "--presenter-token", TOKEN
-    )
+    viewer = programs.start(  # DEBUG: the access log is on, and must not show the token
+        "view", "--connect", out, "--port", str(port), "--presenter-token", TOKEN,
+        "--log-level", "DEBUG",
+    )  # fmt: skip
     wait_until(lambda: "presenter view at" in programs.output(viewer), 20, message="viewer up")
     session = pull_session(url=f"http://127.0.0.1:{port}/", arguments={"token": TOKEN})
     try:
@@ -206,3 +210,49 @@ def test_a_replay_can_be_paused_resumed_and_stopped_like_a_run() -> None:
     assert run.status == "replay", "a pause the recorded run went through is not the replay's"
     run.apply(feed.status(3, "paused"))  # the replay's own, as a presenter's Pause makes it
     assert run.status == "paused" and enabled() == {"resume", "stop"}
+
+
+def presenter_and_run() -> tuple:
+    from bokeh.document import Document
+
+    from tests.recordings import Feed
+    from viewer.panels.presenter import PresenterControls
+    from viewer.runs.state import RunHistory
+    from viewer.server.settings import ViewerSettings
+
+    controls = PresenterControls(Document(), ViewerSettings(presenter_token=TOKEN), None)
+    feed = Feed()
+    return controls, feed, RunHistory(feed.run_id)
+
+
+def test_start_is_offered_only_while_a_trainer_waits_for_it() -> None:
+    controls, feed, run = presenter_and_run()
+
+    def enabled(shown) -> set[str]:
+        controls.refresh(shown)
+        return {name for name, button in controls.buttons.items() if not button.disabled}
+
+    assert enabled(None) == set(), "no run: nothing to command"
+    run.apply(feed.status(0, "waiting"))
+    assert enabled(run) == {"start", "stop"}
+    run.apply(feed.status(0, "training"))
+    assert enabled(run) == {"pause", "stop"}
+    run.apply(feed.finished(40, "stopped"))
+    assert enabled(run) == set(), "after Stop, Start would reach nobody"
+
+
+def test_the_pace_slider_shows_the_trainers_pace() -> None:
+    controls, feed, run = presenter_and_run()
+    controls.refresh(run)
+    assert controls.pace.value == 0
+    run.apply(feed.status(0, "training").model_copy(update={"steps_per_second": 20.0}))
+    controls.refresh(run)
+    assert controls.pace.value == 20
+    run.apply(feed.status(0, "training").model_copy(update={"steps_per_second": 5000.0}))
+    controls.refresh(run)
+    assert controls.pace.value == controls.pace.end, "beyond the slider: at its top"
+    controls._pace_moved_until = time.monotonic() + 60  # the presenter just moved it
+    controls.pace.value = 7
+    run.apply(feed.status(0, "training"))  # full speed, but the answer is not in yet
+    controls.refresh(run)
+    assert controls.pace.value == 7

@@ -234,7 +234,7 @@ def test_speed_and_offset_parsing() -> None:
         (["run.mcap", "--from-step", "x"], "--from-step must be a step number"),
         (["run.mcap", "--from", "1", "--from-step", "2"], "not both"),
         (["missing.mcap"], "no such recording"),
-        (["notes.txt"], "is not an MCAP recording"),
+        (["notes.txt"], "is not an MCAP recording (it begins b'not a re', not MCAP's magic)"),
         (["run.mcap", "--connect", "nowhere"], "is not a ZeroMQ endpoint"),
     ],
 )

@@ -106,3 +106,27 @@ def test_help_explains_every_option(command: str) -> None:
 )
 def test_bad_input_gets_one_line_not_a_traceback(args, complaint) -> None:
     assert_one_line_error(run_cli(*args), complaint)
+
+
+def test_a_program_started_with_ctrl_c_ignored_still_stops_on_it(endpoint) -> None:
+    """A shell starts a background job with SIGINT ignored; Python would keep it so."""
+    import subprocess
+    import sys
+
+    args = ["broker", "--in", endpoint(), "--out", endpoint(), "--snapshot", endpoint()]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "protocol.cli", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert "broker up" in line or "broker" in line, line
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -46,6 +46,8 @@ class Checkpoint:
     dataset: str
     layer_sizes: list[int]
     activation: str
+    train_size: int | None = None
+    """Training examples of the dataset it was trained on (None: an older checkpoint)."""
 
     def restore(self, model: MLP, optimizer: Optimizer, config: dict[str, Any]) -> int:
         """Copy the saved weights and optimizer state into a fresh run; return its step."""
@@ -79,6 +81,7 @@ def save(
     step: int,
     epoch: int,
     dataset: str,
+    train_size: int | None = None,
 ) -> None:
     """Write the run's state to ``path`` atomically."""
     metadata = {
@@ -87,6 +90,7 @@ def save(
         "epoch": epoch,
         "config": config,
         "dataset": dataset,
+        "train_size": train_size,
         "layer_sizes": model.layer_sizes,
         "activation": model.activation,
     }
@@ -131,6 +135,7 @@ def load(path: Path) -> Checkpoint:
             dataset=str(metadata["dataset"]),
             layer_sizes=layer_sizes,
             activation=str(metadata["activation"]),
+            train_size=None if metadata.get("train_size") is None else int(metadata["train_size"]),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: not an mnist-live checkpoint ({exc})") from None

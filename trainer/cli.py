@@ -161,6 +161,14 @@ def run(args: argparse.Namespace) -> int:
     if resume and resume.dataset != dataset.name:
         log.warning("%s was trained on %s; continuing on %s", args.resume, resume.dataset,
                     dataset.name)  # fmt: skip
+    train_size = len(dataset.train_labels)
+    if resume and resume.train_size is not None and resume.train_size != train_size:
+        log.warning(
+            "%s was trained on %d training images, this dataset has %d: an epoch is now %d "
+            "steps, not %d, so the resumed run's epochs and length follow the new size",
+            args.resume, resume.train_size, train_size, config.steps_per_epoch(train_size),
+            config.steps_per_epoch(resume.train_size),
+        )  # fmt: skip
     if args.save:
         _check_writable(args.save)
     if args.summary:
@@ -213,8 +221,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         publisher.close()
     published = {"messages": publisher.seq, "dropped": publisher.dropped}
-    log.info("published %d messages, %d dropped at the send queue", publisher.seq,
-             publisher.dropped)  # fmt: skip
+    log.debug("published %d messages, %d dropped at the send queue", publisher.seq,
+              publisher.dropped)  # fmt: skip
     if args.summary:
         _write_summary(args.summary, dataset, config, result, published)
     return 0 if result.status in ("completed", "stopped") else 1

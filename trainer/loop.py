@@ -227,7 +227,8 @@ class Beside:
     def checkpoint(self, step: int, epoch: int) -> None:
         if self.save:
             config, model, optimizer = self.config.to_dict(), self.model, self.optimizer
-            checkpoint.save(self.save, model, optimizer, config, step, epoch, self.dataset.name)
+            checkpoint.save(self.save, model, optimizer, config, step, epoch, self.dataset.name,
+                            len(self.dataset.train_labels))  # fmt: skip
 
     def finish(self, status: str, message: str, step: int, start_step: int) -> RunResult:
         """End the run: the final checkpoint and test, the viewers told, the result logged."""

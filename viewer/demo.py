@@ -36,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="127.0.0.1",
         help="interface to serve the page on; 0.0.0.0 lets the room in",
     )
+    parser.add_argument(
+        "--preset",
+        default="seed",
+        metavar="NAME",
+        help="the training recipe, as for 'mnist-live train --preset' (seed: a small, quick "
+        "one that learns visibly in a minute; default: the full recipe)",
+    )
     parser.add_argument("--epochs", type=int, default=5, help="passes over the training set")
     parser.add_argument(
         "--steps-per-second",
@@ -44,6 +51,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="pace of training, slow enough to watch (0: full speed)",
     )
+    parser.add_argument("--theme", choices=("light", "dark"), default="light", help="colours")
+    parser.add_argument("--large", action="store_true", help="large type for a projector")
+    parser.add_argument(
+        "--record",
+        default=None,
+        metavar="DIR",
+        help="also record every run to DIR/<run_id>.mcap (replay it with 'mnist-live view "
+        "--replay')",
+    )
+    tokens.add_token_argument(parser, "which the presenter's page and the broker share")
 
 
 def _child(*argv: str, log_level: str, token: str) -> subprocess.Popen:
@@ -62,10 +79,12 @@ def run(args: argparse.Namespace) -> int:
     out_port = endpoints.free_tcp_port_pair(avoid={args.port, in_port})  # snapshot: port + 1
     broker_in, broker_out = f"tcp://127.0.0.1:{in_port}", f"tcp://127.0.0.1:{out_port}"
     level = args.log_level
-    token, _ = tokens.presenter_token()
+    token, _ = tokens.presenter_token(args.presenter_token_file)
+    record = ["--record", args.record] if args.record else []
+    looks = ["--theme", args.theme] + (["--large"] if args.large else [])
     children = {
         "broker": _child(
-            "broker", "--in", broker_in, "--out", broker_out, log_level=level, token=token
+            "broker", "--in", broker_in, "--out", broker_out, *record, log_level=level, token=token
         ),
         "viewer": _child(
             "view",
@@ -75,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             str(args.port),
             "--address",
             args.address,
+            *looks,
             log_level=level,
             token=token,
         ),
@@ -90,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         "--dataset",
         args.dataset,
         "--preset",
-        "seed",
+        args.preset,
         "--epochs",
         str(args.epochs),
         "--quiet",
@@ -98,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     if args.steps_per_second:
         train += ["--steps-per-second", str(args.steps_per_second)]
     children["trainer"] = _child(*train, log_level=level, token=token)
+    print(f"MNIST Live demo: training the {args.preset!r} recipe for {args.epochs} epoch(s) on "
+          f"the {args.dataset!r} dataset (the trainer's 'recipe:' line spells it out)",
+          flush=True)  # fmt: skip
     urls = page_urls(args.address, args.port)
     for url in urls:
         print(f"MNIST Live demo: open {url}  (Ctrl-C to stop)", flush=True)

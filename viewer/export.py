@@ -10,6 +10,7 @@ nothing half-written behind.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -172,12 +173,20 @@ def check_html_output(path: Path, force: bool) -> None:
 
 
 def write_atomically(path: Path, text: str) -> None:
+    """``text`` into ``path`` whole or not at all; a failure names ``path`` and its folder,
+    never the temporary file next to it."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         temporary.write_text(text, encoding="utf-8")
         os.replace(temporary, path)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot write {path}: {exc.strerror or exc} in {path.parent.resolve()}; "
+            "choose a folder you can write to"
+        ) from None
     finally:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
 
 
 def export_csv(
@@ -247,13 +256,21 @@ def page_html(history: RunHistory, theme: str = "light", large: bool = False) ->
         r"{% block title %}.*?{% endblock %}", "{% block title %}{{ title }}{% endblock %}", page
     )
     template = get_env().from_string(page)
-    return file_html(
-        doc,
-        INLINE,
-        title=f"MNIST Live: run {history.run_id}",
-        template=template,
-        template_variables=dict(doc.template_variables),
-    )
+    # The static page's widgets keep the Python callbacks the live page has; Bokeh warns that
+    # they cannot run in a file, which is known and harmless here (the page needs none).
+    embed_log = logging.getLogger("bokeh.embed.util")
+    level = embed_log.level
+    embed_log.setLevel(logging.ERROR)
+    try:
+        return file_html(
+            doc,
+            INLINE,
+            title=f"MNIST Live: run {history.run_id}",
+            template=template,
+            template_variables=dict(doc.template_variables),
+        )
+    finally:
+        embed_log.setLevel(level)
 
 
 def export_html(

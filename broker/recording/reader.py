@@ -133,9 +133,13 @@ class RecordingReader:
             ).records
             try:
                 first = next(records)
-            except Exception as exc:  # bad magic, too short, garbage: not ours to read
+            except Exception:  # bad magic, too short, garbage: not ours to read
+                with open(self.path, "rb") as head:
+                    magic = head.read(8)
+                why = "it is empty" if not magic else f"it begins {magic[:8]!r}, not MCAP's magic"
                 raise RecordingError(
-                    f"{self.path} is not an MCAP recording ({type(exc).__name__}: {exc})"
+                    f"{self.path} is not an MCAP recording ({why}); give a .mcap file made by "
+                    "'mnist-live record' or 'broker --record'"
                 ) from None
             pending: Iterable[object] = [first]
             while True:

@@ -8,6 +8,11 @@ import sys
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
+NOISY = ("tornado.access", "bokeh.server.views.ws")
+"""Loggers that write a line per request or connection (ten for one page load): heard only
+at DEBUG, where someone asked for every detail."""
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level,
@@ -15,3 +20,5 @@ def configure_logging(level: str) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    for name in NOISY:
+        logging.getLogger(name).setLevel(level if level == "DEBUG" else "WARNING")

@@ -9,12 +9,15 @@ from types import FrameType
 
 
 def stop_on_sigterm() -> None:
-    """Treat SIGTERM like Ctrl-C so every program shuts down through the same path."""
+    """Treat SIGTERM like Ctrl-C so every program shuts down through the same path, and make
+    Ctrl-C stop it even when it was started with SIGINT ignored (as a shell starts a
+    background job), where Python would otherwise leave it ignored."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextlib.contextmanager

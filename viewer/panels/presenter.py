@@ -14,6 +14,7 @@ import hmac
 import html
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
 
@@ -41,6 +42,9 @@ COMMAND_TIMEOUT = 2.0
 """Seconds to wait for the broker's acknowledgement of a command."""
 PACE_MAX = 200
 """The pace slider's top, in steps per second; 0 on the slider lifts the limit."""
+PACE_ANSWER_SECONDS = 3.0
+"""How long the slider stays where the presenter put it before it shows the trainer's pace
+again (the trainer answers a pace command with its new status within a second)."""
 ACTIVE = ("waiting", "training", "paused", "replay")
 """Run statuses a trainer (or a replay) can still be commanded in."""
 
@@ -157,6 +161,7 @@ class PresenterControls:
             width=220,
         )
         self.pace.on_change("value_throttled", self._pace_changed)
+        self._pace_moved_until = 0.0
         self.show_qr = Button(label="Show QR", name="show_qr", width=90)
         self.show_qr.on_click(lambda _event: self.toggle_qr(True))
         self.feedback = Div(text="", name="control_feedback")
@@ -194,7 +199,9 @@ class PresenterControls:
         return False
 
     def refresh(self, run: RunHistory | None) -> None:
-        """Enable the buttons that make sense for the shown run (called every frame)."""
+        """Enable the buttons that make sense for the shown run, and show its pace (called
+        every frame): Start only while a trainer waits for it, nothing without a live run."""
+        self._show_pace(run)
         status = run.status if run is not None else None
         run_id = run.run_id if run is not None and status in ACTIVE else "*"
         if status == self.status and run_id == self.run_id:
@@ -202,7 +209,7 @@ class PresenterControls:
         self.status, self.run_id = status, run_id
         live = status in ACTIVE
         enabled = {
-            "start": status not in ("training", "paused", "replay"),
+            "start": status == "waiting",
             "pause": status in ("training", "replay"),
             "resume": status == "paused",
             "stop": live,
@@ -211,11 +218,23 @@ class PresenterControls:
             if button.disabled == enabled[name]:
                 button.disabled = not enabled[name]
 
+    def _show_pace(self, run: RunHistory | None) -> None:
+        """The slider at the trainer's own pace (0: full speed), unless the presenter moved it
+        a moment ago and the trainer has not answered yet."""
+        if time.monotonic() < self._pace_moved_until:
+            return
+        status = run.run_status if run is not None else None
+        pace = status.steps_per_second if status is not None else None
+        shown = min(PACE_MAX, max(1, round(pace))) if pace else 0
+        if self.pace.value != shown:
+            self.pace.value = shown
+
     def _pace_changed(self, _attr: str, _old: Any, new: Any) -> None:
         try:
             value = float(new)
         except (TypeError, ValueError):
             return
+        self._pace_moved_until = time.monotonic() + PACE_ANSWER_SECONDS
         self.command("pace", value if value > 0 else None)
 
     def command(self, action: str, steps_per_second: float | None = None) -> None:
