@@ -28,7 +28,7 @@ from broker.clients.clone import CloneClient
 from broker.clients.publisher import Publisher
 from broker.forwarder import Forwarder
 from protocol import ControlCommand, decode, encode_control, tokens
-from protocol.endpoints import free_tcp_port
+from protocol.endpoints import free_tcp_port, free_tcp_port_pair
 from trainer.config import PRESETS
 from trainer.datasets import DIGIT_NAMES, Dataset
 from trainer.mlp import log_softmax
@@ -222,6 +222,17 @@ def programs(tmp_path: Path) -> Iterator[Programs]:
         yield runner
     finally:
         runner.stop_all()
+
+
+def broker_and_viewer(programs: Programs, endpoint) -> tuple[str, str, int, subprocess.Popen]:
+    """A broker and a viewer of it, on fresh ports, the viewer serving: ``(--in, --out, the
+    page's port, the viewer)``."""
+    broker_in, port = endpoint(), free_tcp_port()
+    broker_out = f"tcp://127.0.0.1:{free_tcp_port_pair()}"
+    programs.start("broker", "--in", broker_in, "--out", broker_out)
+    viewer = programs.start("view", "--connect", broker_out, "--port", str(port))
+    wait_until(lambda: "dashboard at" in programs.output(viewer), 30, message="the viewer")
+    return broker_in, broker_out, port, viewer
 
 
 def wait_until(condition, timeout: float, interval: float = 0.1, message: str = "condition"):

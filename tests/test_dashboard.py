@@ -288,3 +288,18 @@ def test_the_dark_look_styles_the_widgets_and_the_light_one_leaves_bokehs() -> N
         assert pin is not None
         css = " ".join(str(sheet) for sheet in pin.stylesheets)  # type: ignore[attr-defined]
         assert ("bk-btn-default" in css) is styled, theme
+
+
+def test_toolbars_are_hidden_unless_asked_for_and_never_show_a_logo() -> None:
+    from viewer.panels.looks import look
+
+    for tools in (False, True):
+        doc = Document()
+        Dashboard(doc, Hub("tcp://127.0.0.1:1"), ViewerSettings(), look=look("light", False, tools))
+        figures = [m for m in doc.models if type(m).__name__ == "figure"]
+        with_tools = [f for f in figures if f.toolbar_location is not None]
+        assert all(f.toolbar.logo is None for f in with_tools)
+        if tools:
+            assert {f.title.text for f in with_tools} >= {"Loss", "Accuracy"}
+        else:
+            assert with_tools == [], [f.title.text for f in with_tools]

@@ -13,8 +13,7 @@ import time
 import pytest
 from bokeh.client import pull_session
 
-from protocol.endpoints import free_tcp_port, free_tcp_port_pair
-from tests.conftest import wait_until
+from tests.conftest import broker_and_viewer, wait_until
 from tests.documents import header, receive
 
 PACE, BATCH = 20, 32
@@ -32,11 +31,7 @@ def speed(text: str) -> float | None:
 
 @pytest.mark.slow
 def test_a_paced_run_shows_its_true_speed_and_eta(programs, endpoint) -> None:
-    broker_in, port = endpoint(), free_tcp_port()
-    broker_out = f"tcp://127.0.0.1:{free_tcp_port_pair()}"
-    programs.start("broker", "--in", broker_in, "--out", broker_out)
-    viewer = programs.start("view", "--connect", broker_out, "--port", str(port))
-    wait_until(lambda: "dashboard at" in programs.output(viewer), 30, message="the viewer")
+    broker_in, _, port, _ = broker_and_viewer(programs, endpoint)
     programs.start(
         "train",
         "--connect",

@@ -12,22 +12,17 @@ import time
 import pytest
 from bokeh.client import pull_session
 
-from protocol.endpoints import free_tcp_port, free_tcp_port_pair
-from tests.conftest import run_cli, wait_until
+from tests.conftest import broker_and_viewer, run_cli, wait_until
 from tests.documents import header, receive
 
 
 @pytest.mark.slow
 def test_pages_say_when_the_trainer_dies_and_not_while_it_is_paused(programs, endpoint) -> None:
-    broker_in, port = endpoint(), free_tcp_port()
-    broker_out = f"tcp://127.0.0.1:{free_tcp_port_pair()}"
-    programs.start("broker", "--in", broker_in, "--out", broker_out)
-    viewer = programs.start("view", "--connect", broker_out, "--port", str(port))
+    broker_in, broker_out, port, viewer = broker_and_viewer(programs, endpoint)
     trainer = programs.start(
         "train", "--connect", broker_in, "--dataset", "synthetic", "--epochs", "50",
         "--steps-per-second", "20", "--quiet",
     )  # fmt: skip
-    wait_until(lambda: "dashboard at" in programs.output(viewer), 20, message="the viewer")
     session = pull_session(url=f"http://127.0.0.1:{port}/")
     try:
 

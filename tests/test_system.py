@@ -122,8 +122,7 @@ def test_a_program_started_with_ctrl_c_ignored_still_stops_on_it(endpoint) -> No
     )
     try:
         assert process.stderr is not None
-        line = process.stderr.readline()
-        assert "broker up" in line or "broker" in line, line
+        assert "broker up" in process.stderr.readline()  # past start-up: its handlers are set
         process.send_signal(signal.SIGINT)
         assert process.wait(10) == 0
     finally:

@@ -112,7 +112,7 @@ class Follower:
         self.leaving = False
         self.pulls = 0
         look = dashboard.look
-        self.page_key = (look.name, look.large) if controls is None else None
+        self.page_key = (look.name, look.large, look.tools) if controls is None else None
         """Sessions with the same key have the same page (None: its own, with controls)."""
 
     @property
@@ -209,7 +209,7 @@ class Broadcast:
         self.models = {m.id: m for m in self.doc.models if is_shared(m)}
         self.frame = 0
         self._values: tuple[int, dict[str, Any]] | None = None
-        self._pages: dict[tuple[str, bool], tuple[int, Any, float]] = {}
+        self._pages: dict[tuple[str, bool, bool], tuple[int, Any, float]] = {}
         self.recent: deque[tuple[int, Any]] = deque(maxlen=RECENT_FRAMES)
         """The latest frames' messages, for sessions whose page was made before them."""
         self.followers: dict[int, Follower] = {}
@@ -255,7 +255,7 @@ class Broadcast:
         log.debug("copied the shadow in %.1f ms", 1000 * (time.perf_counter() - started))
 
     def page(
-        self, key: tuple[str, bool], doc: Document, serialize: Callable[[], Any]
+        self, key: tuple[str, bool, bool], doc: Document, serialize: Callable[[], Any]
     ) -> tuple[Any, int]:
         """A page for documents built like ``doc``, and the frame it shows: one made at this
         frame, or at most :data:`PAGE_SECONDS` ago (the frames since are kept to send), else a

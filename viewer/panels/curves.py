@@ -145,8 +145,10 @@ class Curves:
             x_axis_label="step",
             y_axis_label=label,
             tools=TOOLS,
+            toolbar_location="right" if look.tools else None,
             **options,
         )
+        fig.toolbar.logo = None
         previous = self.previous["loss_previous" if y == "loss" else "accuracy_previous"]
         fig.line(
             "step", y, source=previous, color=look.previous, alpha=0.6, line_width=2,

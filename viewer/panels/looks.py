@@ -1,7 +1,7 @@
 """Light and dark looks, and large type for projectors: colours, Bokeh themes, page CSS.
 
-A look is chosen per session (``?theme=dark``, ``?large=1``; defaults from the viewer's
-settings) and applied three ways: a Bokeh :class:`Theme` for plots, CSS variables for the page
+A look is chosen per session (``?theme=dark``, ``?large=1``, ``?tools=1`` for the plots'
+toolbars; defaults from the viewer's settings) and applied three ways: a Bokeh :class:`Theme` for plots, CSS variables for the page
 template, and a stylesheet for the header (Bokeh 3 draws widgets in shadow DOM, so page CSS
 cannot reach inside them).
 """
@@ -33,6 +33,9 @@ class Look:
     wrong: str
     bar: str
     synthetic: str
+    tools: bool = False
+    """The plots' toolbars (``?tools=1``): hidden by default, a room watches rather than
+    explores, and a projected toolbar is noise."""
 
     @property
     def scale(self) -> float:
@@ -144,8 +147,8 @@ LOOKS: dict[str, dict[str, str]] = {
 }
 
 
-def look(theme: str, large: bool) -> Look:
-    return Look(name=theme, large=large, **LOOKS[theme])
+def look(theme: str, large: bool, tools: bool = False) -> Look:
+    return Look(name=theme, large=large, tools=tools, **LOOKS[theme])
 
 
 def session_look(doc: Document, settings: ViewerSettings) -> Look:
@@ -155,8 +158,13 @@ def session_look(doc: Document, settings: ViewerSettings) -> Look:
     large = arguments.get("large")
     return look(
         theme if theme in THEMES else settings.theme,
-        settings.large if large is None else large.lower() in ("1", "true", "yes", "on"),
+        settings.large if large is None else _yes(large),
+        _yes(arguments.get("tools", "")),
     )
+
+
+def _yes(value: str) -> bool:
+    return value.lower() in ("1", "true", "yes", "on")
 
 
 def _arguments(doc: Document) -> dict[str, str]:
