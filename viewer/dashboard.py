@@ -17,8 +17,9 @@ import logging
 import time
 from typing import Any, Protocol
 
+from bokeh.core.enums import SizingModeType
 from bokeh.document import Document
-from bokeh.layouts import column, row
+from bokeh.layouts import column
 from bokeh.models import LayoutDOM
 
 from viewer.panels import digit, evaluation, header, weights
@@ -57,6 +58,11 @@ RENDER: dict[str, Render] = {
 """Each part of a run, and the panel's renderer that draws it."""
 
 
+FILL: dict[str, SizingModeType] = {"header": "stretch_width"}
+"""How each area's part fills the cell the page's CSS grid gives it (templates/index.html):
+the header as wide as the page and as tall as its text, the plots the whole cell."""
+
+
 class Controls(Protocol):
     """What the dashboard needs of the controls in its header: the presenter's
     (:mod:`viewer.panels.presenter`) or a replay's (:mod:`viewer.panels.playback`)."""
@@ -84,28 +90,26 @@ class Page:
             self.digit = Digit(look)
             self.evaluation = EvaluationPanels(look)
             self.weights = Weights(look)
-            self.root = column(
-                self.header.layout,
-                row(
-                    self.curves.loss_layout,
-                    self.curves.accuracy_layout,
-                    sizing_mode="stretch_width",
-                ),
-                row(
-                    self.digit.image_figure,
-                    self.digit.bars,
-                    self.weights.figure,
-                    sizing_mode="stretch_width",
-                ),
-                row(
-                    self.evaluation.confusion_figure,
-                    self.evaluation.per_class_figure,
-                    self.evaluation.gallery_figure,
-                    sizing_mode="stretch_width",
-                ),
-                sizing_mode="stretch_width",
-                name="dashboard",
-            )
+            header = self.header.layout
+            areas: dict[str, LayoutDOM] = {
+                "header": header,
+                "loss": self.curves.loss_layout,
+                "accuracy": self.curves.accuracy_layout,
+                "digit": self.digit.image_figure,
+                "probabilities": self.digit.bars,
+                "weights": self.weights.figure,
+                "confusion": self.evaluation.confusion_figure,
+                "per_class": self.evaluation.per_class_figure,
+                "mistakes": self.evaluation.gallery_figure,
+            }
+            self.roots = [
+                column(part, name=f"area_{name}", sizing_mode=FILL.get(name, "stretch_both"))
+                for name, part in areas.items()
+            ]
+            for name, part in areas.items():
+                part.sizing_mode = FILL.get(name, "stretch_both")
+            for child in self.curves.loss_layout.children:
+                child.sizing_mode = "stretch_both"  # type: ignore[attr-defined]
         self.alike = alike
         """Its ids are the same as every other audience page's already (else settle them)."""
         self.decoders = [
@@ -164,8 +168,9 @@ class Dashboard:
         doc.theme = self.look.theme()
         doc.template_variables.update(self.look.template_variables())
         if page.audience:  # the document's config was made with it, before this page
-            settle(doc.config) if page.alike else settle(page.root, doc.config)
-        doc.add_root(page.root)
+            settle(doc.config) if page.alike else settle(*page.roots, doc.config)
+        for root in page.roots:
+            doc.add_root(root)
         doc.js_on_event("document_ready", *page.decoders)
         self.header.pin.on_change("active", self._pin_changed)
         self.frame_period_ms = round(1000 / settings.frame_rate)

@@ -18,8 +18,9 @@ TILE = 28
 
 
 def image_figure(title: str, size: int, **options: Any) -> Any:
-    """A ``size`` x ``size`` figure for an image: no axes, no tools."""
-    return figure(
+    """A ``size`` x ``size`` figure for an image: no axes, no grid, no tools. Stretched to a
+    page's cell, the image keeps its aspect and the rest of the cell stays blank."""
+    fig = figure(
         title=title,
         width=size,
         height=size,
@@ -30,6 +31,9 @@ def image_figure(title: str, size: int, **options: Any) -> Any:
         match_aspect=True,
         **options,
     )
+    fig.grid.visible = False
+    fig.outline_line_color = None
+    return fig
 
 
 def tile_mosaic(

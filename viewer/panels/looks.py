@@ -45,6 +45,11 @@ class Look:
     def plot_height(self) -> int:
         return round(260 * self.scale)
 
+    def vw(self, size: float) -> str:
+        """``size`` px at 1920 px wide, growing with a wider screen (never below ``size``)."""
+        scaled = size * self.scale
+        return f"max({scaled:g}px, {scaled / 19.2:.3f}vw)"
+
     def px(self, size: float) -> str:
         return f"{round(size * self.scale)}px"
 
@@ -102,14 +107,14 @@ class Look:
         return {
             "page_background": self.page,
             "page_text": self.text,
-            "page_font_size": self.px(15),
+            "page_font_size": self.vw(15),
             "look": f"{self.name}{' large' if self.large else ''}",
         }
 
     def header_css(self) -> str:
         return f"""
-:host {{ color: {self.text}; font-size: {self.px(15)}; }}
-h1 {{ font-size: {self.px(26)}; margin: 0.4em 0 0.2em; font-weight: 600; }}
+:host {{ color: {self.text}; font-size: {self.vw(15)}; }}
+h1 {{ font-size: {self.vw(26)}; margin: 0.4em 0 0.2em; font-weight: 600; }}
 .status {{ font-weight: 700; text-transform: uppercase; letter-spacing: 0.05em; }}
 .status.training {{ color: {self.evaluation}; }}
 .status.paused, .status.waiting, .status.replay {{ color: {self.synthetic}; }}

@@ -1,0 +1,99 @@
+"""The page fits every screen it will be shown on, in a real headless Chromium.
+
+A paced run feeds a real viewer; the page is taken at a phone's, a laptop's, a 1080p and a
+4K viewport, light and dark, and ``?large=1`` at 1080p. From the DOM: no horizontal
+scrollbar; every panel's box inside the viewport's width; at 1080p and 4K every panel inside
+its height too (the whole dashboard on one screen); the page's text at 4K no smaller, relative
+to the width, than at 1080p. Each screenshot is kept in ``build/test-screenshots`` (ignored
+by git; CI keeps the folder as an artefact).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import REPO, broker_and_viewer, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+SIZES = {"phone": (390, 844), "laptop": (1280, 720), "1080p": (1920, 1080), "4k": (3840, 2160)}
+ONE_SCREEN = ("1080p", "4k")
+SHOTS = REPO / "build" / "test-screenshots"
+AREAS = (
+    "header",
+    "loss",
+    "accuracy",
+    "digit",
+    "probabilities",
+    "weights",
+    "confusion",
+    "per_class",
+    "mistakes",
+)
+
+MEASURE = """
+const areas = [...document.querySelectorAll('.dashboard > .area')].map(element => {
+  const box = element.getBoundingClientRect();
+  const drawn = element.querySelector('div') !== null;
+  return {name: element.classList[1], left: box.left, right: box.right, top: box.top,
+          bottom: box.bottom, width: box.width, height: box.height, drawn};
+});
+return {width: innerWidth, height: innerHeight,
+        scrollWidth: document.documentElement.scrollWidth,
+        font: parseFloat(getComputedStyle(document.body).fontSize), areas};
+"""
+
+
+def viewport(browser, width: int, height: int) -> None:
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+    )
+
+
+def test_the_page_fits_every_screen(programs, endpoint, browser) -> None:
+    broker_in, _, port, _ = broker_and_viewer(programs, endpoint)
+    programs.start(
+        "train",
+        "--connect",
+        broker_in,
+        "--dataset",
+        "synthetic",
+        "--epochs",
+        "20",
+        "--steps-per-second",
+        "20",
+        "--quiet",
+    )
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    cases = [(size, theme, "") for size in SIZES for theme in ("light", "dark")]
+    cases.append(("1080p", "light", "1"))
+    fonts: dict[str, float] = {}
+    for size, theme, large in cases:
+        width, height = SIZES[size]
+        viewport(browser, width, height)
+        query = f"?theme={theme}" + (f"&large={large}" if large else "")
+        browser.get(f"http://127.0.0.1:{port}/{query}")
+
+        def measured() -> dict | None:
+            found = browser.execute_script(MEASURE)
+            areas = found["areas"]
+            ready = len(areas) == len(AREAS) and all(a["drawn"] and a["height"] > 40 for a in areas)
+            return found if ready else None
+
+        page = wait_until(measured, 30, interval=0.3, message=f"the page at {size}")
+        time.sleep(1.5)  # a few frames, for the picture
+        name = f"{size}-{theme}{'-large' if large else ''}"
+        assert browser.save_screenshot(str(SHOTS / f"{name}.png"))
+        page = browser.execute_script(MEASURE)
+        assert [a["name"] for a in page["areas"]] == list(AREAS), name
+        assert page["scrollWidth"] <= page["width"], f"{name}: a horizontal scrollbar"
+        for area in page["areas"]:
+            assert area["left"] >= -0.5 and area["right"] <= width + 0.5, (name, area)
+            if size in ONE_SCREEN:
+                assert area["top"] >= -0.5 and area["bottom"] <= height + 0.5, (name, area)
+        if not large and theme == "light":
+            fonts[size] = page["font"] / width
+    assert fonts["4k"] >= fonts["1080p"] * 0.99, fonts
