@@ -1,9 +1,9 @@
 """Light and dark looks, and large type for projectors: colours, Bokeh themes, page CSS.
 
 A look is chosen per session (``?theme=dark``, ``?large=1``, ``?tools=1`` for the plots'
-toolbars; defaults from the viewer's settings) and applied three ways: a Bokeh :class:`Theme` for plots, CSS variables for the page
-template, and a stylesheet for the header (Bokeh 3 draws widgets in shadow DOM, so page CSS
-cannot reach inside them).
+toolbars; defaults from the viewer's settings) and applied three ways: a Bokeh
+:class:`Theme` for plots, CSS variables for the page template, and a stylesheet for the
+header (Bokeh 3 draws widgets in shadow DOM, so page CSS cannot reach inside them).
 """
 
 from __future__ import annotations
