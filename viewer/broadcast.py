@@ -44,6 +44,7 @@ from bokeh.core.types import ID
 from bokeh.document import Document
 from bokeh.document.events import DocumentPatchedEvent
 from bokeh.models import ColumnDataSource, FactorRange
+from bokeh.models.annotations import LegendItem, Title
 from bokeh.models.widgets import Div
 from bokeh.server.callbacks import PeriodicCallback as SessionPeriodicCallback
 from tornado.ioloop import PeriodicCallback
@@ -61,7 +62,13 @@ from viewer.sources import RunSource
 
 log = logging.getLogger("viewer")
 
-SHARED_ATTRIBUTES: dict[type, str] = {ColumnDataSource: "data", Div: "text", FactorRange: "factors"}
+SHARED_ATTRIBUTES: dict[type, str] = {
+    ColumnDataSource: "data",
+    Div: "text",
+    FactorRange: "factors",
+    Title: "text",  # "no sample yet" until there is one
+    LegendItem: "visible",  # an entry shows with its data
+}
 """What a frame may change on each kind of shared model."""
 
 

@@ -19,15 +19,12 @@ from typing import Any, Literal
 
 import numpy as np
 from bokeh.layouts import column
-from bokeh.models import (
-    DataRange1d,
-    HoverTool,
-    Range1d,
-)
+from bokeh.models import DataRange1d, HoverTool, Range1d
+from bokeh.models.annotations import Legend, LegendItem
 from bokeh.models.widgets import Toggle
 from bokeh.plotting import figure
 
-from viewer.panels.ids import named_source
+from viewer.panels.ids import named_source, shared
 from viewer.panels.looks import Look
 from viewer.runs.columns import ROWS_KEPT
 from viewer.runs.decimate import decimated
@@ -108,17 +105,28 @@ class Curves:
 
     def _loss_figure(self, scale: Literal["linear", "log"]) -> Any:
         fig = self._figure(
-            "Loss", "cross-entropy", "loss", "loss_smooth", "training (smoothed)", "0.0000",
-            raw=True, y_axis_type=scale,
-        )  # fmt: skip
+            "Loss",
+            "cross-entropy",
+            "loss",
+            "loss_smooth",
+            "training (smoothed)",
+            "0.0000",
+            raw=True,
+            y_axis_type=scale,
+        )
         fig.legend.location = "top_right"
         return fig
 
     def _accuracy_figure(self) -> Any:
         fig = self._figure(
-            "Accuracy", "accuracy", "accuracy", "accuracy_smooth", "training batches (smoothed)",
-            "0.0%", y_range=Range1d(start=0, end=1.0),
-        )  # fmt: skip
+            "Accuracy",
+            "accuracy",
+            "accuracy",
+            "accuracy_smooth",
+            "training batches (smoothed)",
+            "0.0%",
+            y_range=Range1d(start=0, end=1.0),
+        )
         fig.legend.location = "bottom_right"
         return fig
 
@@ -150,24 +158,60 @@ class Curves:
         )
         fig.toolbar.logo = None
         previous = self.previous["loss_previous" if y == "loss" else "accuracy_previous"]
-        fig.line(
-            "step", y, source=previous, color=look.previous, alpha=0.6, line_width=2,
-            line_dash="dashed", legend_label="previous run",
-        )  # fmt: skip
+        entries: list[tuple[str, Any]] = [
+            (
+                "previous run",
+                fig.line(
+                    "step",
+                    y,
+                    source=previous,
+                    color=look.previous,
+                    alpha=0.6,
+                    line_width=2,
+                    line_dash="dashed",
+                ),
+            ),
+        ]
         if raw:
             fig.line("step", y, source=sources["loss"], color=look.ink, alpha=0.2)
-        trained = fig.line(
-            "step", smooth, source=sources["loss"], color=look.ink, line_width=2,
-            legend_label=training,
-        )  # fmt: skip
-        fig.line(
-            "step", y, source=sources["accuracy"], color=look.evaluation,
-            line_width=2 if y == "loss" else 3, legend_label="test subset",
-        )  # fmt: skip
-        fig.scatter(
-            "step", y, source=sources["test_accuracy"], color=look.test,
-            size=9 if y == "loss" else 10, legend_label="full test (epoch end)",
-        )  # fmt: skip
+        trained = fig.line("step", smooth, source=sources["loss"], color=look.ink, line_width=2)
+        entries += [
+            (training, trained),
+            (
+                "test subset",
+                fig.line(
+                    "step",
+                    y,
+                    source=sources["accuracy"],
+                    color=look.evaluation,
+                    line_width=2 if y == "loss" else 3,
+                ),
+            ),
+            (
+                "full test (epoch end)",
+                fig.scatter(
+                    "step",
+                    y,
+                    source=sources["test_accuracy"],
+                    color=look.test,
+                    size=9 if y == "loss" else 10,
+                ),
+            ),
+        ]
+        # Entries with ids shared by every session: a frame shows each once its line has data
+        # (:meth:`_legends`), encoded once for all (:mod:`viewer.panels.ids`).
+        figure_key = f"{title}-{options.get('y_axis_type', 'linear')}".lower()
+        items = [
+            shared(
+                LegendItem,
+                f"legend-{figure_key}-{i}",
+                label=label,
+                renderers=[renderer],
+                visible=False,
+            )
+            for i, (label, renderer) in enumerate(entries)
+        ]
+        fig.add_layout(Legend(items=items, click_policy="hide"))
         fig.add_tools(
             HoverTool(
                 renderers=[trained],
@@ -175,12 +219,18 @@ class Curves:
                 tooltips=[("step", "@step"), (y, f"@{smooth}{{{shown}}}")],
             )
         )
-        fig.legend.click_policy = "hide"
+        # Two invisible points, so an empty plot has axes from the start (a range with no
+        # data has no extent, and Bokeh then draws no axis at all).
+        low = 0.1 if options.get("y_axis_type") == "log" else 0.0
+        fig.scatter(x=[0, 1], y=[low, 1], alpha=0, size=0)
         return fig
 
     def _scale_changed(self, _attr: str, _old: bool, log: bool) -> None:
         if log and self.log is None:
             self.log = self._loss_figure("log")
+            shown = [item.visible for item in self.linear.legend[0].items]
+            for item, visible in zip(self.log.legend[0].items, shown, strict=True):
+                item.visible = visible  # a session's own figure: frames show no entry in it
         self.loss_layout.children = [self.log if log else self.linear]
 
     def show(
@@ -198,7 +248,23 @@ class Curves:
         previous = previous or {"step": [], "loss": [], "accuracy": []}
         for name, columns in OVERLAY_COLUMNS.items():
             self.previous[name].data = {c: previous[c] for c in columns}
+        self._legends(rows, previous)
 
     def apply(self, rows: dict[str, dict[str, list[float]]]) -> None:
         for name, new in rows.items():
             self.sources[name].stream(wire_rows(name, new), rollover=ROWS_KEPT)  # type: ignore[arg-type]
+        self._legends(rows)
+
+    def _legends(
+        self, rows: dict[str, dict[str, list[float]]], previous: dict | None = None
+    ) -> None:
+        """Show each legend entry once its line has data (hide them all for a new run)."""
+        fresh = previous is not None
+        for fig in (self.linear, self.log, self.accuracy_layout):
+            if fig is None:
+                continue
+            for item in fig.legend[0].items:
+                source = item.renderers[0].data_source
+                shown = bool(source.data.get("step")) if fresh or not item.visible else True
+                if item.visible != shown:
+                    item.visible = shown

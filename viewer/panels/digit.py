@@ -19,12 +19,13 @@ from bokeh.transform import factor_cmap
 
 from viewer.panels.assign import refresh, same_list
 from viewer.panels.ids import named_source, shared
-from viewer.panels.images import image_figure
+from viewer.panels.images import image_figure, say_if_empty, shared_title
 from viewer.panels.looks import Look
 from viewer.panels.pictures import Picture, PictureStream, empty
 from viewer.runs.state import RunHistory
 
 PART = "sample"
+SEES = "What the network sees"
 SAMPLE_COLUMNS = ("caption", "label", "predicted", "index", "step")
 PROBABILITY_COLUMNS = ("class_name", "probability", "kind", "mark")
 
@@ -77,7 +78,7 @@ class Digit:
         self.probabilities = named_source("probabilities", PROBABILITY_COLUMNS)
         size = look.plot_height
         self.image_figure = image_figure(
-            "What the network sees",
+            shared_title("digit", f"{SEES}: no sample yet"),
             size,
             x_range=Range1d(start=0, end=28),
             y_range=Range1d(start=-4, end=28),
@@ -136,6 +137,7 @@ class Digit:
         self.sample.data = {c: [] for c in SAMPLE_COLUMNS}
         self.picture.reset()
         self.probabilities.data = {c: [] for c in PROBABILITY_COLUMNS}
+        say_if_empty(self.image_figure, SEES, True, "no sample yet")
 
     def apply(self, piece: dict[str, Any]) -> None:
         names = piece["probabilities"]["class_name"]
@@ -144,4 +146,5 @@ class Digit:
             factors.factors = names
         self.sample.data = piece["sample"]
         self.picture.show(piece["sample_image"])
+        say_if_empty(self.image_figure, SEES, not piece["sample"]["caption"], "no sample yet")
         refresh(self.probabilities, piece["probabilities"])

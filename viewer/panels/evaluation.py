@@ -30,12 +30,15 @@ from bokeh.transform import dodge
 
 from viewer.panels.assign import refresh, same_list
 from viewer.panels.ids import named_source, shared
-from viewer.panels.images import TILE, tile_mosaic
+from viewer.panels.images import TILE, say_if_empty, shared_title, tile_mosaic
 from viewer.panels.looks import Look
 from viewer.panels.pictures import Picture, PictureStream, empty, encoded
 from viewer.runs.state import RunHistory
 
 PART = "evaluation"
+CONFUSION = "Confusion (latest evaluation, rows normalised)"
+PER_CLASS = "Accuracy per class"
+MISTAKES = "Current mistakes (true \N{RIGHTWARDS ARROW} predicted)"
 CONFUSION_COLUMNS = ("true", "predicted", "rate", "count")
 PER_CLASS_COLUMNS = ("class_name", "accuracy")
 GALLERY_SOURCE_COLUMNS = ("x", "y", "label", "index")
@@ -119,7 +122,7 @@ def class_figure(
     """A figure with the classes along x, as the confusion matrix and per-class bars have;
     ``key`` names its class axis (shared by every session, :mod:`viewer.panels.ids`)."""
     return figure(
-        title=title,
+        title=shared_title(key, title),
         height=height,
         sizing_mode="stretch_width",
         min_width=260,
@@ -146,7 +149,7 @@ class EvaluationPanels:
     def _confusion(self, look: Look) -> Any:
         fig = class_figure(
             "confusion",
-            "Confusion, latest evaluation (rows normalised)",
+            f"{CONFUSION}: no evaluation yet",
             look.plot_height,
             shared(FactorRange, "confusion-true", factors=[str(d) for d in reversed(range(10))]),
             [
@@ -176,7 +179,7 @@ class EvaluationPanels:
     def _per_class(self, look: Look) -> Any:
         fig = class_figure(
             "per-class",
-            "Accuracy per class",
+            f"{PER_CLASS}: no evaluation yet",
             look.plot_height,
             Range1d(start=0, end=1.0),
             [("class", "@class_name"), ("accuracy", "@accuracy{0.0%}")],
@@ -189,7 +192,7 @@ class EvaluationPanels:
 
     def _gallery(self, look: Look) -> Any:
         fig = figure(
-            title="Current mistakes (true \N{RIGHTWARDS ARROW} predicted)",
+            title=shared_title("mistakes", f"{MISTAKES}: no evaluation yet"),
             height=look.plot_height,
             sizing_mode="stretch_width",
             min_width=300,
@@ -236,6 +239,9 @@ class EvaluationPanels:
         self.per_class.data = {c: [] for c in PER_CLASS_COLUMNS}
         self.misclassified.data = {c: [] for c in GALLERY_SOURCE_COLUMNS}
         self.gallery.reset()
+        for fig, title in ((self.confusion_figure, CONFUSION), (self.per_class_figure, PER_CLASS),
+                           (self.gallery_figure, MISTAKES)):  # fmt: skip
+            say_if_empty(fig, title, True, "no evaluation yet")
 
     def apply(self, piece: dict[str, Any]) -> None:
         names = piece["per_class"]["class_name"]
@@ -248,3 +254,9 @@ class EvaluationPanels:
         refresh(self.per_class, piece["per_class"])
         self.misclassified.data = piece["misclassified"]
         self.gallery.show(piece["misclassified_images"])
+        evaluated = bool(piece["per_class"]["class_name"])
+        say_if_empty(self.confusion_figure, CONFUSION, not evaluated, "no evaluation yet")
+        say_if_empty(self.per_class_figure, PER_CLASS, not evaluated, "no evaluation yet")
+        mistakes = bool(piece["misclassified"][next(iter(piece["misclassified"]))])
+        words = "none in the latest evaluation" if evaluated else "no evaluation yet"
+        say_if_empty(self.gallery_figure, MISTAKES, not mistakes, words)

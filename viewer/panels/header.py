@@ -35,6 +35,8 @@ def render(run: RunHistory) -> dict[str, Any]:
 def run_html(run: RunHistory) -> str:
     status = run.status
     parts = [f'<span class="status {status}">{status}</span>']
+    if status == "waiting" and run.run_status is not None:  # the trainer waits for Start
+        parts[0] += " for the presenter to press Start"
     progress = ""
     if started := run.started:
         data, hp = started.dataset, started.hyperparameters

@@ -1,7 +1,8 @@
 """Models that every session's document builds with the same id.
 
-A frame changes only a few models of the dashboard: the named sources, the header's text and
-the factor ranges of the class axes. Built with one id in every session
+A frame changes only a few models of the dashboard: the named sources, the header's text, the
+factor ranges of the class axes, the titles that say a panel is still empty and the legend
+entries that show with their data. Built with one id in every session
 (:func:`shared`), their changes serialize to the same bytes for every session, so a viewer
 process encodes a frame once and writes it to every websocket (:mod:`viewer.broadcast`).
 Every other model keeps Bokeh's own unique id.

@@ -12,12 +12,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from bokeh.models.annotations import Title
 from bokeh.plotting import figure
+
+from viewer.panels.ids import shared
 
 TILE = 28
 
 
-def image_figure(title: str, size: int, **options: Any) -> Any:
+def image_figure(title: str | Title, size: int, **options: Any) -> Any:
     """A ``size`` x ``size`` figure for an image: no axes, no grid, no tools. Stretched to a
     page's cell, the image keeps its aspect and the rest of the cell stays blank."""
     fig = figure(
@@ -34,6 +37,20 @@ def image_figure(title: str, size: int, **options: Any) -> Any:
     fig.grid.visible = False
     fig.outline_line_color = None
     return fig
+
+
+def shared_title(key: str, text: str) -> Title:
+    """A figure's title that frames may change (:func:`say_if_empty`): its id is the same in
+    every session, so the change is encoded once for all (:mod:`viewer.panels.ids`)."""
+    return shared(Title, f"title-{key}", text=text)
+
+
+def say_if_empty(fig: Any, title: str, empty: bool, words: str) -> None:
+    """``fig``'s title, with ``words`` after it while it has nothing to draw ("no sample
+    yet"): a blank box looks broken exactly when a room first opens the page."""
+    text = f"{title}: {words}" if empty else title
+    if fig.title.text != text:
+        fig.title.text = text
 
 
 def tile_mosaic(

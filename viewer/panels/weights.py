@@ -17,12 +17,13 @@ import numpy as np
 from bokeh.models import Image, LinearColorMapper
 from bokeh.palettes import RdBu11, interp_palette
 
-from viewer.panels.images import image_figure, tile_mosaic
+from viewer.panels.images import image_figure, say_if_empty, shared_title, tile_mosaic
 from viewer.panels.looks import Look
 from viewer.panels.pictures import Picture, PictureStream, empty
 from viewer.runs.state import RunHistory
 
 PART = "weights"
+TITLE = "First-layer weights"
 PLACEMENT = ("dw", "dh")
 DIVERGING = interp_palette(RdBu11[::-1], 255)
 GAP = 1
@@ -50,7 +51,7 @@ def render(run: RunHistory) -> dict[str, Any]:
 class Weights:
     def __init__(self, look: Look) -> None:
         self.picture = Picture("weights", PLACEMENT, labels=("step",))
-        self.figure = image_figure("First-layer weights", look.plot_height)
+        self.figure = image_figure(shared_title("weights", f"{TITLE}: none yet"), look.plot_height)
         mapper = LinearColorMapper(
             palette=DIVERGING, low=0.5, high=255, low_color="rgba(0, 0, 0, 0)"
         )
@@ -60,6 +61,9 @@ class Weights:
 
     def reset(self) -> None:
         self.picture.reset()
+        say_if_empty(self.figure, TITLE, True, "none yet")
 
     def apply(self, piece: dict[str, Any]) -> None:
         self.picture.show(piece["weights"])
+        if piece["weights"]["row"]:  # a frame may bring no row: the picture stays as it was
+            say_if_empty(self.figure, TITLE, False, "none yet")
