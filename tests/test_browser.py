@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -21,7 +20,9 @@ pytestmark = pytest.mark.browser
 SCREENSHOTS = {
     "light": REPO / "docs" / "dashboard.png",
     "dark": REPO / "docs" / "dashboard-dark.png",
+    "phone": REPO / "docs" / "dashboard-phone.png",
 }
+"""The README's pictures, taken on purpose by ``scripts/screenshots --readme``."""
 TOKEN = "presenter-secret-for-tests"
 
 READ_STATE = """
@@ -104,7 +105,7 @@ def _only_local_requests(browser, port: int) -> bool:
 def test_screenshots_are_where_the_readme_says() -> None:
     readme = (REPO / "README.md").read_text()
     for picture in SCREENSHOTS.values():
-        assert f"]({picture.relative_to(REPO).as_posix()})" in readme
+        assert picture.relative_to(REPO).as_posix() in readme
         assert picture.exists(), "run the browser tests once to take it"
 
 
@@ -194,13 +195,10 @@ def _training(browser) -> dict | None:
 
 
 def _screenshot(browser, theme: str, tmp_path: Path) -> None:
-    """The whole dashboard as a picture: in the test's own folder, or, with
-    ``MNIST_LIVE_UPDATE_SCREENSHOTS=1``, over the README's (a test never writes tracked files
-    unless asked)."""
+    """The whole dashboard as a picture, in the test's own folder (a test never writes
+    tracked files: ``scripts/screenshots --readme`` retakes the README's)."""
     browser.set_window_size(1400, 1300)  # the whole dashboard, not just the first screen
     time.sleep(2)  # let the curves grow a little for the picture
-    picture = SCREENSHOTS[theme]
-    if os.environ.get("MNIST_LIVE_UPDATE_SCREENSHOTS") != "1":
-        picture = tmp_path / picture.name
+    picture = tmp_path / SCREENSHOTS[theme].name
     assert browser.save_screenshot(str(picture)), f"could not save {picture}"
     assert picture.stat().st_size > 20_000, "a picture of a page, not of a blank one"

@@ -97,3 +97,34 @@ def test_the_page_fits_every_screen(programs, endpoint, browser) -> None:
         if not large and theme == "light":
             fonts[size] = page["font"] / width
     assert fonts["4k"] >= fonts["1080p"] * 0.99, fonts
+
+
+def test_scripts_screenshots_takes_what_it_is_asked(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import CHROMEDRIVER, CHROMIUM
+
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("needs Debian's chromium and chromium-driver")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "screenshots"),
+            "--out",
+            str(tmp_path),
+            "--sizes",
+            "phone",
+            "--settle",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    taken = json.loads(done.stdout.strip().splitlines()[-1])["pictures"]
+    assert taken == {"phone-light.png": "390x844", "phone-dark.png": "390x844"}
+    for name in taken:
+        assert (tmp_path / name).stat().st_size > 10_000, name

@@ -256,3 +256,17 @@ def test_the_pace_slider_shows_the_trainers_pace() -> None:
     run.apply(feed.status(0, "training"))  # full speed, but the answer is not in yet
     controls.refresh(run)
     assert controls.pace.value == 7
+
+
+def test_a_page_served_to_this_machine_only_tells_the_presenter_how_to_let_the_room_in() -> None:
+    from viewer.panels.presenter import only_this_machine
+
+    for url in ("http://localhost:5006/", "http://127.0.0.1:5006/?theme=dark", "http://[::1]:80/"):
+        hint = only_this_machine(url)
+        assert hint is not None and "--address 0.0.0.0" in hint, url
+    for url in ("http://192.168.1.20:5006/", "http://talk.example.org/"):
+        assert only_this_machine(url) is None, url
+    controls, _, _ = presenter_and_run()  # no request: the URL falls back to localhost
+    assert "--address 0.0.0.0" in controls.feedback.text
+    overlay = controls._qr_html()
+    assert "<svg" in overlay and "min(82vh,94vw)" in overlay and "--address 0.0.0.0" in overlay

@@ -20,7 +20,9 @@ from typing import Any, Protocol
 from bokeh.core.enums import SizingModeType
 from bokeh.document import Document
 from bokeh.layouts import column
-from bokeh.models import LayoutDOM
+from bokeh.model.util import collect_models
+from bokeh.models import Axis, LayoutDOM
+from bokeh.models.annotations import Legend, Title
 
 from viewer.panels import digit, evaluation, header, weights
 from viewer.panels.curves import Curves
@@ -28,7 +30,7 @@ from viewer.panels.digit import Digit
 from viewer.panels.evaluation import EvaluationPanels
 from viewer.panels.header import WAITING, Header
 from viewer.panels.ids import same_ids, settle
-from viewer.panels.looks import Look, session_look
+from viewer.panels.looks import Look, session_look, text_scaler
 from viewer.panels.weights import Weights
 from viewer.runs.columns import Changes, Cursor
 from viewer.runs.state import Render, RunHistory
@@ -110,6 +112,10 @@ class Page:
                 part.sizing_mode = FILL.get(name, "stretch_both")
             for child in self.curves.loss_layout.children:
                 child.sizing_mode = "stretch_both"  # type: ignore[attr-defined]
+            texts = (Title, Axis, Legend)
+            self.text_scaler = text_scaler(
+                [m for m in collect_models(*self.roots) if isinstance(m, texts)]
+            )
         self.alike = alike
         """Its ids are the same as every other audience page's already (else settle them)."""
         self.decoders = [
@@ -171,7 +177,7 @@ class Dashboard:
             settle(doc.config) if page.alike else settle(*page.roots, doc.config)
         for root in page.roots:
             doc.add_root(root)
-        doc.js_on_event("document_ready", *page.decoders)
+        doc.js_on_event("document_ready", *page.decoders, page.text_scaler)
         self.header.pin.on_change("active", self._pin_changed)
         self.frame_period_ms = round(1000 / settings.frame_rate)
         if frames:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bokeh.document import Document
+from bokeh.model import Model
+from bokeh.models import CustomJS
 from bokeh.themes import Theme
 
 from viewer.server.settings import THEMES, ViewerSettings
@@ -150,6 +152,33 @@ PALETTE = (
 LOOKS: dict[str, dict[str, str]] = {
     theme: {role: colours[i] for role, *colours in PALETTE} for i, theme in enumerate(THEMES)
 }
+
+
+SCALE_TEXT_JS = """
+// A screen wider than 1920 px gets the plots' text in proportion, as the page's own text
+// grows with it (the template's CSS): canvas text is sized by these properties, not by CSS.
+const k = Math.min(3, window.innerWidth / 1920);
+if (k > 1.05) {
+  const props = ["text_font_size", "major_label_text_font_size", "axis_label_text_font_size",
+                 "label_text_font_size"];
+  for (const model of models) {
+    for (const prop of props) {
+      const value = model.properties[prop] == null ? null : model[prop];
+      const size = typeof value === "string" ? value : (value && value.value);
+      if (typeof size === "string" && size.endsWith("px")) {
+        const scaled = `${Math.round(parseFloat(size) * k)}px`;
+        model.setv({[prop]: typeof value === "string" ? scaled : {value: scaled}}, {sync: false});
+      }
+    }
+  }
+}
+"""
+
+
+def text_scaler(models: list[Model]) -> CustomJS:
+    """What makes ``models``' text (titles, axes, legends) grow on a screen wider than 1080p,
+    client-side only (run on ``document_ready``)."""
+    return CustomJS(args={"models": models}, code=SCALE_TEXT_JS)
 
 
 def look(theme: str, large: bool, tools: bool = False) -> Look:

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from bokeh.document import Document
 from bokeh.layouts import column, row
@@ -118,6 +118,21 @@ def guard_audience(doc: Document, settings: ViewerSettings) -> None:
     doc.on_change(refuse_change)
 
 
+LOOPBACK_HOSTS = ("localhost", "127.", "[::1]", "::1")
+
+
+def only_this_machine(url: str) -> str | None:
+    """What to tell the presenter when ``url`` (the audience's) names this machine's loopback:
+    no laptop in the room can open it."""
+    host = urlsplit(url).hostname or ""
+    if not (host.startswith(LOOPBACK_HOSTS) or host == "::1"):
+        return None
+    return (
+        f"{host} is this machine only: the room cannot open this address. Serve the page to "
+        "the network with 'mnist-live view --address 0.0.0.0' (or 'demo --address 0.0.0.0')."
+    )
+
+
 def audience_url(doc: Document) -> str:
     """The page's URL without the token: what the QR code shows the room."""
     if _audience_url:
@@ -183,6 +198,7 @@ class PresenterControls:
                 "padding": "2vh",
             },
         )
+        self.feedback.text = html.escape(only_this_machine(audience_url(doc)) or "")
         self.layout: LayoutDOM = column(
             row(*self.buttons.values(), self.pace, self.show_qr),
             self.feedback,
@@ -288,8 +304,14 @@ class PresenterControls:
         except qr.QRError as exc:  # the URL is still useful without the picture
             log.warning("no QR code for %s: %s", url, exc)
             image = ""
+        hint = only_this_machine(url)
+        warning = (
+            f'<p style="font-size:3vh;text-align:center;color:#b00020">{html.escape(hint)}</p>'
+            if hint
+            else ""
+        )
         return (
-            f'<div style="width:min(80vh,90vw);margin:auto">{image}</div>'
-            f'<p style="font-size:4vh;text-align:center;font-family:monospace">'
-            f"{html.escape(url)}</p>"
+            f'<div style="width:min(82vh,94vw);margin:auto">{image}</div>'
+            f'<p style="font-size:4vh;text-align:center;font-family:monospace;margin:0.3em">'
+            f"{html.escape(url)}</p>{warning}"
         )
