@@ -132,3 +132,22 @@ def test_without_openblas_every_function_computes_the_same_with_numpy(
     for with_blas, with_numpy in zip(results[True], results[False], strict=True):
         np.testing.assert_allclose(with_blas, with_numpy, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(results[False][0], 0.9 * c - 0.1 * (a.T @ b), rtol=1e-5, atol=1e-5)
+
+
+def test_a_paced_run_gets_one_blas_thread_and_a_request_wins() -> None:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from trainer.blas import limit_threads
+
+    def counts() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    before = counts()
+    if not before:
+        pytest.skip("no BLAS thread pool that threadpoolctl can see")
+    try:
+        assert limit_threads(None, paced=False) is None and counts() == before
+        assert limit_threads(None, paced=True) == 1 and counts() == {1}
+        assert limit_threads(2, paced=True) == 2 and counts() == {2}
+    finally:
+        threadpool_limits(limits=max(before), user_api="blas")

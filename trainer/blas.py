@@ -22,6 +22,25 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+
+def limit_threads(requested: int | None, paced: bool) -> int | None:
+    """Set BLAS's thread count for this process (threadpoolctl, which knows every BLAS's own
+    call for it); returns the count set, or None where BLAS keeps its own.
+
+    A paced run gets one thread unless ``requested`` says otherwise: its steps are short and
+    far apart, and OpenBLAS's worker threads spin between calls for a while before they
+    sleep, so at 40 steps/s a second thread kept a whole core busy doing nothing (1.13 cores
+    for the trainer), the core a presenter's laptop needs for the viewer and the browser.
+    """
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    count = requested if requested is not None else (1 if paced else None)
+    if count is not None:
+        threadpool_limits(limits=count, user_api="blas")
+        log.debug("BLAS threads: %d", count)
+    return count
+
+
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 

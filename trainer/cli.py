@@ -96,6 +96,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write the final figures as JSON (for scripts and sweeps)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="BLAS threads for the matrix products (default: 1 when --steps-per-second paces "
+        "the run, where more would only spin between the short steps; else every core)",
+    )
 
     live = parser.add_argument_group("publishing and pacing")
     add_config_arguments(model, live)
@@ -198,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
         eval_examples=args.eval_examples,
         weight_tiles=args.weight_tiles,
     )
+    blas.limit_threads(args.threads, paced=config.steps_per_second is not None)
     pacer = Pacer(config.steps_per_second)
     controls = Controls(source=publisher, pacer=pacer, announce=reporter)
     train_size = len(dataset.train_labels)
