@@ -35,8 +35,9 @@ NEW_RUN_BURST = 8
 NEW_RUN_SECONDS = 10.0
 LIVE_SECONDS = 30.0
 LISTENING_SECONDS = 3.0
-"""A run heard from within this long, and not finished, has a publisher that reads commands:
-a training run sends many messages a second, a waiting or paused one a heartbeat each second."""
+"""A run heard from within this long has a publisher that reads commands: a training run sends
+many messages a second, a waiting or paused one a heartbeat each second. A run that finished
+that recently counts too: a ``--loop`` replay starts its next pass a moment later."""
 
 
 class History:
@@ -58,6 +59,9 @@ class History:
         self.new_run_credit = float(NEW_RUN_BURST)
         self._credited_at = clock()
         self.refused: OrderedDict[str, None] = OrderedDict()
+        self.refused_heard: dict[str, float] = {}
+        """When a refused run last sent (its publisher is alive and hears commands): the
+        newest few, for :meth:`listening`."""
 
     def add(self, run_id: str, seq: int, kind: str, frames: Sequence[bytes]) -> str | None:
         """Hold a validated message; None, or why not: ``duplicate`` (its run has seen this
@@ -73,6 +77,10 @@ class History:
                 self.refused.move_to_end(run_id)
                 while len(self.refused) > REFUSED_KEPT:
                     self.refused.popitem(last=False)
+                self.refused_heard[run_id] = now
+                if len(self.refused_heard) > NEW_RUN_BURST:
+                    oldest = min(self.refused_heard, key=self.refused_heard.__getitem__)
+                    del self.refused_heard[oldest]
                 return "new_run_refused"
             run = self.runs[run_id] = RunLog(run_id, self.run_bytes)
         self.heard[run_id] = now
@@ -104,11 +112,17 @@ class History:
     def listening(self, run_id: str = "*") -> bool:
         """Whether a command for ``run_id`` (``"*"``: any run) has a publisher to obey it."""
         now = self.clock()
-        return any(
-            not run.finished and now - self.heard.get(rid, -LISTENING_SECONDS) < LISTENING_SECONDS
-            for rid, run in self.runs.items()
+        held = any(
+            now - self.heard.get(rid, -LISTENING_SECONDS) < LISTENING_SECONDS
+            for rid in self.runs
             if run_id in ("*", rid)
         )
+        refused = any(  # a publisher whose new run was refused (a fast --loop replay) still hears
+            now - at < LISTENING_SECONDS
+            for rid, at in self.refused_heard.items()
+            if run_id in ("*", rid)
+        )
+        return held or refused
 
     def find(self, run: str) -> RunLog | None:
         """A run by id, or the newest one for ``"latest"``."""

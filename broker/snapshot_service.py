@@ -182,7 +182,7 @@ class SnapshotService:
             return self._error(
                 envelope,
                 request.id,
-                f"{which} is listening (none has been heard from in the last "
+                f"{which} is listening (nothing has been heard from one in the last "
                 f"{LISTENING_SECONDS:g} s); start one with 'mnist-live train'",
             )
         self.counts["control"] += 1

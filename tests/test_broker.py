@@ -16,7 +16,7 @@ import zmq.utils.monitor
 
 from broker.clients.publisher import Publisher
 from broker.forwarder import Forwarder
-from broker.history import LIVE_SECONDS, NEW_RUN_BURST, SEQ_WINDOW, History
+from broker.history import LISTENING_SECONDS, LIVE_SECONDS, NEW_RUN_BURST, SEQ_WINDOW, History
 from protocol import RunFinished, RunStarted, SamplePrediction, decode, encode, tokens
 from protocol.runlog import RunLog, SeqSet
 from tests.conftest import assert_one_line_error, run_cli, wait_until
@@ -305,6 +305,7 @@ def test_a_command_with_no_trainer_listening_says_so(broker) -> None:
     assert_one_line_error(done, "no trainer of run nope is listening")
     publisher.send(RunFinished, status="stopped", step=3, epoch=0)
     wait_until(lambda: broker.stats.accepted["run_finished"] == 1, 5, message="the finish")
+    time.sleep(LISTENING_SECONDS + 0.2)  # a run that just finished may still be listening
     assert_one_line_error(
         run_cli("control", "start", "--broker", broker.snapshot_endpoint),
         "no trainer is listening",

@@ -18,7 +18,13 @@ from tests.conftest import REPO, broker_and_viewer, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-SIZES = {"phone": (390, 844), "laptop": (1280, 720), "1080p": (1920, 1080), "4k": (3840, 2160)}
+SIZES = {
+    "phone": (390, 844),
+    "tablet": (1024, 768),  # between the phone's column and the laptop's grid
+    "laptop": (1280, 720),
+    "1080p": (1920, 1080),
+    "4k": (3840, 2160),
+}
 ONE_SCREEN = ("1080p", "4k")
 SHOTS = REPO / "build" / "test-screenshots"
 AREAS = (
@@ -34,15 +40,26 @@ AREAS = (
 )
 
 MEASURE = """
+// Each area's box is the Bokeh view drawn in the template's cell (the element with a bk-
+// class, whose shadow root holds the plot), not the cell itself: a plot wider than its cell
+// shows here.
 const areas = [...document.querySelectorAll('.dashboard > .area')].map(element => {
-  const box = element.getBoundingClientRect();
-  const drawn = element.querySelector('div') !== null;
+  const view = element.querySelector('[class*="bk-"]');
+  const box = (view || element).getBoundingClientRect();
+  const cell = element.getBoundingClientRect();
   return {name: element.classList[1], left: box.left, right: box.right, top: box.top,
-          bottom: box.bottom, width: box.width, height: box.height, drawn};
+          bottom: box.bottom, width: box.width, height: box.height, drawn: view !== null,
+          inside: box.left >= cell.left - 1 && box.right <= cell.right + 1};
 });
+const doc = window.Bokeh && Bokeh.documents && Bokeh.documents[0];
+const title = doc && [...doc.all_models].find(m => m.constructor.__name__ === "Title");
+const size = title && (typeof title.text_font_size === "string" ? title.text_font_size
+                                                               : title.text_font_size.value);
 return {width: innerWidth, height: innerHeight,
         scrollWidth: document.documentElement.scrollWidth,
-        font: parseFloat(getComputedStyle(document.body).fontSize), areas};
+        scrollHeight: document.documentElement.scrollHeight,
+        font: parseFloat(getComputedStyle(document.body).fontSize),
+        plotFont: size ? parseFloat(size) : null, areas};
 """
 
 
@@ -71,6 +88,7 @@ def test_the_page_fits_every_screen(programs, endpoint, browser) -> None:
     cases = [(size, theme, "") for size in SIZES for theme in ("light", "dark")]
     cases.append(("1080p", "light", "1"))
     fonts: dict[str, float] = {}
+    plot_fonts: dict[str, float] = {}
     for size, theme, large in cases:
         width, height = SIZES[size]
         viewport(browser, width, height)
@@ -92,11 +110,16 @@ def test_the_page_fits_every_screen(programs, endpoint, browser) -> None:
         assert page["scrollWidth"] <= page["width"], f"{name}: a horizontal scrollbar"
         for area in page["areas"]:
             assert area["left"] >= -0.5 and area["right"] <= width + 0.5, (name, area)
+            assert area["inside"], f"{name}: {area['name']} is wider than its cell"
             if size in ONE_SCREEN:
                 assert area["top"] >= -0.5 and area["bottom"] <= height + 0.5, (name, area)
+        if size in ONE_SCREEN:
+            assert page["scrollHeight"] <= height + 1, f"{name}: the page scrolls"
         if not large and theme == "light":
             fonts[size] = page["font"] / width
+            plot_fonts[size] = page["plotFont"] / width
     assert fonts["4k"] >= fonts["1080p"] * 0.99, fonts
+    assert plot_fonts["4k"] >= plot_fonts["1080p"] * 0.9, f"the plots' text at 4K: {plot_fonts}"
 
 
 def test_scripts_screenshots_takes_what_it_is_asked(tmp_path) -> None:

@@ -32,11 +32,14 @@ def titles(session: ClientSession) -> list[str]:
 
 
 def legend_entries(session: ClientSession) -> dict[str, bool]:
+    """Each legend entry's visibility, by its label and its figure's title (the log-scale
+    loss figure is there too, hidden until asked for)."""
+    figures = [m for m in session.document.models if type(m).__name__ == "figure"]
     return {
-        item.label["value"]: item.visible
-        for m in session.document.models
-        if type(m).__name__ == "Legend"
-        for item in m.items
+        f"{fig.title.text} ({fig.y_scale.__class__.__name__}): {item.label['value']}": item.visible
+        for fig in figures
+        for legend in fig.legend
+        for item in legend.items
     }
 
 
@@ -46,9 +49,10 @@ def says_nothing_yet(session: ClientSession) -> None:
         assert any(t.startswith(title) and t.endswith(words) for t in shown), (title, shown)
     assert not any(legend_entries(session).values()), "no legend entry without its data"
     frames = [
-        m for m in session.document.models
+        m
+        for m in session.document.models
         if type(m).__name__ == "GlyphRenderer" and m.data_source.data.get("x") == [0, 1]
-    ]  # fmt: skip
+    ]
     assert len(frames) >= 2, "each curve plot has the points that give it axes before data"
 
 
@@ -81,13 +85,22 @@ def test_the_waiting_page_says_so_and_fills_after_start(programs: Programs, endp
         def filled() -> bool:
             receive([session], 0.2)
             shown = titles(session)
-            return all(not t.endswith(("yet",)) for t in shown) and all(
-                legend_entries(session)[label]
-                for label in ("training (smoothed)", "test subset", "training batches (smoothed)")
+            entries = legend_entries(session)
+            wanted = [
+                k
+                for k in entries
+                if k.split(": ")[1]
+                in ("training (smoothed)", "test subset", "training batches (smoothed)")
+            ]
+            return (
+                all(not t.endswith("yet") for t in shown)
+                and len(wanted) == 6
+                and all(entries[k] for k in wanted)
             )
 
         wait_until(filled, 30, message="the words gone and the legend entries shown")
-        assert not legend_entries(session)["previous run"], "no previous run: no entry for it"
+        previous = [v for k, v in legend_entries(session).items() if k.endswith("previous run")]
+        assert len(previous) == 3 and not any(previous), "no previous run: no entry for it"
     finally:
         session.close()
 

@@ -108,10 +108,10 @@ class Page:
                 column(part, name=f"area_{name}", sizing_mode=FILL.get(name, "stretch_both"))
                 for name, part in areas.items()
             ]
-            for name, part in areas.items():
-                part.sizing_mode = FILL.get(name, "stretch_both")
+            for name, part in areas.items():  # the grid's cell decides the size, never less
+                part.sizing_mode, part.min_width = FILL.get(name, "stretch_both"), None
             for child in self.curves.loss_layout.children:
-                child.sizing_mode = "stretch_both"  # type: ignore[attr-defined]
+                child.sizing_mode, child.min_width = "stretch_both", None  # type: ignore[attr-defined]
             texts = (Title, Axis, Legend)
             self.text_scaler = text_scaler(
                 [m for m in collect_models(*self.roots) if isinstance(m, texts)]
@@ -175,8 +175,9 @@ class Dashboard:
         doc.template_variables.update(self.look.template_variables())
         if page.audience:  # the document's config was made with it, before this page
             settle(doc.config) if page.alike else settle(*page.roots, doc.config)
-        for root in page.roots:
-            doc.add_root(root)
+        with doc.models.freeze():  # the models are gathered once, not once per root
+            for root in page.roots:
+                doc.add_root(root)
         doc.js_on_event("document_ready", *page.decoders, page.text_scaler)
         self.header.pin.on_change("active", self._pin_changed)
         self.frame_period_ms = round(1000 / settings.frame_rate)

@@ -97,10 +97,13 @@ class Curves:
         }
         self.x_range = DataRange1d(only_visible=True)
         self.linear = self._loss_figure("linear")
-        self.log: Any = None
+        # Both scales are built into every page (hidden until asked for), so frames keep the
+        # log figure's legend as they keep the linear one's, and it fills its cell as well.
+        self.log = self._loss_figure("log")
+        self.log.visible = False
         self.log_scale = Toggle(label="log scale", name="log_scale", active=False, width=110)
         self.log_scale.on_change("active", self._scale_changed)
-        self.loss_layout = column(self.linear, sizing_mode="stretch_width", min_width=300)
+        self.loss_layout = column(self.linear, self.log, sizing_mode="stretch_width")
         self.accuracy_layout = self._accuracy_figure()
 
     def _loss_figure(self, scale: Literal["linear", "log"]) -> Any:
@@ -226,12 +229,7 @@ class Curves:
         return fig
 
     def _scale_changed(self, _attr: str, _old: bool, log: bool) -> None:
-        if log and self.log is None:
-            self.log = self._loss_figure("log")
-            shown = [item.visible for item in self.linear.legend[0].items]
-            for item, visible in zip(self.log.legend[0].items, shown, strict=True):
-                item.visible = visible  # a session's own figure: frames show no entry in it
-        self.loss_layout.children = [self.log if log else self.linear]
+        self.linear.visible, self.log.visible = not log, log
 
     def show(
         self, rows: dict[str, dict[str, list[float]]], previous: dict[str, list[float]] | None
@@ -261,8 +259,6 @@ class Curves:
         """Show each legend entry once its line has data (hide them all for a new run)."""
         fresh = previous is not None
         for fig in (self.linear, self.log, self.accuracy_layout):
-            if fig is None:
-                continue
             for item in fig.legend[0].items:
                 source = item.renderers[0].data_source
                 shown = bool(source.data.get("step")) if fresh or not item.visible else True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import html
+import ipaddress
 import logging
 import threading
 import time
@@ -118,14 +119,15 @@ def guard_audience(doc: Document, settings: ViewerSettings) -> None:
     doc.on_change(refuse_change)
 
 
-LOOPBACK_HOSTS = ("localhost", "127.", "[::1]", "::1")
-
-
 def only_this_machine(url: str) -> str | None:
     """What to tell the presenter when ``url`` (the audience's) names this machine's loopback:
     no laptop in the room can open it."""
     host = urlsplit(url).hostname or ""
-    if not (host.startswith(LOOPBACK_HOSTS) or host == "::1"):
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, not an address
+        loopback = host == "localhost" or host.endswith(".localhost")
+    if not loopback:
         return None
     return (
         f"{host} is this machine only: the room cannot open this address. Serve the page to "
@@ -176,7 +178,9 @@ class PresenterControls:
             width=220,
         )
         self.pace.on_change("value_throttled", self._pace_changed)
+        self.pace.on_change("value", self._pace_moving)
         self._pace_moved_until = 0.0
+        self._showing = False
         self.show_qr = Button(label="Show QR", name="show_qr", width=90)
         self.show_qr.on_click(lambda _event: self.toggle_qr(True))
         self.feedback = Div(text="", name="control_feedback")
@@ -235,15 +239,24 @@ class PresenterControls:
                 button.disabled = not enabled[name]
 
     def _show_pace(self, run: RunHistory | None) -> None:
-        """The slider at the trainer's own pace (0: full speed), unless the presenter moved it
-        a moment ago and the trainer has not answered yet."""
+        """The slider at the trainer's own pace (0: full speed), unless the presenter is
+        moving it, or moved it a moment ago and the trainer has not answered yet."""
         if time.monotonic() < self._pace_moved_until:
             return
         status = run.run_status if run is not None else None
         pace = status.steps_per_second if status is not None else None
         shown = min(PACE_MAX, max(1, round(pace))) if pace else 0
         if self.pace.value != shown:
-            self.pace.value = shown
+            self._showing = True  # our own change: not the presenter's hand
+            try:
+                self.pace.value = shown
+            finally:
+                self._showing = False
+
+    def _pace_moving(self, _attr: str, _old: Any, _new: Any) -> None:
+        """The presenter drags the handle (``value`` changes before ``value_throttled``)."""
+        if not self._showing:
+            self._pace_moved_until = time.monotonic() + PACE_ANSWER_SECONDS
 
     def _pace_changed(self, _attr: str, _old: Any, new: Any) -> None:
         try:
