@@ -235,6 +235,14 @@ def broker_and_viewer(programs: Programs, endpoint) -> tuple[str, str, int, subp
     return broker_in, broker_out, port, viewer
 
 
+def synthetic_trainer(programs: Programs, broker_in: str, *options: str) -> subprocess.Popen:
+    """``mnist-live train`` on the synthetic set into ``broker_in``, quiet, with ``options``
+    (``--epochs``, ``--steps-per-second``, ``--wait-for-start`` ...)."""
+    return programs.start(
+        "train", "--connect", broker_in, "--dataset", "synthetic", "--quiet", *options
+    )
+
+
 def wait_until(condition, timeout: float, interval: float = 0.1, message: str = "condition"):
     """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

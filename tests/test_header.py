@@ -13,7 +13,7 @@ import time
 import pytest
 from bokeh.client import pull_session
 
-from tests.conftest import broker_and_viewer, wait_until
+from tests.conftest import broker_and_viewer, synthetic_trainer, wait_until
 from tests.documents import header, receive
 
 PACE, BATCH = 20, 32
@@ -32,19 +32,15 @@ def speed(text: str) -> float | None:
 @pytest.mark.slow
 def test_a_paced_run_shows_its_true_speed_and_eta(programs, endpoint) -> None:
     broker_in, _, port, _ = broker_and_viewer(programs, endpoint)
-    programs.start(
-        "train",
-        "--connect",
+    synthetic_trainer(
+        programs,
         broker_in,
-        "--dataset",
-        "synthetic",
         "--epochs",
         "1",
         "--batch-size",
         str(BATCH),
         "--steps-per-second",
         str(PACE),
-        "--quiet",
     )
     session = pull_session(url=f"http://127.0.0.1:{port}/")
     try:

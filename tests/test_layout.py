@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, broker_and_viewer, wait_until
+from tests.conftest import REPO, broker_and_viewer, synthetic_trainer, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -72,18 +72,7 @@ def viewport(browser, width: int, height: int) -> None:
 
 def test_the_page_fits_every_screen(programs, endpoint, browser) -> None:
     broker_in, _, port, _ = broker_and_viewer(programs, endpoint)
-    programs.start(
-        "train",
-        "--connect",
-        broker_in,
-        "--dataset",
-        "synthetic",
-        "--epochs",
-        "20",
-        "--steps-per-second",
-        "20",
-        "--quiet",
-    )
+    synthetic_trainer(programs, broker_in, "--epochs", "20", "--steps-per-second", "20")
     SHOTS.mkdir(parents=True, exist_ok=True)
     cases = [(size, theme, "") for size in SIZES for theme in ("light", "dark")]
     cases.append(("1080p", "light", "1"))

@@ -13,7 +13,7 @@ import pytest
 from bokeh.client import ClientSession, pull_session
 
 from protocol.endpoints import free_tcp_port
-from tests.conftest import Programs, broker_and_viewer, run_cli, wait_until
+from tests.conftest import Programs, broker_and_viewer, run_cli, synthetic_trainer, wait_until
 from tests.documents import header, receive
 from tests.recordings import START, Feed, realistic_run, write_recording
 
@@ -58,18 +58,8 @@ def says_nothing_yet(session: ClientSession) -> None:
 
 def test_the_waiting_page_says_so_and_fills_after_start(programs: Programs, endpoint) -> None:
     broker_in, broker_out, port, _ = broker_and_viewer(programs, endpoint)
-    programs.start(
-        "train",
-        "--connect",
-        broker_in,
-        "--dataset",
-        "synthetic",
-        "--epochs",
-        "1",
-        "--steps-per-second",
-        "40",
-        "--wait-for-start",
-        "--quiet",
+    synthetic_trainer(
+        programs, broker_in, "--epochs", "1", "--steps-per-second", "40", "--wait-for-start"
     )
     session = pull_session(url=f"http://127.0.0.1:{port}/")
     try:
