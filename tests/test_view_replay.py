@@ -288,7 +288,14 @@ def test_the_served_replay_says_replay_and_plays_to_a_full_page(
         for name in SOURCES:
             assert rows(doc, name) > 0, f"source {name!r} is empty"
         assert rows(doc, "loss") == sum(1 for m in run_messages if m.kind == "metrics")
-        assert doc.get_model_by_name("play").active is False, "paused at the end"  # type: ignore[union-attr]
+        wait_until(  # the toggle's change may arrive a frame after the header's "finished"
+            lambda: (
+                receive([session], 0.1) or not session.document.get_model_by_name("play").active
+            ),  # type: ignore[union-attr]
+            5,
+            message="paused at the end",
+        )
+        doc = session.document
         text = doc.get_model_by_name("playback_position").text  # type: ignore[union-attr]
         assert "0:06 / 0:06" in text and "paused" in text, text
     finally:
