@@ -3,9 +3,10 @@
 A paced run feeds a real viewer; the page is taken at a phone's, a laptop's, a 1080p and a
 4K viewport, light and dark, and ``?large=1`` at 1080p. From the DOM: no horizontal
 scrollbar; every panel's box inside the viewport's width; at 1080p and 4K every panel inside
-its height too (the whole dashboard on one screen); the page's text at 4K no smaller, relative
-to the width, than at 1080p. Each screenshot is kept in ``build/test-screenshots`` (ignored
-by git; CI keeps the folder as an artefact).
+its height too (the whole dashboard on one screen); no plot title cut off and no button label
+wider than its button; the page's, the plots', the in-plot labels' and the buttons' text at 4K
+no smaller, relative to the width, than at 1080p. Each screenshot is kept in
+``build/test-screenshots`` (ignored by git; CI keeps the folder as an artefact).
 """
 
 from __future__ import annotations
@@ -52,14 +53,42 @@ const areas = [...document.querySelectorAll('.dashboard > .area')].map(element =
           inside: box.left >= cell.left - 1 && box.right <= cell.right + 1};
 });
 const doc = window.Bokeh && Bokeh.documents && Bokeh.documents[0];
-const title = doc && [...doc.all_models].find(m => m.constructor.__name__ === "Title");
-const size = title && (typeof title.text_font_size === "string" ? title.text_font_size
-                                                               : title.text_font_size.value);
+const models = doc ? [...doc.all_models] : [];
+const px = (model, prop) => {
+  const value = model && model[prop];
+  return model ? parseFloat(typeof value === "string" ? value : value.value) : null;
+};
+const title = models.find(m => m.constructor.__name__ === "Title");
+const glyph = models.find(m => m.constructor.__name__ === "Text");
+// A title is cut off when its text needs more height than its plot laid out for it.
+const cut = [];
+for (const model of models.filter(m => m.constructor.__name__ === "Title" && m.text)) {
+  for (const view of Bokeh.index.find(model)) {
+    const need = view.get_size ? view.get_size().height : 0;
+    const shown = !view.parent || view.parent.model.visible !== false;  // the log-scale plot
+    if (shown && view.layout && need > view.layout.bbox.height + 1) {
+      cut.push(`${model.text}: ${need} > ${view.layout.bbox.height}`);
+    }
+  }
+}
+// The first button, inside the widgets' shadow roots.
+const find = (root) => {
+  for (const element of root.querySelectorAll("*")) {
+    if (element.classList.contains("bk-btn")) return element;
+    const inner = element.shadowRoot && find(element.shadowRoot);
+    if (inner) return inner;
+  }
+  return null;
+};
+const button = find(document);
 return {width: innerWidth, height: innerHeight,
         scrollWidth: document.documentElement.scrollWidth,
         scrollHeight: document.documentElement.scrollHeight,
         font: parseFloat(getComputedStyle(document.body).fontSize),
-        plotFont: size ? parseFloat(size) : null, areas};
+        plotFont: px(title, "text_font_size"), glyphFont: px(glyph, "text_font_size"),
+        buttonFont: button ? parseFloat(getComputedStyle(button).fontSize) : null,
+        buttonFits: button ? button.scrollWidth <= button.clientWidth + 1 : null,
+        cut, areas};
 """
 
 
@@ -77,7 +106,6 @@ def test_the_page_fits_every_screen(programs, endpoint, browser) -> None:
     cases = [(size, theme, "") for size in SIZES for theme in ("light", "dark")]
     cases.append(("1080p", "light", "1"))
     fonts: dict[str, float] = {}
-    plot_fonts: dict[str, float] = {}
     for size, theme, large in cases:
         width, height = SIZES[size]
         viewport(browser, width, height)
@@ -104,11 +132,14 @@ def test_the_page_fits_every_screen(programs, endpoint, browser) -> None:
                 assert area["top"] >= -0.5 and area["bottom"] <= height + 0.5, (name, area)
         if size in ONE_SCREEN:
             assert page["scrollHeight"] <= height + 1, f"{name}: the page scrolls"
+        assert not page["cut"], f"{name}: titles cut off: {page['cut']}"
+        assert page["buttonFits"], f"{name}: a button's label is wider than the button"
         if not large and theme == "light":
-            fonts[size] = page["font"] / width
-            plot_fonts[size] = page["plotFont"] / width
-    assert fonts["4k"] >= fonts["1080p"] * 0.99, fonts
-    assert plot_fonts["4k"] >= plot_fonts["1080p"] * 0.9, f"the plots' text at 4K: {plot_fonts}"
+            for kind in ("font", "plotFont", "glyphFont", "buttonFont"):
+                fonts[f"{size} {kind}"] = page[kind] / width
+    for kind in ("font", "plotFont", "glyphFont", "buttonFont"):
+        at_4k, at_1080p = fonts[f"4k {kind}"], fonts[f"1080p {kind}"]
+        assert at_4k >= at_1080p * 0.9, f"{kind}, of the width: {at_4k:.5f} at 4K, {at_1080p:.5f}"
 
 
 def test_scripts_screenshots_takes_what_it_is_asked(tmp_path) -> None:

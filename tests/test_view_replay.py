@@ -216,6 +216,41 @@ def test_the_controls_scrub_the_whole_page_and_show_the_position(
     assert rows(doc, "loss") > 50 and controls.play.label == "Pause"
 
 
+def figure_titles(doc: Document) -> list[str]:
+    return [m.title.text for m in doc.models if type(m).__name__ == "figure"]
+
+
+def test_a_recording_begun_mid_run_says_from_when_it_has_pictures(tmp_path: Path) -> None:
+    """A recorder that joins at 8 s gets the curves from 0:00 but pictures only from 0:08 (the
+    broker keeps the latest sample and weights): until then the page says so, not "no sample
+    yet", and a whole recording says nothing of the kind."""
+    messages = realistic_run(Feed("run-late"), seconds=10.0)
+    late = [m for m in messages if m.kind not in ("sample", "weights") or m.sent_at - START >= 8]
+    whole = load(write_recording(tmp_path / "whole.mcap", messages)).pick(None)
+    assert whole.pictures_from is None
+    cut = load(write_recording(tmp_path / "late.mcap", late)).pick(None)
+    assert cut.pictures_from == pytest.approx(8.0)
+
+    clock = FakeClock()
+    hub = ReplayHub(cut, clock=clock)
+    doc, dash, controls = dashboard(hub, allowed=True)
+    assert "this recording starts mid-run: pictures from 0:08" in header(doc)
+    titles = figure_titles(doc)
+    assert "What the network sees: from 0:08" in titles, titles
+    assert "First-layer weights: from 0:08" in titles, titles
+    assert rows(doc, "loss") == 0
+
+    controls._scrubbed("value_throttled", None, 9.0)
+    hub.advance()
+    dash.tick()
+    titles = figure_titles(doc)
+    assert "What the network sees" in titles and "First-layer weights" in titles, titles
+    dash.header_due = 0  # the header refreshes once a second
+    dash.tick()
+    assert "mid-run" not in header(doc)
+    assert rows(doc, "loss") == rows_of(reference(late, 9.0), "loss")
+
+
 def test_a_session_without_the_controls_cannot_move_the_clock(recording: Path) -> None:
     hub = ReplayHub(load(recording).pick(None))
     doc, _, controls = dashboard(hub, allowed=False)

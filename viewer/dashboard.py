@@ -21,8 +21,9 @@ from bokeh.core.enums import SizingModeType
 from bokeh.document import Document
 from bokeh.layouts import column
 from bokeh.model.util import collect_models
-from bokeh.models import Axis, LayoutDOM
+from bokeh.models import Axis, LayoutDOM, Plot, Text
 from bokeh.models.annotations import Legend, Title
+from bokeh.models.widgets import Widget
 
 from viewer.panels import digit, evaluation, header, weights
 from viewer.panels.curves import Curves
@@ -112,9 +113,12 @@ class Page:
                 part.sizing_mode, part.min_width = FILL.get(name, "stretch_both"), None
             for child in self.curves.loss_layout.children:
                 child.sizing_mode, child.min_width = "stretch_both", None  # type: ignore[attr-defined]
-            texts = (Title, Axis, Legend)
+            texts = (Title, Axis, Legend, Text)
+            models = collect_models(*self.roots)
             self.text_scaler = text_scaler(
-                [m for m in collect_models(*self.roots) if isinstance(m, texts)]
+                [m for m in models if isinstance(m, texts)],
+                [m for m in models if isinstance(m, Widget) and m.width is not None],
+                [m for m in models if isinstance(m, Plot)],
             )
         self.alike = alike
         """Its ids are the same as every other audience page's already (else settle them)."""
@@ -248,9 +252,9 @@ class Dashboard:
                 changes = run.changes(self.cursor)
                 pieces = self._render(run, changes)
         self.curves.show(changes.rows if changes else {}, overlay)
-        self.digit.reset()
+        self.digit.reset(run)
         self.evaluation.reset()
-        self.weights.reset()
+        self.weights.reset(run)
         if run is None:
             self.header.show(run_html=WAITING)
         elif changes:

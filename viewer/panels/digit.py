@@ -133,11 +133,12 @@ class Digit:
         )
         self.bars.xgrid.visible = False
 
-    def reset(self) -> None:
+    def reset(self, run: RunHistory | None) -> None:
         self.sample.data = {c: [] for c in SAMPLE_COLUMNS}
         self.picture.reset()
         self.probabilities.data = {c: [] for c in PROBABILITY_COLUMNS}
-        say_if_empty(self.image_figure, SEES, True, "no sample yet")
+        pending = run.pictures_pending() if run is not None else None
+        say_if_empty(self.image_figure, SEES, True, pending or "no sample yet")
 
     def apply(self, piece: dict[str, Any]) -> None:
         names = piece["probabilities"]["class_name"]

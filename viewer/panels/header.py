@@ -70,6 +70,8 @@ def run_html(run: RunHistory) -> str:
     if run.finished and run.finished.test_accuracy is not None:
         parts.append(f"<b>test accuracy</b> {run.finished.test_accuracy:.2%}")
     message = run.finished.message if run.finished else ""
+    if pending := run.pictures_pending():
+        message = f"this recording starts mid-run: pictures {pending}"
     note = f'<div class="note">{html.escape(message)}</div>' if message else ""
     parts.append(f'<span class="run-id">run {html.escape(run.run_id)}</span>')
     return " &middot; ".join(parts) + progress + note
@@ -92,7 +94,6 @@ class Header:
             name="pin",
             active=False,
             width=130,
-            styles={"font-size": look.px(13)},
         )
         widgets = [self.pin, *toggles, *([controls] if controls is not None else [])]
         self.layout = column(self.div, row(*widgets), sizing_mode="stretch_width")

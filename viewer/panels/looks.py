@@ -110,6 +110,7 @@ class Look:
             "page_background": self.page,
             "page_text": self.text,
             "page_font_size": self.vw(15),
+            "widget_font_size": WIDGET_FONT,
             "look": f"{self.name}{' large' if self.large else ''}",
         }
 
@@ -154,11 +155,21 @@ LOOKS: dict[str, dict[str, str]] = {
 }
 
 
+WIDGET_FONT = f"max(13px, {13 / 19.2:.3f}vw)"
+"""Buttons' and sliders' text (Bokeh's ``--bokeh-font-size``, which reaches into their shadow
+DOM): 13 px up to 1920 px wide, in proportion beyond, as :data:`SCALE_TEXT_JS` widens them."""
+
 SCALE_TEXT_JS = """
 // A screen wider than 1920 px gets the plots' text in proportion, as the page's own text
 // grows with it (the template's CSS): canvas text is sized by these properties, not by CSS.
+// Widgets' text grows by CSS (WIDGET_FONT); their fixed widths grow here to hold it.
 const k = Math.min(3, window.innerWidth / 1920);
 if (k > 1.05) {
+  for (const widget of widgets) {
+    if (typeof widget.width === "number") {
+      widget.setv({width: Math.round(widget.width * k)}, {sync: false});
+    }
+  }
   const props = ["text_font_size", "major_label_text_font_size", "axis_label_text_font_size",
                  "label_text_font_size"];
   for (const model of models) {
@@ -171,14 +182,23 @@ if (k > 1.05) {
       }
     }
   }
+  // A plot measures its title when it lays itself out, and a font size alone does not make it
+  // do so again (a figure without axes would cut the larger title off at the top): a border
+  // set to the value it already stands for (null means min_border) does.
+  for (const plot of plots) {
+    if (plot.min_border_top == null) {
+      plot.setv({min_border_top: plot.min_border ?? 5}, {sync: false});
+    }
+  }
 }
 """
 
 
-def text_scaler(models: list[Model]) -> CustomJS:
-    """What makes ``models``' text (titles, axes, legends) grow on a screen wider than 1080p,
-    client-side only (run on ``document_ready``)."""
-    return CustomJS(args={"models": models}, code=SCALE_TEXT_JS)
+def text_scaler(models: list[Model], widgets: list[Model], plots: list[Model]) -> CustomJS:
+    """What makes ``models``' text (titles, axes, legends, text glyphs) and ``widgets``' widths
+    grow on a screen wider than 1080p, and ``plots`` lay out again to fit it; client-side only
+    (run on ``document_ready``)."""
+    return CustomJS(args={"models": models, "widgets": widgets, "plots": plots}, code=SCALE_TEXT_JS)
 
 
 def look(theme: str, large: bool, tools: bool = False) -> Look:

@@ -59,9 +59,10 @@ class Weights:
         self.figure.add_glyph(self.picture.pixels, glyph)
         self.picture.drawn_in(self.figure)
 
-    def reset(self) -> None:
+    def reset(self, run: RunHistory | None) -> None:
         self.picture.reset()
-        say_if_empty(self.figure, TITLE, True, "none yet")
+        pending = run.pictures_pending() if run is not None else None
+        say_if_empty(self.figure, TITLE, True, pending or "none yet")
 
     def apply(self, piece: dict[str, Any]) -> None:
         self.picture.show(piece["weights"])

@@ -27,6 +27,7 @@ from protocol import (
     SamplePrediction,
     TrainingMetrics,
 )
+from protocol.cli.durations import format_duration
 from viewer.runs.columns import Changes, Columns, Cursor
 
 SMOOTHING = 0.9
@@ -66,6 +67,9 @@ class RunHistory:
         self.replayed = False
         self.played_back = False
         """Folded from a file by ``view --replay``: every status in it is the recorded run's."""
+        self.pictures_from: float | None = None
+        """For a recording that began mid-run: seconds into the run of its first picture (the
+        curves reach back to the start, the sample and weights only to there)."""
         self.curves = {name: Columns(names) for name, names in CURVES.items()}
         self.versions = dict.fromkeys(PARTS, 0)
         self.version = 0
@@ -80,6 +84,13 @@ class RunHistory:
         self._smooth_loss = self._smooth_accuracy = 0.0
         self._smoothed = 0
         self._overlay: tuple[int, dict[str, list[float]]] | None = None
+
+    def pictures_pending(self) -> str | None:
+        """What the picture panels say while a mid-run recording has no picture yet ("from
+        3:47"), or None when that is not the case."""
+        if self.pictures_from is None or self.sample is not None or self.weights is not None:
+            return None
+        return f"from {format_duration(self.pictures_from)}"
 
     # -- folding messages (the source's thread) ---------------------------------------------------
 

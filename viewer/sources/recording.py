@@ -23,6 +23,11 @@ from viewer.runs.state import RunHistory
 
 log = logging.getLogger("viewer")
 
+PICTURES = frozenset({"sample", "weights"})
+"""Kinds a recorder that joins mid-run gets only the latest of (the broker keeps no more)."""
+MID_RUN_GAP = 5.0
+"""Seconds of curves before a recording's first picture that mark it as begun mid-run: a
+trainer sends a sample within a second of its first metrics."""
 SKIPPED_KINDS = frozenset({"model"})
 """Kinds the dashboard never shows: not even loaded."""
 LATEST_ONLY = runlog.LATEST_ONLY - SKIPPED_KINDS
@@ -44,6 +49,16 @@ class RecordedRun:
     @property
     def duration(self) -> float:
         return self.offsets[-1] if self.offsets else 0.0
+
+    @property
+    def pictures_from(self) -> float | None:
+        """Seconds into the run of the first picture, when the recording began mid-run (its
+        curves go back :data:`MID_RUN_GAP` or more before it); otherwise None."""
+        first = [self.offsets[p[0]] for kind, p in self.latest.items() if kind in PICTURES and p]
+        metrics = next((i for i, m in enumerate(self.messages) if m.kind == "metrics"), None)
+        if not first or metrics is None or min(first) - self.offsets[metrics] < MID_RUN_GAP:
+            return None
+        return min(first)
 
     def count_until(self, offset: float) -> int:
         """How many messages were logged at or before ``offset`` seconds into the run."""
@@ -114,6 +129,7 @@ def fold(run: RecordedRun, count: int, replayed: bool = True) -> RunHistory:
     """
     history = RunHistory(run.run_id)
     history.replayed = history.played_back = replayed
+    history.pictures_from = run.pictures_from
     history.apply_many(run.needed(0, count))
     return history
 
