@@ -58,16 +58,18 @@ const px = (model, prop) => {
   const value = model && model[prop];
   return model ? parseFloat(typeof value === "string" ? value : value.value) : null;
 };
-const title = models.find(m => m.constructor.__name__ === "Title");
+const titles = models.filter(m => m.constructor.__name__ === "Title");
+const title = titles[0];
 const glyph = models.find(m => m.constructor.__name__ === "Text");
-// A title is cut off when its text needs more height than its plot laid out for it.
+// A title is cut off when its text needs more room than its plot laid out for it.
 const cut = [];
-for (const model of models.filter(m => m.constructor.__name__ === "Title" && m.text)) {
+for (const model of titles.filter(m => m.text)) {
   for (const view of Bokeh.index.find(model)) {
-    const need = view.get_size ? view.get_size().height : 0;
     const shown = !view.parent || view.parent.model.visible !== false;  // the log-scale plot
-    if (shown && view.layout && need > view.layout.bbox.height + 1) {
-      cut.push(`${model.text}: ${need} > ${view.layout.bbox.height}`);
+    if (!shown || !view.layout || !view.get_size) continue;
+    const need = view.get_size(), has = view.layout.bbox;
+    if (need.height > has.height + 1 || need.width > has.width + 1) {
+      cut.push(`${model.text}: ${need.width}x${need.height} in ${has.width}x${has.height}`);
     }
   }
 }
@@ -88,7 +90,7 @@ return {width: innerWidth, height: innerHeight,
         plotFont: px(title, "text_font_size"), glyphFont: px(glyph, "text_font_size"),
         buttonFont: button ? parseFloat(getComputedStyle(button).fontSize) : null,
         buttonFits: button ? button.scrollWidth <= button.clientWidth + 1 : null,
-        cut, areas};
+        cut, areas, titles: titles.map(m => m.text)};
 """
 
 
@@ -99,44 +101,54 @@ def viewport(browser, width: int, height: int) -> None:
     )
 
 
+def take(browser, port: int, size: str, theme: str, large: str, waiting: bool = False) -> dict:
+    """The page at ``size`` measured, after every area is drawn, and its screenshot kept."""
+    width, height = SIZES[size]
+    viewport(browser, width, height)
+    query = f"?theme={theme}" + (f"&large={large}" if large else "")
+    browser.get(f"http://127.0.0.1:{port}/{query}")
+
+    def measured() -> dict | None:
+        found = browser.execute_script(MEASURE)
+        areas = found["areas"]
+        ready = len(areas) == len(AREAS) and all(a["drawn"] and a["height"] > 40 for a in areas)
+        return found if ready else None
+
+    wait_until(measured, 30, interval=0.3, message=f"the page at {size}")
+    time.sleep(1.5)  # a few frames, for the picture
+    name = f"{'waiting-' if waiting else ''}{size}-{theme}{'-large' if large else ''}"
+    assert browser.save_screenshot(str(SHOTS / f"{name}.png"))
+    page = browser.execute_script(MEASURE)
+    page["name"] = name
+    assert [a["name"] for a in page["areas"]] == list(AREAS), name
+    assert page["scrollWidth"] <= page["width"], f"{name}: a horizontal scrollbar"
+    for area in page["areas"]:
+        assert area["left"] >= -0.5 and area["right"] <= width + 0.5, (name, area)
+        assert area["inside"], f"{name}: {area['name']} is wider than its cell"
+        if size in ONE_SCREEN:
+            assert area["top"] >= -0.5 and area["bottom"] <= height + 0.5, (name, area)
+    if size in ONE_SCREEN:
+        assert page["scrollHeight"] <= height + 1, f"{name}: the page scrolls"
+    assert not page["cut"], f"{name}: titles cut off: {page['cut']}"
+    assert page["buttonFits"], f"{name}: a button's label is wider than the button"
+    return page
+
+
 def test_the_page_fits_every_screen(programs, endpoint, browser) -> None:
     broker_in, _, port, _ = broker_and_viewer(programs, endpoint)
-    synthetic_trainer(programs, broker_in, "--epochs", "20", "--steps-per-second", "20")
     SHOTS.mkdir(parents=True, exist_ok=True)
+    for size in ("phone", "laptop", "1080p"):  # the words that stand in for pictures fit too
+        page = take(browser, port, size, "light", "", waiting=True)
+        assert any("no sample yet" in t for t in page["titles"]), page["titles"]
+    synthetic_trainer(programs, broker_in, "--epochs", "20", "--steps-per-second", "20")
     cases = [(size, theme, "") for size in SIZES for theme in ("light", "dark")]
     cases.append(("1080p", "light", "1"))
     fonts: dict[str, float] = {}
     for size, theme, large in cases:
-        width, height = SIZES[size]
-        viewport(browser, width, height)
-        query = f"?theme={theme}" + (f"&large={large}" if large else "")
-        browser.get(f"http://127.0.0.1:{port}/{query}")
-
-        def measured() -> dict | None:
-            found = browser.execute_script(MEASURE)
-            areas = found["areas"]
-            ready = len(areas) == len(AREAS) and all(a["drawn"] and a["height"] > 40 for a in areas)
-            return found if ready else None
-
-        page = wait_until(measured, 30, interval=0.3, message=f"the page at {size}")
-        time.sleep(1.5)  # a few frames, for the picture
-        name = f"{size}-{theme}{'-large' if large else ''}"
-        assert browser.save_screenshot(str(SHOTS / f"{name}.png"))
-        page = browser.execute_script(MEASURE)
-        assert [a["name"] for a in page["areas"]] == list(AREAS), name
-        assert page["scrollWidth"] <= page["width"], f"{name}: a horizontal scrollbar"
-        for area in page["areas"]:
-            assert area["left"] >= -0.5 and area["right"] <= width + 0.5, (name, area)
-            assert area["inside"], f"{name}: {area['name']} is wider than its cell"
-            if size in ONE_SCREEN:
-                assert area["top"] >= -0.5 and area["bottom"] <= height + 0.5, (name, area)
-        if size in ONE_SCREEN:
-            assert page["scrollHeight"] <= height + 1, f"{name}: the page scrolls"
-        assert not page["cut"], f"{name}: titles cut off: {page['cut']}"
-        assert page["buttonFits"], f"{name}: a button's label is wider than the button"
+        page = take(browser, port, size, theme, large)
         if not large and theme == "light":
             for kind in ("font", "plotFont", "glyphFont", "buttonFont"):
-                fonts[f"{size} {kind}"] = page[kind] / width
+                fonts[f"{size} {kind}"] = page[kind] / SIZES[size][0]
     for kind in ("font", "plotFont", "glyphFont", "buttonFont"):
         at_4k, at_1080p = fonts[f"4k {kind}"], fonts[f"1080p {kind}"]
         assert at_4k >= at_1080p * 0.9, f"{kind}, of the width: {at_4k:.5f} at 4K, {at_1080p:.5f}"

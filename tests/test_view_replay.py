@@ -236,8 +236,8 @@ def test_a_recording_begun_mid_run_says_from_when_it_has_pictures(tmp_path: Path
     doc, dash, controls = dashboard(hub, allowed=True)
     assert "this recording starts mid-run: pictures from 0:08" in header(doc)
     titles = figure_titles(doc)
-    assert "What the network sees: from 0:08" in titles, titles
-    assert "First-layer weights: from 0:08" in titles, titles
+    assert "What the network sees\nfrom 0:08" in titles, titles
+    assert "First-layer weights\nfrom 0:08" in titles, titles
     assert rows(doc, "loss") == 0
 
     controls._scrubbed("value_throttled", None, 9.0)

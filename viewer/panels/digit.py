@@ -78,7 +78,7 @@ class Digit:
         self.probabilities = named_source("probabilities", PROBABILITY_COLUMNS)
         size = look.plot_height
         self.image_figure = image_figure(
-            shared_title("digit", f"{SEES}: no sample yet"),
+            shared_title("digit", f"{SEES}\nno sample yet"),
             size,
             x_range=Range1d(start=0, end=28),
             y_range=Range1d(start=-4, end=28),

@@ -36,7 +36,7 @@ from viewer.panels.pictures import Picture, PictureStream, empty, encoded
 from viewer.runs.state import RunHistory
 
 PART = "evaluation"
-CONFUSION = "Confusion (latest evaluation, rows normalised)"
+CONFUSION = "Confusion"
 PER_CLASS = "Accuracy per class"
 MISTAKES = "Current mistakes (true \N{RIGHTWARDS ARROW} predicted)"
 CONFUSION_COLUMNS = ("true", "predicted", "rate", "count")
@@ -149,7 +149,7 @@ class EvaluationPanels:
     def _confusion(self, look: Look) -> Any:
         fig = class_figure(
             "confusion",
-            f"{CONFUSION}: no evaluation yet",
+            f"{CONFUSION}\nno evaluation yet",
             look.plot_height,
             shared(FactorRange, "confusion-true", factors=[str(d) for d in reversed(range(10))]),
             [
@@ -159,7 +159,7 @@ class EvaluationPanels:
                 ("of the row", "@rate{0.0%}"),
             ],
             x_axis_label="predicted",
-            y_axis_label="true",
+            y_axis_label="true (each row sums to 1)",
         )
         palette = Blues256 if look.name == "dark" else Blues256[::-1]
         rates = LinearColorMapper(palette=palette, low=0, high=1)
@@ -179,7 +179,7 @@ class EvaluationPanels:
     def _per_class(self, look: Look) -> Any:
         fig = class_figure(
             "per-class",
-            f"{PER_CLASS}: no evaluation yet",
+            f"{PER_CLASS}\nno evaluation yet",
             look.plot_height,
             Range1d(start=0, end=1.0),
             [("class", "@class_name"), ("accuracy", "@accuracy{0.0%}")],
@@ -192,7 +192,7 @@ class EvaluationPanels:
 
     def _gallery(self, look: Look) -> Any:
         fig = figure(
-            title=shared_title("mistakes", f"{MISTAKES}: no evaluation yet"),
+            title=shared_title("mistakes", f"{MISTAKES}\nno evaluation yet"),
             height=look.plot_height,
             sizing_mode="stretch_width",
             min_width=300,

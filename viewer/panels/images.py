@@ -46,9 +46,10 @@ def shared_title(key: str, text: str) -> Title:
 
 
 def say_if_empty(fig: Any, title: str, empty: bool, words: str) -> None:
-    """``fig``'s title, with ``words`` after it while it has nothing to draw ("no sample
-    yet"): a blank box looks broken exactly when a room first opens the page."""
-    text = f"{title}: {words}" if empty else title
+    """``fig``'s title, with ``words`` on a line below it while it has nothing to draw ("no
+    sample yet"): a blank box looks broken exactly when a room first opens the page. A line of
+    its own, because a phone's column has no room for both on one."""
+    text = f"{title}\n{words}" if empty else title
     if fig.title.text != text:
         fig.title.text = text
 

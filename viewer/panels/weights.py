@@ -51,7 +51,7 @@ def render(run: RunHistory) -> dict[str, Any]:
 class Weights:
     def __init__(self, look: Look) -> None:
         self.picture = Picture("weights", PLACEMENT, labels=("step",))
-        self.figure = image_figure(shared_title("weights", f"{TITLE}: none yet"), look.plot_height)
+        self.figure = image_figure(shared_title("weights", f"{TITLE}\nnone yet"), look.plot_height)
         mapper = LinearColorMapper(
             palette=DIVERGING, low=0.5, high=255, low_color="rgba(0, 0, 0, 0)"
         )
