@@ -38,6 +38,8 @@ AREAS = (
     "confusion",
     "per_class",
     "mistakes",
+    "draw",
+    "reading",
 )
 
 MEASURE = """

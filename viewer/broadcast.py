@@ -50,6 +50,7 @@ from bokeh.server.callbacks import PeriodicCallback as SessionPeriodicCallback
 from tornado.ioloop import PeriodicCallback
 
 from viewer.dashboard import Controls, Dashboard
+from viewer.drawing.room import room
 from viewer.panels.curves import history
 from viewer.panels.ids import PREFIX, is_shared
 from viewer.panels.pictures import compacted
@@ -322,6 +323,7 @@ class Broadcast:
     def tick(self) -> None:
         """Catch the shadow up with its run and send what changed to every following session."""
         shown = self.source.current
+        room.latest(shown.model if shown is not None else None)
         for follower in list(self.followers.values()):
             if follower.following and follower.dashboard.pinned is not None:
                 pinned = follower.dashboard.shown_run()

@@ -25,6 +25,9 @@ from bokeh.models import Axis, LayoutDOM, Plot, Text
 from bokeh.models.annotations import Legend, Title
 from bokeh.models.widgets import Widget
 
+from protocol import ModelWeights
+from viewer.drawing.pad import Pad
+from viewer.drawing.room import room
 from viewer.panels import digit, evaluation, header, weights
 from viewer.panels.curves import Curves
 from viewer.panels.digit import Digit
@@ -93,6 +96,7 @@ class Page:
             self.digit = Digit(look)
             self.evaluation = EvaluationPanels(look)
             self.weights = Weights(look)
+            self.pad = None if static else Pad(look)
             header = self.header.layout
             areas: dict[str, LayoutDOM] = {
                 "header": header,
@@ -105,6 +109,8 @@ class Page:
                 "per_class": self.evaluation.per_class_figure,
                 "mistakes": self.evaluation.gallery_figure,
             }
+            if self.pad is not None:
+                areas["draw"], areas["reading"] = self.pad.pad_layout, self.pad.reading_layout
             self.roots = [
                 column(part, name=f"area_{name}", sizing_mode=FILL.get(name, "stretch_both"))
                 for name, part in areas.items()
@@ -184,11 +190,24 @@ class Dashboard:
                 doc.add_root(root)
         doc.js_on_event("document_ready", *page.decoders, page.text_scaler)
         self.header.pin.on_change("active", self._pin_changed)
+        if page.pad is not None:
+            page.pad.attach(doc, self._latest_model)
+            room.join(page.pad)
         self.frame_period_ms = round(1000 / settings.frame_rate)
         if frames:
             self.tick(initial=True)
             if not static:
                 doc.add_periodic_callback(self.tick, self.frame_period_ms)
+
+    def _latest_model(self) -> tuple[ModelWeights | str, list[str]]:
+        """What the pad reads with: the latest model of the newest run and its class names,
+        or why there is none."""
+        run = self.hub.current  # the source's lock is taken there; a model is never changed
+        if run is not None and run.model is not None:
+            return run.model, run.class_names()
+        if run is not None and run.played_back:
+            return "A replay holds no model to read a drawing with.", []
+        return "No model yet: the trainer sends one every few seconds.", []
 
     # -- the frame --------------------------------------------------------------------------------
 

@@ -18,9 +18,10 @@ from bokeh.settings import settings as bokeh_settings
 from tornado.ioloop import PeriodicCallback
 
 from viewer import broadcast, pages, sources
+from viewer.drawing import strokes
 from viewer.panels import presenter
 from viewer.panels.looks import look
-from viewer.server import batching, settings
+from viewer.server import batching, browser_changes, settings
 from viewer.server.gc_policy import FrozenSessions
 from viewer.server.stats import stats
 from viewer.sources import live, playback
@@ -41,6 +42,7 @@ def on_server_loaded(server_context) -> None:
     else:
         live.start(_settings.connect, _settings.snapshot, _settings.curve_keys)
     batching.settle_id_setting()
+    browser_changes.accept_data("drawing", strokes.acceptable)  # the pads' strokes
     # Bokeh checks every session's page for layout mistakes as it is built (a tenth of the
     # cost of opening one); the page is always the same, and the test suite checks it once.
     bokeh_settings.perform_document_validation.set_value(False)

@@ -38,7 +38,7 @@ from viewer.runs.state import RunHistory
 PART = "evaluation"
 CONFUSION = "Confusion"
 PER_CLASS = "Accuracy per class"
-MISTAKES = "Current mistakes (true \N{RIGHTWARDS ARROW} predicted)"
+MISTAKES = "Current mistakes"
 CONFUSION_COLUMNS = ("true", "predicted", "rate", "count")
 PER_CLASS_COLUMNS = ("class_name", "accuracy")
 GALLERY_SOURCE_COLUMNS = ("x", "y", "label", "index")

@@ -21,6 +21,7 @@ from protocol import (
     Envelope,
     Evaluation,
     FirstLayerWeights,
+    ModelWeights,
     RunFinished,
     RunStarted,
     RunStatus,
@@ -64,6 +65,8 @@ class RunHistory:
         self.evaluation: Evaluation | None = None
         """The latest evaluation with a confusion matrix (what the evaluation panels show)."""
         self.weights: FirstLayerWeights | None = None
+        self.model: ModelWeights | None = None
+        """The latest whole model: what the drawing pads read with."""
         self.replayed = False
         self.played_back = False
         """Folded from a file by ``view --replay``: every status in it is the recorded run's."""
@@ -124,6 +127,8 @@ class RunHistory:
             case FirstLayerWeights():
                 self.weights = message
                 self.versions["weights"] += 1
+            case ModelWeights():
+                self.model = message
             case RunStatus():
                 self.run_status = message
             case RunFinished():

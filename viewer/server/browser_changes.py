@@ -24,8 +24,10 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
+from bokeh.document import Document
 from bokeh.server.session import ServerSession
 
 log = logging.getLogger("viewer.browser")
@@ -40,6 +42,12 @@ VIEW_PROPERTIES = frozenset({
 })  # fmt: skip
 """What the page's widgets and views change from the browser: every ``ModelChanged`` of
 another property (a source's ``data``, a plot's renderers, a Div's text) is refused."""
+SENT_DATA = {"ModelChanged": "new", "ColumnDataChanged": "data"}
+"""The events that replace a source's whole ``data`` (BokehJS sends the first, ``bokeh.client``
+the second), and the key of the new value in each."""
+DATA_CHANGES: dict[str, Callable[[Any], str | None]] = {}
+"""The sources, by name, a browser may send data into (the drawing pad's strokes), each with
+what checks a change before Bokeh applies it (:func:`accept_data`)."""
 BROWSER_EVENTS = frozenset({"button_click", "document_ready"})
 """The Bokeh events the page handles (``on_click``; the pictures' decoder on load)."""
 MAX_DEPTH = 16
@@ -52,6 +60,8 @@ class Refusals:
     def __init__(self) -> None:
         self.data = 0
         self.invalid = 0
+        self.sent_data = 0
+        """Data a browser may send (a drawing) that failed its source's check."""
         self._said = -LOG_EVERY
         self._unsaid = 0
 
@@ -81,30 +91,61 @@ def _brings_models(value: Any, depth: int = 0) -> bool:
     return False
 
 
-def refused(content: Any) -> str | None:
+def accept_data(name: str, check: Callable[[Any], str | None]) -> None:
+    """Let browsers replace the ``data`` of their session's sources named ``name``, when
+    ``check`` (given the serialized new value) finds no reason to refuse it."""
+    DATA_CHANGES[name] = check
+
+
+class SentData(str):
+    """A refusal of data a browser may send, failing its check (counted apart)."""
+
+
+def refused(content: Any, document: Document | None = None) -> str | None:
     """Why a PATCH-DOC's content is refused, or None if every event is a change of what the
-    page's widgets and views show, or one of the events the page handles."""
+    page's widgets and views show, one of the events the page handles, or data sent into a
+    source that takes it (:func:`accept_data`; ``document`` is the session's)."""
     events = content.get("events") if isinstance(content, dict) else None
     if not isinstance(events, list):
         return "a patch without a list of events"
     for event in events:
-        kind = event.get("kind") if isinstance(event, dict) else None
+        if not isinstance(event, dict):
+            return "an event that is not an object"
+        kind = event.get("kind")
+        sent = SENT_DATA.get(str(kind)) if event.get("attr") == "data" else None
+        check = _data_check(event, document) if sent is not None else None
+        if check is not None and sent is not None:  # a source's whole data, where it may be sent
+            if (reason := check(event.get(sent))) is not None:
+                return SentData(reason)
+            continue
         if kind in DATA_EVENTS:
             return f"{kind} (a browser sends no data to this page)"
         if kind == "ModelChanged":
-            attr = event.get("attr")  # type: ignore[union-attr]
+            attr = event.get("attr")
             if attr not in VIEW_PROPERTIES:
                 return f"a change of {str(attr)[:40]!r} (a browser changes only what it shows)"
-            if _brings_models(event.get("new")):  # type: ignore[union-attr]
+            if _brings_models(event.get("new")):
                 return f"a change of {attr!r} that brings models of its own"
         elif kind == "MessageSent":
-            data = event.get("msg_data")  # type: ignore[union-attr]
+            data = event.get("msg_data")
             name = data.get("name") if isinstance(data, dict) else None
-            if event.get("msg_type") != "bokeh_event" or name not in BROWSER_EVENTS:  # type: ignore[union-attr]
+            if event.get("msg_type") != "bokeh_event" or name not in BROWSER_EVENTS:
                 return f"an event {str(name)[:40]!r} this page does not handle"
         else:
             return f"an event of kind {str(kind)[:40]!r}"
     return None
+
+
+def _data_check(
+    event: dict[str, Any], document: Document | None
+) -> Callable[[Any], str | None] | None:
+    """The check for data sent into the event's model, if it is a source that takes data."""
+    model = event.get("model")
+    ref = model.get("id") if isinstance(model, dict) else None
+    if document is None or not isinstance(ref, str) or not DATA_CHANGES:
+        return None
+    target = document.get_model_by_id(ref)  # type: ignore[arg-type]
+    return DATA_CHANGES.get(target.name) if target is not None and target.name else None
 
 
 def install() -> None:
@@ -116,9 +157,13 @@ def install() -> None:
 
     @functools.wraps(handle)
     async def guarded(cls: type[ServerSession], message: Any, connection: Any) -> Any:
-        reason = refused(message.content)
+        session = getattr(connection, "session", None)
+        reason = refused(message.content, getattr(session, "document", None))
         if reason is not None:
-            refusals.data += 1
+            if isinstance(reason, SentData):
+                refusals.sent_data += 1
+            else:
+                refusals.data += 1
             refusals.note(time.monotonic(), reason)
             return connection.error(message, "refused: " + reason)
         try:

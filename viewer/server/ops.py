@@ -94,7 +94,12 @@ def metrics(viewer: ViewerStats = stats) -> str:
         (f"{p}_browser_changes_refused_total", "counter",
          "Changes a browser sent for its own page that were refused.",
          [(f'{p}_browser_changes_refused_total{{why="{why}"}}', count)
-          for why, count in (("data", refusals.data), ("invalid", refusals.invalid))]),
+          for why, count in (("data", refusals.data), ("invalid", refusals.invalid),
+                             ("drawing", refusals.sent_data))]),
+        (f"{p}_drawings_total", "counter",
+         "Drawings sent by the pads: read by the model, or dropped (and why).",
+         [(f'{p}_drawings_total{{outcome="{why}"}}', viewer.drawings[why])
+          for why in ("read", "size", "malformed", "rate")]),
         (f"{p}_updates_sent_total", "counter", "Coalesced updates pushed to sessions.",
          [("", viewer.updates_sent)]),
         (f"{p}_frames_encoded_total", "counter", "Frames encoded once for every session.",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +34,9 @@ class ViewerStats:
     gc_collections: list[int] = field(default_factory=lambda: [0, 0, 0])
     gc_seconds: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     gc_longest: float = 0.0
+    drawings: Counter[str] = field(default_factory=Counter)
+    """The pads' drawings ``read``, and those dropped, by why: ``size``, ``malformed`` (after
+    Bokeh applied them), ``rate`` (read late, once, instead) (:mod:`viewer.drawing.strokes`)."""
     _gc_started: float = 0.0
 
     def session_opened(self) -> None:

@@ -1,0 +1,218 @@
+"""The drawing pad: a digit drawn on this laptop or phone, read by the model as it is now.
+
+Each session has its own pad (Bokeh's ``FreehandDrawTool`` on a ``drawing`` source, which works
+with a mouse, a finger or a pen) and a Clear button. When a stroke ends, the browser sends the
+strokes; the session's server side makes them into a 28x28 digit as MNIST's were made
+(:mod:`.raster`), runs the latest published model on it (:mod:`protocol.network`) and shows
+the digit as the model sees it, its ten probabilities (``drawing_probabilities``) and which
+step's model read it. When new weights arrive the prediction is made again
+(:mod:`.room`), so the room sees the answer improve while the network learns.
+
+Nothing here is on the shared broadcast path: the pad's sources change only in its own
+session. Its input is bounded (:mod:`.strokes`).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from bokeh.document import Document
+from bokeh.layouts import column, row
+from bokeh.models import (
+    ColumnDataSource,
+    FactorRange,
+    FreehandDrawTool,
+    Image,
+    LinearColorMapper,
+    Range1d,
+)
+from bokeh.models.widgets import Button, Div
+from bokeh.palettes import Greys256
+from bokeh.plotting import figure
+from bokeh.transform import factor_cmap
+
+from protocol import ModelWeights
+from protocol.network import layers, probabilities
+from viewer.drawing import strokes as bounds
+from viewer.drawing.raster import SIZE, rasterize
+from viewer.panels.images import image_figure
+from viewer.panels.looks import Look
+
+log = logging.getLogger("viewer.drawing")
+
+PROBABILITY_COLUMNS = ("class_name", "probability", "kind")
+TITLE = "Draw a digit"
+ASK = "Draw a digit: the network reads it as it is this second."
+
+Model = Callable[[], tuple[ModelWeights | str, list[str]]]
+"""Where a pad gets the latest model and the class names of the run on show (or why there is
+no model)."""
+
+
+class Pad:
+    """One session's pad, its digit as the model sees it, and the model's reading of it."""
+
+    def __init__(self, look: Look) -> None:
+        self.look = look
+        size = look.plot_height
+        self.strokes = ColumnDataSource({"xs": [], "ys": []}, name="drawing")
+        self.figure = figure(
+            title=TITLE,
+            width=size,
+            height=size,
+            x_range=Range1d(start=0, end=1),
+            y_range=Range1d(start=0, end=1),
+            tools="",
+            toolbar_location=None,
+            x_axis_location=None,
+            y_axis_location=None,
+            name="drawing_pad",
+        )
+        self.figure.grid.visible = False
+        self.figure.background_fill_color = look.panel
+        lines = self.figure.multi_line(
+            "xs",
+            "ys",
+            source=self.strokes,
+            line_width=round(12 * look.scale),
+            line_color=look.text,
+            line_cap="round",
+            line_join="round",
+        )
+        pen = FreehandDrawTool(renderers=[lines], num_objects=bounds.MAX_STROKES)  # type: ignore[list-item]
+        self.figure.add_tools(pen)
+        self.figure.toolbar.active_drag = pen
+        self.clear = Button(label="Clear", name="drawing_clear", width=90)
+        self.seen = ColumnDataSource(
+            {"image": [np.zeros((SIZE, SIZE), np.uint8)]}, name="drawing_image"
+        )
+        self.seen_figure = image_figure(
+            "It sees",
+            round(size * 0.5),
+            x_range=Range1d(start=0, end=SIZE),
+            y_range=Range1d(start=0, end=SIZE),
+        )
+        ink = Greys256 if look.name == "dark" else Greys256[::-1]
+        mapper = LinearColorMapper(palette=ink, low=0, high=255)
+        self.seen_figure.add_glyph(
+            self.seen, Image(image="image", x=0, y=0, dw=SIZE, dh=SIZE, color_mapper=mapper)
+        )
+        self.probabilities = ColumnDataSource(
+            {c: [] for c in PROBABILITY_COLUMNS}, name="drawing_probabilities"
+        )
+        self.bars = figure(
+            title="It reads",
+            height=size,
+            x_range=FactorRange(factors=[str(d) for d in range(10)]),
+            y_range=Range1d(start=0, end=1.05),
+            toolbar_location=None,
+            tools="",
+            name="drawing_bars",
+        )
+        self.bars.vbar(
+            x="class_name",
+            top="probability",
+            width=0.8,
+            source=self.probabilities,
+            color=factor_cmap(
+                "kind", palette=[look.wrong, look.bar], factors=["predicted", "other"]
+            ),
+        )
+        self.bars.xgrid.visible = False
+        self.caption = Div(text=ASK, name="drawing_caption", sizing_mode="stretch_width")
+        self.seen_figure.sizing_mode, self.seen_figure.aspect_ratio = "scale_height", 1
+        self.seen_figure.max_width = self.seen_figure.max_height = round(size * 0.45)
+        self.bars.sizing_mode = "stretch_both"
+        self.pad_layout = column(self.figure, sizing_mode="stretch_both")
+        """The pad: one cell of the page's grid."""
+        self.reading_layout = column(
+            row(self.clear, self.caption, sizing_mode="stretch_width"),
+            row(self.seen_figure, self.bars, sizing_mode="stretch_both"),
+            sizing_mode="stretch_both",
+        )
+        """What the model reads in the drawing: the cell beside the pad's (below, on a phone)."""
+        self.doc: Document | None = None
+        self.model: Model = lambda: ("No model to read it with.", [])
+        self.read_step: int | None = None
+        """The step of the model that made the reading on show (None: none on show)."""
+        self._drawing: list[bounds.Stroke] = []
+        self._allowance = bounds.Allowance()
+        self._read_pending = False
+        self._net: tuple[ModelWeights, list[Any]] | None = None
+
+    def attach(self, doc: Document, model: Model) -> None:
+        """Serve this pad in ``doc``'s session, reading with ``model``'s latest."""
+        self.doc, self.model = doc, model
+        self.strokes.on_change("data", self._drawn)
+        self.clear.on_click(self._cleared)
+
+    @property
+    def drawn(self) -> bool:
+        return bool(self._drawing)
+
+    # -- the session's callbacks (under its document lock) ---------------------------------------
+
+    def _drawn(self, _attr: str, _old: Any, new: dict[str, Any]) -> None:
+        try:
+            self._drawing = bounds.strokes(new)
+        except bounds.DrawingRefused as refused:
+            bounds.tally[refused.why] += 1
+            log.debug("a drawing was dropped: %s", refused)
+            return
+        if self._allowance.take(time.monotonic()):
+            self.read()
+        elif not self._read_pending and self.doc is not None:  # read once the allowance is back
+            bounds.tally["rate"] += 1
+            self._read_pending = True
+            self.doc.add_timeout_callback(self._late_read, round(1000 / bounds.READS_PER_SECOND))
+
+    def _late_read(self) -> None:
+        self._read_pending = False
+        self._allowance.take(time.monotonic())
+        self.read()
+
+    def _cleared(self) -> None:
+        self._drawing = []
+        self.read_step = None
+        self.strokes.data = {"xs": [], "ys": []}
+        self.seen.data = {"image": [np.zeros((SIZE, SIZE), np.uint8)]}
+        self.probabilities.data = {c: [] for c in PROBABILITY_COLUMNS}
+        self.caption.text = ASK
+
+    def read(self) -> None:
+        """Make the drawing into a digit and show what the latest model reads in it."""
+        image = rasterize(self._drawing)
+        if image is None:
+            return
+        self.seen.data = {"image": [np.flipud(image)]}
+        model, names = self.model()
+        if isinstance(model, str):
+            self.read_step = None
+            self.caption.text = html.escape(model)
+            return
+        if self._net is None or self._net[0] is not model:
+            self._net = (model, layers(model))
+        p = probabilities(model, image[None], self._net[1])[0]
+        predicted = int(p.argmax())
+        names = names if len(names) == len(p) else [str(i) for i in range(len(p))]
+        self.probabilities.data = {
+            "class_name": names,
+            "probability": [round(float(v), 4) for v in p],
+            "kind": ["predicted" if i == predicted else "other" for i in range(len(p))],
+        }
+        self.read_step = model.step
+        self.caption.text = (
+            f"The model as of step {model.step:,} reads <b>{html.escape(names[predicted])}</b> "
+            f"({p[predicted]:.0%})."
+        )
+        bounds.tally["read"] += 1
+
+    def refresh(self, step: int) -> None:
+        """New weights arrived (step ``step``): read the drawing again, if there is one."""
+        if self._drawing and self.read_step != step:
+            self.read()
