@@ -96,6 +96,17 @@ return {width: innerWidth, height: innerHeight,
 """
 
 
+LOG_SCALE = """
+// The log scale toggle as a click leaves it; then the loss plot's scale and y range.
+const doc = Bokeh.documents[0];
+doc.get_model_by_name("log_scale").active = true;
+const loss = [...doc.all_models].find(
+    m => m.constructor.__name__ === "Figure" && m.title && m.title.text.startsWith("Loss"));
+return {scale: loss.y_scale.constructor.__name__, start: loss.y_range.start,
+        end: loss.y_range.end};
+"""
+
+
 def viewport(browser, width: int, height: int) -> None:
     browser.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride",
@@ -151,6 +162,12 @@ def test_the_page_fits_every_screen(programs, endpoint, browser) -> None:
         if not large and theme == "light":
             for kind in ("font", "plotFont", "glyphFont", "buttonFont"):
                 fonts[f"{size} {kind}"] = page[kind] / SIZES[size][0]
+    take(browser, port, "1080p", "light", "")
+    browser.execute_script(LOG_SCALE)
+    time.sleep(0.5)  # a frame or two: the range follows the new scale
+    scaled = browser.execute_script(LOG_SCALE)
+    assert scaled["scale"] == "LogScale" and 0 < scaled["start"] < scaled["end"], scaled
+    assert browser.save_screenshot(str(SHOTS / "1080p-light-log.png"))
     for kind in ("font", "plotFont", "glyphFont", "buttonFont"):
         at_4k, at_1080p = fonts[f"4k {kind}"], fonts[f"1080p {kind}"]
         assert at_4k >= at_1080p * 0.9, f"{kind}, of the width: {at_4k:.5f} at 4K, {at_1080p:.5f}"

@@ -32,8 +32,7 @@ def titles(session: ClientSession) -> list[str]:
 
 
 def legend_entries(session: ClientSession) -> dict[str, bool]:
-    """Each legend entry's visibility, by its label and its figure's title (the log-scale
-    loss figure is there too, hidden until asked for)."""
+    """Each legend entry's visibility, by its label and its figure's title."""
     figures = [m for m in session.document.models if type(m).__name__ == "figure"]
     return {
         f"{fig.title.text} ({fig.y_scale.__class__.__name__}): {item.label['value']}": item.visible
@@ -84,13 +83,13 @@ def test_the_waiting_page_says_so_and_fills_after_start(programs: Programs, endp
             ]
             return (
                 all(not t.endswith("yet") for t in shown)
-                and len(wanted) == 6
+                and len(wanted) == 4
                 and all(entries[k] for k in wanted)
             )
 
         wait_until(filled, 30, message="the words gone and the legend entries shown")
         previous = [v for k, v in legend_entries(session).items() if k.endswith("previous run")]
-        assert len(previous) == 3 and not any(previous), "no previous run: no entry for it"
+        assert len(previous) == 2 and not any(previous), "no previous run: no entry for it"
     finally:
         session.close()
 

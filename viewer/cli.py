@@ -114,10 +114,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prebuild",
         type=int,
-        default=0,
+        default=1,
         metavar="N",
         help="audience pages each process builds ahead, between frames, so that N laptops "
-        "opening the page at once do not queue for them (about 2 MB each)",
+        "opening the page at once do not queue for them (about 2 MB each; default: 1, built "
+        "before serving, so the first page after a restart comes at once)",
     )
 
 
@@ -209,8 +210,8 @@ def run(args: argparse.Namespace) -> int:
         _stop_children()
         return 0
     server.start()
-    if _first_process():
-        _announce(urls, settings.presenter_token, audience, args)
+    if _first_process():  # after the app's load hook (queued by start): then it serves at once
+        server.io_loop.add_callback(_announce, urls, settings.presenter_token, audience, args)
     if args.num_procs > 1:
         _stop_when_orphaned(server, parent)
     _stop_on_signals(server)

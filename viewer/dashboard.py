@@ -117,8 +117,6 @@ class Page:
             ]
             for name, part in areas.items():  # the grid's cell decides the size, never less
                 part.sizing_mode, part.min_width = FILL.get(name, "stretch_both"), None
-            for child in self.curves.loss_layout.children:
-                child.sizing_mode, child.min_width = "stretch_both", None  # type: ignore[attr-defined]
             texts = (Title, Axis, Legend, Text)
             models = collect_models(*self.roots)
             self.text_scaler = text_scaler(

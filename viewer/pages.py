@@ -42,7 +42,10 @@ class Pages:
         self._filler = PeriodicCallback(self.build_one, 1000 * BUILD_EVERY)
 
     def start(self) -> None:
+        """Build the first page now (before the server serves: the first session after a start
+        or restart need not wait for one), the rest between frames."""
         if self.size > 0:
+            self.build_one()
             self._filler.start()
 
     def stop(self) -> None:

@@ -47,6 +47,9 @@ def on_server_loaded(server_context) -> None:
     # cost of opening one); the page is always the same, and the test suite checks it once.
     bokeh_settings.perform_document_validation.set_value(False)
     stats.watch_gc()
+    # The process's frame tick and its shadow page, made now rather than by the first session
+    # to open: the first page after a (re)start comes as fast as any other.
+    broadcast.current(sources.current(), _settings, live=not _settings.replay)
     # Everything loaded so far lives as long as the process: take it out of the collector's
     # view, as viewer.server.gc_policy does for sessions once they have opened.
     gc.collect()

@@ -14,25 +14,26 @@ session. Its input is bounded (:mod:`.strokes`).
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import PIL.Image
 from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models import (
     ColumnDataSource,
     FactorRange,
     FreehandDrawTool,
-    Image,
-    LinearColorMapper,
+    InlineStyleSheet,
     Range1d,
 )
 from bokeh.models.widgets import Button, Div
-from bokeh.palettes import Greys256
 from bokeh.plotting import figure
 from bokeh.transform import factor_cmap
 
@@ -40,7 +41,6 @@ from protocol import ModelWeights
 from protocol.network import layers, probabilities
 from viewer.drawing import strokes as bounds
 from viewer.drawing.raster import SIZE, rasterize
-from viewer.panels.images import image_figure
 from viewer.panels.looks import Look
 
 log = logging.getLogger("viewer.drawing")
@@ -52,6 +52,27 @@ ASK = "Draw a digit: the network reads it as it is this second."
 Model = Callable[[], tuple[ModelWeights | str, list[str]]]
 """Where a pad gets the latest model and the class names of the run on show (or why there is
 no model)."""
+
+
+SEEN_CSS = """
+:host { margin: 2.2em 0.4em 0 0; }
+.seen { width: 6.5em; height: 6.5em; display: block; image-rendering: pixelated;
+        border: 1px solid rgba(128, 128, 128, 0.5); }
+.what { font-size: 0.85em; opacity: 0.8; margin-top: 0.2em; }
+"""
+
+
+def seen_html(image: np.ndarray | None) -> str:
+    """The digit as the network sees it (28x28, white ink on black, as MNIST stores digits),
+    as a PNG in the page: one Div, where a figure would be two dozen models on every page."""
+    pixels = np.zeros((SIZE, SIZE), np.uint8) if image is None else image
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(pixels).save(buffer, format="PNG", optimize=True)  # uint8: "L"
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return (
+        f'<img class="seen" alt="the drawing as the network sees it" '
+        f'src="data:image/png;base64,{data}"><div class="what">as it sees it</div>'
+    )
 
 
 class Pad:
@@ -88,19 +109,11 @@ class Pad:
         self.figure.add_tools(pen)
         self.figure.toolbar.active_drag = pen
         self.clear = Button(label="Clear", name="drawing_clear", width=90)
-        self.seen = ColumnDataSource(
-            {"image": [np.zeros((SIZE, SIZE), np.uint8)]}, name="drawing_image"
-        )
-        self.seen_figure = image_figure(
-            "It sees",
-            round(size * 0.5),
-            x_range=Range1d(start=0, end=SIZE),
-            y_range=Range1d(start=0, end=SIZE),
-        )
-        ink = Greys256 if look.name == "dark" else Greys256[::-1]
-        mapper = LinearColorMapper(palette=ink, low=0, high=255)
-        self.seen_figure.add_glyph(
-            self.seen, Image(image="image", x=0, y=0, dw=SIZE, dh=SIZE, color_mapper=mapper)
+        self.seen = Div(
+            text=seen_html(None),
+            name="drawing_image",
+            styles={"flex": "0 0 auto"},
+            stylesheets=[InlineStyleSheet(css=SEEN_CSS)],
         )
         self.probabilities = ColumnDataSource(
             {c: [] for c in PROBABILITY_COLUMNS}, name="drawing_probabilities"
@@ -125,14 +138,12 @@ class Pad:
         )
         self.bars.xgrid.visible = False
         self.caption = Div(text=ASK, name="drawing_caption", sizing_mode="stretch_width")
-        self.seen_figure.sizing_mode, self.seen_figure.aspect_ratio = "scale_height", 1
-        self.seen_figure.max_width = self.seen_figure.max_height = round(size * 0.45)
         self.bars.sizing_mode = "stretch_both"
         self.pad_layout = column(self.figure, sizing_mode="stretch_both")
         """The pad: one cell of the page's grid."""
         self.reading_layout = column(
             row(self.clear, self.caption, sizing_mode="stretch_width"),
-            row(self.seen_figure, self.bars, sizing_mode="stretch_both"),
+            row(self.seen, self.bars, sizing_mode="stretch_both"),
             sizing_mode="stretch_both",
         )
         """What the model reads in the drawing: the cell beside the pad's (below, on a phone)."""
@@ -180,7 +191,7 @@ class Pad:
         self._drawing = []
         self.read_step = None
         self.strokes.data = {"xs": [], "ys": []}
-        self.seen.data = {"image": [np.zeros((SIZE, SIZE), np.uint8)]}
+        self.seen.text = seen_html(None)
         self.probabilities.data = {c: [] for c in PROBABILITY_COLUMNS}
         self.caption.text = ASK
 
@@ -189,7 +200,7 @@ class Pad:
         image = rasterize(self._drawing)
         if image is None:
             return
-        self.seen.data = {"image": [np.flipud(image)]}
+        self.seen.text = seen_html(image)
         model, names = self.model()
         if isinstance(model, str):
             self.read_step = None

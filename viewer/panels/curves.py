@@ -3,8 +3,9 @@
 Sources: ``loss`` (every metrics message: raw and smoothed loss and batch accuracy, with the
 trainer's ``sent_at``), ``accuracy`` (evaluations on the test subset), ``test_accuracy``
 (whole test set at epoch ends), ``loss_previous`` and ``accuracy_previous`` (the run before).
-The log scale is a second loss figure on the same sources, built only when a session first
-asks for it (a figure is the costliest part of opening a session) and then swapped in.
+The log scale is the same loss figure with another scale, ticker and formatter, swapped in the
+browser by the toggle (client-side only): a second figure would cost every page ~75 models, a
+sixth of it, each serialized and read when the page opens.
 
 On the wire every value carries the digits a reader can use (:func:`wire_rows`: a loss to five
 significant digits, a fraction to four decimals, a time to the millisecond), and a session that
@@ -15,11 +16,18 @@ joins late gets each curve's history thinned to what its plot can draw
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from bokeh.layouts import column
-from bokeh.models import DataRange1d, HoverTool, Range1d
+from bokeh.models import (
+    CustomJS,
+    DataRange1d,
+    HoverTool,
+    LogScale,
+    LogTicker,
+    LogTickFormatter,
+    Range1d,
+)
 from bokeh.models.annotations import Legend, LegendItem
 from bokeh.models.widgets import Toggle
 from bokeh.plotting import figure
@@ -88,6 +96,16 @@ def history(name: str, data: dict[str, Any]) -> dict[str, np.ndarray]:
 OVERLAY_COLUMNS = {"loss_previous": ("step", "loss"), "accuracy_previous": ("step", "accuracy")}
 
 
+SCALE_SWAP_JS = """
+// This browser's loss plot on a log scale or back, without the server: the scale, the axis's
+// ticker and formatter, and the range's hint (a log range leaves out values at or below 0).
+const to = cb_obj.active ? log : linear;
+fig.y_range.setv({scale_hint: cb_obj.active ? "log" : "auto"}, {sync: false});
+axis.setv({ticker: to.ticker, formatter: to.format}, {sync: false});
+fig.setv({y_scale: to.scale}, {sync: false});
+"""
+
+
 class Curves:
     def __init__(self, look: Look) -> None:
         self.look = look
@@ -96,17 +114,27 @@ class Curves:
             name: named_source(name, columns) for name, columns in OVERLAY_COLUMNS.items()
         }
         self.x_range = DataRange1d(only_visible=True)
-        self.linear = self._loss_figure("linear")
-        # Both scales are built into every page (hidden until asked for), so frames keep the
-        # log figure's legend as they keep the linear one's, and it fills its cell as well.
-        self.log = self._loss_figure("log")
-        self.log.visible = False
+        self.linear = self._loss_figure()
         self.log_scale = Toggle(label="log scale", name="log_scale", active=False, width=110)
-        self.log_scale.on_change("active", self._scale_changed)
-        self.loss_layout = column(self.linear, self.log, sizing_mode="stretch_width")
+        self.log_scale.js_on_change("active", self._scale_swap(self.linear))
+        self.loss_layout = self.linear
         self.accuracy_layout = self._accuracy_figure()
 
-    def _loss_figure(self, scale: Literal["linear", "log"]) -> Any:
+    @staticmethod
+    def _scale_swap(fig: Any) -> CustomJS:
+        """What the toggle runs in the browser: ``fig``'s y axis on a log scale, or back."""
+        axis = fig.left[0]
+        return CustomJS(
+            args={
+                "fig": fig,
+                "axis": axis,
+                "linear": {"scale": fig.y_scale, "ticker": axis.ticker, "format": axis.formatter},
+                "log": {"scale": LogScale(), "ticker": LogTicker(), "format": LogTickFormatter()},
+            },
+            code=SCALE_SWAP_JS,
+        )
+
+    def _loss_figure(self) -> Any:
         fig = self._figure(
             "Loss",
             "cross-entropy",
@@ -115,7 +143,6 @@ class Curves:
             "training (smoothed)",
             "0.0000",
             raw=True,
-            y_axis_type=scale,
         )
         fig.legend.location = "top_right"
         return fig
@@ -203,7 +230,7 @@ class Curves:
         ]
         # Entries with ids shared by every session: a frame shows each once its line has data
         # (:meth:`_legends`), encoded once for all (:mod:`viewer.panels.ids`).
-        figure_key = f"{title}-{options.get('y_axis_type', 'linear')}".lower()
+        figure_key = f"{title}-linear".lower()
         items = [
             shared(
                 LegendItem,
@@ -224,12 +251,8 @@ class Curves:
         )
         # Two invisible points, so an empty plot has axes from the start (a range with no
         # data has no extent, and Bokeh then draws no axis at all).
-        low = 0.1 if options.get("y_axis_type") == "log" else 0.0
-        fig.scatter(x=[0, 1], y=[low, 1], alpha=0, size=0)
+        fig.scatter(x=[0, 1], y=[0, 1], alpha=0, size=0)
         return fig
-
-    def _scale_changed(self, _attr: str, _old: bool, log: bool) -> None:
-        self.linear.visible, self.log.visible = not log, log
 
     def show(
         self, rows: dict[str, dict[str, list[float]]], previous: dict[str, list[float]] | None
@@ -258,7 +281,7 @@ class Curves:
     ) -> None:
         """Show each legend entry once its line has data (hide them all for a new run)."""
         fresh = previous is not None
-        for fig in (self.linear, self.log, self.accuracy_layout):
+        for fig in (self.linear, self.accuracy_layout):
             for item in fig.legend[0].items:
                 source = item.renderers[0].data_source
                 shown = bool(source.data.get("step")) if fresh or not item.visible else True

@@ -36,7 +36,7 @@ class ViewerSettings:
     """The recording's run to play (default: the one with the most messages)."""
     open_controls: bool = False
     """Every session gets the playback controls, not only the presenter's (this machine only)."""
-    prebuild: int = 0
+    prebuild: int = 1
     """Audience pages built ahead in each process (:mod:`viewer.pages`)."""
     curve: str | None = None
     """The key folder of a broker started with ``--curve`` (:mod:`broker.curve`)."""
@@ -69,7 +69,7 @@ def app_parser() -> argparse.ArgumentParser:
     parser.add_argument("--replay", default=None)
     parser.add_argument("--replay-run", default=None)
     parser.add_argument("--open-controls", action="store_true")
-    parser.add_argument("--prebuild", type=int, default=0)
+    parser.add_argument("--prebuild", type=int, default=1)
     parser.add_argument("--curve", default=None)
     return parser
 
@@ -105,8 +105,7 @@ def app_argv(settings: ViewerSettings) -> list[str]:
         argv += [f"--replay-run={settings.replay_run}"]
     if settings.open_controls:
         argv.append("--open-controls")
-    if settings.prebuild:
-        argv += [f"--prebuild={settings.prebuild}"]
+    argv += [f"--prebuild={settings.prebuild}"]  # 0 too: the app's default is 1
     if settings.curve:
         argv += [f"--curve={settings.curve}"]
     return argv
