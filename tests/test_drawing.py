@@ -317,3 +317,97 @@ def test_a_digit_drawn_in_chromium_gets_its_probabilities(
     )
     assert "reads" in reading["caption"], reading
     assert metric(port, 'drawings_total{outcome="read"}') >= 1
+
+
+def test_each_new_model_reads_every_drawing_again() -> None:
+    """A pad with a drawing reads it again with each new model (the room watches its digit's
+    answer change as the network learns); a pad without one is left alone."""
+    from bokeh.document import Document
+
+    from viewer.drawing.pad import Pad
+    from viewer.drawing.room import Room
+    from viewer.panels.looks import look
+
+    rng = np.random.default_rng(0)
+    first, second = (model_message(MLP([784, 8, 10], "relu", rng)) for _ in range(2))
+    second = second.model_copy(update={"step": 99})
+    latest: list = [first]
+    drawn, idle = Pad(look("light", False)), Pad(look("light", False))
+    for pad in (drawn, idle):
+        pad.attach(Document(), lambda: (latest[0], [str(d) for d in range(10)]))
+    room = Room()
+    room.join(drawn)
+    room.join(idle)
+    room.latest(first)  # no drawing yet: nothing to read
+    assert not drawn.doc.session_callbacks and not idle.doc.session_callbacks
+    drawn._drawn("data", None, {"xs": [ONE[0][0]], "ys": [ONE[0][1]]})
+    assert drawn.read_step == 7 and "step 7" in drawn.caption.text
+    assert len(drawn.probabilities.data["probability"]) == 10
+
+    room.latest(first)  # the same model again: nothing to do
+    assert not drawn.doc.session_callbacks
+    latest[0] = second
+    room.latest(second)
+    (callback,) = drawn.doc.session_callbacks  # the pad's session reads it, under its lock
+    assert not idle.doc.session_callbacks
+    callback.callback()
+    assert drawn.read_step == 99 and "step 99" in drawn.caption.text
+
+
+def test_the_rooms_digits_are_scored_with_each_model_and_shown_on_every_page(
+    monkeypatch,
+) -> None:
+    """Twenty drawings, each labelled by its pad's "I meant" buttons: the room reads as many
+    right as a forward pass done here says, and the page shows it, as words and a curve."""
+    from bokeh.document import Document
+
+    from viewer import dashboard
+    from viewer.dashboard import Dashboard
+    from viewer.drawing.pad import Pad
+    from viewer.drawing.raster import rasterize
+    from viewer.drawing.room import Room
+    from viewer.panels.looks import look
+    from viewer.runs.state import RunHistory
+    from viewer.server.settings import ViewerSettings
+    from viewer.sources.fixed import FixedRun
+
+    rng = np.random.default_rng(3)
+    net = MLP([784, 16, 10], "relu", rng)
+    model = model_message(net)
+    room = Room()
+    pads = [Pad(look("light", False)) for _ in range(4)]
+    for pad in pads:
+        pad.attach(Document(), lambda: (model, [str(d) for d in range(10)]))
+        room.join(pad)
+    images, labels = [], []
+    for i in range(20):
+        pad = pads[i % len(pads)]
+        t = np.linspace(0, 1, 12)
+        strokes = [
+            (
+                list(rng.uniform(0.1, 0.9) + 0.3 * np.cos(3 * t + rng.uniform(0, 6)) * t),
+                list(rng.uniform(0.1, 0.9) + 0.3 * np.sin(2 * t) * (1 - t)),
+            )
+        ]
+        strokes = [
+            ([min(1, max(0, x)) for x in xs], [min(1, max(0, y)) for y in ys]) for xs, ys in strokes
+        ]
+        pad._drawn("data", None, {"xs": [strokes[0][0]], "ys": [strokes[0][1]]})
+        label = int(rng.integers(0, 10))
+        pad.meant.active = label  # as a click on the button does
+        images.append(rasterize(strokes))
+        labels.append(label)
+    assert len(room.digits) == 20, "each new drawing is a new digit, however its pad was used"
+    expected = int((probabilities(model, np.stack(images)).argmax(axis=1) == labels).sum())
+
+    room.latest(model)
+    assert room.correct == expected
+    assert room.scores == {"step": [7], "accuracy": [round(expected / 20, 4)]}
+    run = RunHistory(model.run_id)
+    doc = Document()
+    shown = Dashboard(doc, FixedRun(run), ViewerSettings(), live=False)
+    monkeypatch.setattr(dashboard, "room", room)  # the process's room, as this test's
+    shown.tick()
+    words = doc.get_model_by_name("room_digits").text
+    assert f"reads {expected} of the room's 20 digits" in words, words
+    assert doc.get_model_by_name("room_accuracy").data["accuracy"] == [round(expected / 20, 4)]

@@ -172,6 +172,7 @@ class Dashboard:
         self.header_status = ""
         self.pending_header: dict[str, str] | None = None
         self.shown_silent = False
+        self.room_version = -1
         """The header says the trainer is silent (it is redrawn the moment that changes)."""
 
         page = page or Page(self.look, controls, static)
@@ -196,6 +197,18 @@ class Dashboard:
             self.tick(initial=True)
             if not static:
                 doc.add_periodic_callback(self.tick, self.frame_period_ms)
+
+    def _show_room(self) -> None:
+        """The room's digits: their score's curve and words, when either changed."""
+        pad = self.page.pad
+        if pad is None or (self.room_version == room.version and pad.room_words.text):
+            return
+        self.room_version = room.version
+        if room.scores["step"] or self.curves.room.data["step"]:
+            self.curves.show_room(room.scores)
+        words = room.words()
+        if pad.room_words.text != words:
+            pad.room_words.text = words
 
     def _latest_model(self) -> tuple[ModelWeights | str, list[str]]:
         """What the pad reads with: the latest model of the newest run and its class names,
@@ -229,6 +242,7 @@ class Dashboard:
     def _frame(self, initial: bool) -> None:
         run = self.shown_run()
         now = time.time()
+        self._show_room()
         if self.controls is not None:
             self.controls.refresh(run)
         silence_changed = (self._alarm(now) is not None) != self.shown_silent

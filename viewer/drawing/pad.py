@@ -20,7 +20,7 @@ import io
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import PIL.Image
@@ -33,7 +33,7 @@ from bokeh.models import (
     InlineStyleSheet,
     Range1d,
 )
-from bokeh.models.widgets import Button, Div
+from bokeh.models.widgets import Button, Div, RadioButtonGroup
 from bokeh.plotting import figure
 from bokeh.transform import factor_cmap
 
@@ -41,7 +41,11 @@ from protocol import ModelWeights
 from protocol.network import layers, probabilities
 from viewer.drawing import strokes as bounds
 from viewer.drawing.raster import SIZE, rasterize
+from viewer.panels.ids import shared
 from viewer.panels.looks import Look
+
+if TYPE_CHECKING:
+    from viewer.drawing.room import Digit, Room
 
 log = logging.getLogger("viewer.drawing")
 
@@ -138,12 +142,21 @@ class Pad:
         )
         self.bars.xgrid.visible = False
         self.caption = Div(text=ASK, name="drawing_caption", sizing_mode="stretch_width")
+        self.meant = RadioButtonGroup(
+            labels=[str(d) for d in range(10)], active=None, name="drawing_label"
+        )
+        self.room_words = shared(
+            Div, "room-digits", text="", name="room_digits", sizing_mode="stretch_width"
+        )
+        """What the room's digits score: the same for every page (drawn by the frames)."""
         self.bars.sizing_mode = "stretch_both"
         self.pad_layout = column(self.figure, sizing_mode="stretch_both")
         """The pad: one cell of the page's grid."""
         self.reading_layout = column(
             row(self.clear, self.caption, sizing_mode="stretch_width"),
             row(self.seen, self.bars, sizing_mode="stretch_both"),
+            row(Div(text="I meant:"), self.meant, sizing_mode="stretch_width"),
+            self.room_words,
             sizing_mode="stretch_both",
         )
         """What the model reads in the drawing: the cell beside the pad's (below, on a phone)."""
@@ -155,12 +168,18 @@ class Pad:
         self._allowance = bounds.Allowance()
         self._read_pending = False
         self._net: tuple[ModelWeights, list[Any]] | None = None
+        self.image: np.ndarray | None = None
+        """The drawing as the model sees it (None: nothing drawn)."""
+        self.room: Room | None = None
+        self.digit: Digit | None = None
+        """This drawing among the room's digits, once its author said what it is."""
 
     def attach(self, doc: Document, model: Model) -> None:
         """Serve this pad in ``doc``'s session, reading with ``model``'s latest."""
         self.doc, self.model = doc, model
         self.strokes.on_change("data", self._drawn)
         self.clear.on_click(self._cleared)
+        self.meant.on_change("active", self._labelled)
 
     @property
     def drawn(self) -> bool:
@@ -170,11 +189,15 @@ class Pad:
 
     def _drawn(self, _attr: str, _old: Any, new: dict[str, Any]) -> None:
         try:
-            self._drawing = bounds.strokes(new)
+            drawing = bounds.strokes(new)
         except bounds.DrawingRefused as refused:
             bounds.tally[refused.why] += 1
             log.debug("a drawing was dropped: %s", refused)
             return
+        before, self._drawing = self._drawing, drawing
+        if drawing[: len(before)] != before or len(drawing) <= len(before):
+            self.digit = None  # not a stroke added to the drawing: a new drawing, unlabelled
+            self.meant.active = None
         if self._allowance.take(time.monotonic()):
             self.read()
         elif not self._read_pending and self.doc is not None:  # read once the allowance is back
@@ -187,8 +210,19 @@ class Pad:
         self._allowance.take(time.monotonic())
         self.read()
 
+    def _labelled(self, _attr: str, _old: Any, label: int | None) -> None:
+        if label is None or self.room is None:
+            return
+        if self.image is None or not 0 <= label < 10:
+            self.meant.active = None
+            self.caption.text = "Draw a digit first, then say which one it is."
+            return
+        self.digit = self.room.label(self.image, label, self.digit)
+
     def _cleared(self) -> None:
         self._drawing = []
+        self.image = self.digit = None
+        self.meant.active = None
         self.read_step = None
         self.strokes.data = {"xs": [], "ys": []}
         self.seen.text = seen_html(None)
@@ -200,6 +234,9 @@ class Pad:
         image = rasterize(self._drawing)
         if image is None:
             return
+        self.image = image
+        if self.digit is not None and self.room is not None:  # the labelled drawing grew
+            self.digit = self.room.label(image, self.digit.label, self.digit, redrawn=True)
         self.seen.text = seen_html(image)
         model, names = self.model()
         if isinstance(model, str):

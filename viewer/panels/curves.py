@@ -113,6 +113,8 @@ class Curves:
         self.previous = {
             name: named_source(name, columns) for name, columns in OVERLAY_COLUMNS.items()
         }
+        self.room = named_source("room_accuracy", ("step", "accuracy"))
+        """The room's own digits read right, per model (:mod:`viewer.drawing.room`)."""
         self.x_range = DataRange1d(only_visible=True)
         self.linear = self._loss_figure()
         self.log_scale = Toggle(label="log scale", name="log_scale", active=False, width=110)
@@ -217,6 +219,23 @@ class Curves:
                     line_width=2 if y == "loss" else 3,
                 ),
             ),
+            *(
+                [
+                    (
+                        "the room's digits",
+                        fig.line(
+                            "step",
+                            "accuracy",
+                            source=self.room,
+                            color=look.wrong,
+                            line_width=2,
+                            line_dash="dotdash",
+                        ),
+                    )
+                ]
+                if y == "accuracy"
+                else []
+            ),
             (
                 "full test (epoch end)",
                 fig.scatter(
@@ -275,6 +294,11 @@ class Curves:
         for name, new in rows.items():
             self.sources[name].stream(wire_rows(name, new), rollover=ROWS_KEPT)  # type: ignore[arg-type]
         self._legends(rows)
+
+    def show_room(self, scores: dict[str, list[float]]) -> None:
+        """The room's digits' curve as it is now (one point per model: small, sent whole)."""
+        self.room.data = {c: list(v) for c, v in scores.items()}
+        self._legends({})
 
     def _legends(
         self, rows: dict[str, dict[str, list[float]]], previous: dict | None = None
