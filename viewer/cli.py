@@ -190,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
     if args.address not in ("0.0.0.0", "", "127.0.0.1", "localhost"):
         audience = urls[0]
     parent = os.getpid()
+    from viewer.embed import session as embed_session
+
     try:
         server = make_server(
             settings,
@@ -199,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
             num_procs=args.num_procs,
             audience_url=audience,
             use_xheaders=args.use_xheaders,
+            more={"/embed": embed_session},
         )
     except OSError as exc:
         raise CommandError(

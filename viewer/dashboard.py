@@ -64,6 +64,9 @@ RENDER: dict[str, Render] = {
 """Each part of a run, and the panel's renderer that draws it."""
 
 
+EMBEDDED = ("loss", "accuracy", "digit", "probabilities")
+"""What ``/embed`` shows: a slide has room for the curves and the current sample."""
+
 FILL: dict[str, SizingModeType] = {"header": "stretch_width"}
 """How each area's part fills the cell the page's CSS grid gives it (templates/index.html):
 the header as wide as the page and as tall as its text, the plots the whole cell."""
@@ -85,9 +88,16 @@ class Page:
     :mod:`viewer.panels.ids`); a page with controls keeps unique ids: it is its own.
     """
 
-    def __init__(self, look: Look, controls: Controls | None = None, static: bool = False) -> None:
+    def __init__(
+        self,
+        look: Look,
+        controls: Controls | None = None,
+        static: bool = False,
+        embed: bool = False,
+    ) -> None:
+        """``embed``: only the curves and the current sample, for a slide (``/embed``)."""
         self.look = look
-        self.audience = controls is None
+        self.audience = controls is None and not embed
         with same_ids(self.audience) as alike:
             self.curves = Curves(look)
             presenter = controls.layout if controls is not None else None
@@ -96,7 +106,7 @@ class Page:
             self.digit = Digit(look)
             self.evaluation = EvaluationPanels(look)
             self.weights = Weights(look)
-            self.pad = None if static else Pad(look)
+            self.pad = None if static or embed else Pad(look)
             header = self.header.layout
             areas: dict[str, LayoutDOM] = {
                 "header": header,
@@ -111,6 +121,8 @@ class Page:
             }
             if self.pad is not None:
                 areas["draw"], areas["reading"] = self.pad.pad_layout, self.pad.reading_layout
+            if embed:
+                areas = {name: areas[name] for name in EMBEDDED}
             self.roots = [
                 column(part, name=f"area_{name}", sizing_mode=FILL.get(name, "stretch_both"))
                 for name, part in areas.items()

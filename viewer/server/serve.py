@@ -13,10 +13,13 @@ import contextlib
 import logging
 import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from bokeh.application import Application
 from bokeh.application.handlers.directory import DirectoryHandler
+from bokeh.application.handlers.function import FunctionHandler
+from bokeh.document import Document
 from bokeh.server.server import Server
 
 from viewer.server import browser_changes, deflate, ops
@@ -80,12 +83,16 @@ def make_server(
     num_procs: int = 1,
     audience_url: str | None = None,
     use_xheaders: bool = False,
+    more: dict[str, Callable[[Document], None]] | None = None,
 ) -> Server:
     """The Bokeh server for the app; with ``num_procs`` > 1 only the children return.
 
     ``use_xheaders``: behind a reverse proxy, take the client's address and scheme from the
     proxy's ``X-Forwarded-For`` / ``X-Real-Ip`` and ``X-Forwarded-Proto`` headers.
+    ``more``: further pages by path, each a function that builds a session's document (they
+    share the process set up by the app at ``/``, whose load hook runs first).
     """
+    more = more or {}
     redact_tokens_in_logs()
     argv = app_argv(settings)
     if audience_url:
@@ -94,7 +101,7 @@ def make_server(
     deflate.install()
     browser_changes.install()
     return Server(
-        {"/": app},
+        {"/": app, **{path: Application(FunctionHandler(make)) for path, make in more.items()}},
         port=port,
         address=address,
         allow_websocket_origin=allowed_origins(address, port, allow_origin),
