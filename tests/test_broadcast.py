@@ -452,3 +452,21 @@ def test_a_browser_message_over_a_megabyte_closes_its_connection_alone(served) -
     closed, others_fine = asyncio.run(send_too_much())
     assert closed, "the oversized message closed its sender's connection"
     assert others_fine, "and no one else's"
+
+
+def test_a_page_made_for_others_carries_no_drawing_of_the_session_it_was_made_from(
+    hub: Hub,
+) -> None:
+    """The first pull's page serves every session of its look for a second: a client that drew
+    before it pulled must not put its strokes (or what the model read in them) on them."""
+    broadcast = Broadcast(hub, ViewerSettings(), live=True, schedule=False)
+    drawer, other = audience(hub), audience(hub)
+    follower = broadcast.follow(drawer)
+    pad = drawer.page.pad
+    assert pad is not None
+    pad.strokes.data = {"xs": [[0.5, 0.5]], "ys": [[0.2, 0.8]]}  # as the browser sends it
+    assert pad.strokes.data["xs"] and pad.image is not None
+    page = follower.pulled(lambda: page_json(drawer.doc))
+    assert pad.strokes.data == {"xs": [], "ys": []} and pad.image is None
+    broadcast.copy_into(other.doc, loud=False)
+    assert page == page_json(other.doc), "the page is what any session of its look would get"

@@ -104,6 +104,13 @@ def test_what_a_browser_sends_as_a_drawing_is_bounded_in_size_and_shape() -> Non
     assert "nested" in (bounds.acceptable(deep) or "")
     assert "'object'" in (bounds.acceptable({"type": "object", "name": "Div"}) or "")
     assert bounds.acceptable({"xs": [[{1, 2}]]}) is not None
+    empties: list = [[[]] * 4500] * 2  # no number at all, yet memory once applied
+    assert "points" in (bounds.acceptable({"xs": empties, "ys": []}) or "")
+    assert "reference" in (bounds.acceptable({"xs": [[{"id": "p1001"}]]}) or "")
+    assert "text" in (bounds.acceptable({"xs": [["x" * 1000]]}) or "")
+    assert bounds.acceptable({"xs": [[10**400]], "ys": [[0.5]]}) is None  # a number: sized
+    with pytest.raises(bounds.DrawingRefused, match="finite"):
+        bounds.strokes({"xs": [[10**400]], "ys": [[0.5]]})
 
     good = bounds.strokes({"xs": [[0.1, 0.2], [0.5]], "ys": [[0.3, 0.4], [0.5]]})
     assert good == [([0.1, 0.2], [0.3, 0.4]), ([0.5], [0.5])]
@@ -341,7 +348,7 @@ def test_each_new_model_reads_every_drawing_again() -> None:
     room.latest(first)  # no drawing yet: nothing to read
     assert not drawn.doc.session_callbacks and not idle.doc.session_callbacks
     drawn._drawn("data", None, {"xs": [ONE[0][0]], "ys": [ONE[0][1]]})
-    assert drawn.read_step == 7 and "step 7" in drawn.caption.text
+    assert drawn.read_model is first and "step 7" in drawn.caption.text
     assert len(drawn.probabilities.data["probability"]) == 10
 
     room.latest(first)  # the same model again: nothing to do
@@ -351,7 +358,7 @@ def test_each_new_model_reads_every_drawing_again() -> None:
     (callback,) = drawn.doc.session_callbacks  # the pad's session reads it, under its lock
     assert not idle.doc.session_callbacks
     callback.callback()
-    assert drawn.read_step == 99 and "step 99" in drawn.caption.text
+    assert drawn.read_model is second and "step 99" in drawn.caption.text
 
 
 def test_the_rooms_digits_are_scored_with_each_model_and_shown_on_every_page(
@@ -403,11 +410,37 @@ def test_the_rooms_digits_are_scored_with_each_model_and_shown_on_every_page(
     room.latest(model)
     assert room.correct == expected
     assert room.scores == {"step": [7], "accuracy": [round(expected / 20, 4)]}
-    run = RunHistory(model.run_id)
-    doc = Document()
-    shown = Dashboard(doc, FixedRun(run), ViewerSettings(), live=False)
     monkeypatch.setattr(dashboard, "room", room)  # the process's room, as this test's
-    shown.tick()
+    doc = Document()
+    Dashboard(doc, FixedRun(RunHistory(model.run_id)), ViewerSettings(), live=False)
     words = doc.get_model_by_name("room_digits").text
     assert f"reads {expected} of the room's 20 digits" in words, words
     assert doc.get_model_by_name("room_accuracy").data["accuracy"] == [round(expected / 20, 4)]
+
+
+def test_a_closed_sessions_pad_leaves_the_room_and_a_failing_one_holds_up_no_other() -> None:
+    from bokeh.document import Document
+
+    from viewer.drawing.pad import Pad
+    from viewer.drawing.room import Room
+    from viewer.panels.looks import look
+
+    rng = np.random.default_rng(5)
+    model = model_message(MLP([784, 8, 10], "relu", rng))
+    room = Room()
+    pads = [Pad(look("light", False)) for _ in range(3)]
+    for pad in pads:
+        pad.attach(Document(), lambda: (model, [str(d) for d in range(10)]))
+        room.join(pad)
+        pad._drawn("data", None, {"xs": [ONE[0][0]], "ys": [ONE[0][1]]})
+
+    def closed(_callback) -> None:
+        raise AttributeError("'Document' object has no attribute '_change_callbacks'")
+
+    pads[0].doc.add_next_tick_callback = closed  # as a destroyed session's document does
+    room.leave(pads[2])
+    newer = model.model_copy(update={"step": 8})
+    room.latest(newer)
+    assert pads[0] not in room.pads, "a pad that cannot be reached leaves"
+    assert len(pads[1].doc.session_callbacks) == 1, "the others still read the new model"
+    assert not pads[2].doc.session_callbacks, "a pad that left is not asked"

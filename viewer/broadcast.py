@@ -133,13 +133,18 @@ class Follower:
         The first pull of an audience session takes the page serialized for its look within
         the last second, if another session already had it made. Its own document's data is
         then left as built, but Bokeh is told its browser now holds every model (as its own
-        serializer would have), so a later change of this session's (the log-scale figure)
-        refers to the sources rather than sending them again as built.
+        serializer would have), so a later change of this session's refers to the sources
+        rather than sending them again as built. Its pad is put back as built first: a page
+        made from it serves others, and a client may have drawn before it pulled.
         """
         self.pulls += 1
         if not self.following:
             return serialize()
         if self.pulls == 1 and self.page_key is not None:
+            pad = self.dashboard.page.pad
+            if pad is not None:
+                with batching.silently(self.doc):
+                    pad.forget()
             page, self.at = self.broadcast.page(self.page_key, self.doc, serialize)
             self.doc.models.flush_synced()
             return page

@@ -184,8 +184,9 @@ class Dashboard:
         self.header_status = ""
         self.pending_header: dict[str, str] | None = None
         self.shown_silent = False
-        self.room_version = -1
         """The header says the trainer is silent (it is redrawn the moment that changes)."""
+        self.room_version = -1
+        """The room's digits' score this page shows (:mod:`viewer.drawing.room`)."""
 
         page = page or Page(self.look, controls, static)
         self.page = page
@@ -202,8 +203,11 @@ class Dashboard:
         doc.js_on_event("document_ready", *page.decoders, page.text_scaler)
         self.header.pin.on_change("active", self._pin_changed)
         if page.pad is not None:
-            page.pad.attach(doc, self._latest_model)
-            room.join(page.pad)
+            pad = page.pad
+            pad.attach(doc, self._latest_model)
+            room.join(pad)
+            if doc.session_context is not None:
+                doc.on_session_destroyed(lambda _context: room.leave(pad))
         self.frame_period_ms = round(1000 / settings.frame_rate)
         if frames:
             self.tick(initial=True)

@@ -122,10 +122,11 @@ class Pad:
         self.probabilities = ColumnDataSource(
             {c: [] for c in PROBABILITY_COLUMNS}, name="drawing_probabilities"
         )
+        self.classes = FactorRange(factors=[str(d) for d in range(10)])
         self.bars = figure(
             title="It reads",
             height=size,
-            x_range=FactorRange(factors=[str(d) for d in range(10)]),
+            x_range=self.classes,
             y_range=Range1d(start=0, end=1.05),
             toolbar_location=None,
             tools="",
@@ -162,8 +163,9 @@ class Pad:
         """What the model reads in the drawing: the cell beside the pad's (below, on a phone)."""
         self.doc: Document | None = None
         self.model: Model = lambda: ("No model to read it with.", [])
-        self.read_step: int | None = None
-        """The step of the model that made the reading on show (None: none on show)."""
+        self.read_model: ModelWeights | None = None
+        """The model that made the reading on show (None: none on show)."""
+        self._redrawn = False
         self._drawing: list[bounds.Stroke] = []
         self._allowance = bounds.Allowance()
         self._read_pending = False
@@ -194,10 +196,15 @@ class Pad:
             bounds.tally[refused.why] += 1
             log.debug("a drawing was dropped: %s", refused)
             return
+        except Exception as exc:  # whatever a browser sent, the session goes on
+            bounds.tally["malformed"] += 1
+            log.debug("a drawing was dropped: %s: %s", type(exc).__name__, exc)
+            return
         before, self._drawing = self._drawing, drawing
         if drawing[: len(before)] != before or len(drawing) <= len(before):
             self.digit = None  # not a stroke added to the drawing: a new drawing, unlabelled
             self.meant.active = None
+        self._redrawn = True
         if self._allowance.take(time.monotonic()):
             self.read()
         elif not self._read_pending and self.doc is not None:  # read once the allowance is back
@@ -207,7 +214,7 @@ class Pad:
 
     def _late_read(self) -> None:
         self._read_pending = False
-        self._allowance.take(time.monotonic())
+        self._allowance.take(time.monotonic())  # the read it waited for (may dip below one)
         self.read()
 
     def _labelled(self, _attr: str, _old: Any, label: int | None) -> None:
@@ -220,10 +227,13 @@ class Pad:
         self.digit = self.room.label(self.image, label, self.digit)
 
     def _cleared(self) -> None:
+        self.forget()
+
+    def forget(self) -> None:
+        """Back to the pad as built: no drawing, no reading, no label."""
         self._drawing = []
-        self.image = self.digit = None
+        self.image = self.digit = self.read_model = None
         self.meant.active = None
-        self.read_step = None
         self.strokes.data = {"xs": [], "ys": []}
         self.seen.text = seen_html(None)
         self.probabilities.data = {c: [] for c in PROBABILITY_COLUMNS}
@@ -235,12 +245,13 @@ class Pad:
         if image is None:
             return
         self.image = image
-        if self.digit is not None and self.room is not None:  # the labelled drawing grew
+        redrawn, self._redrawn = self._redrawn, False
+        if redrawn and self.digit is not None and self.room is not None:  # a labelled one grew
             self.digit = self.room.label(image, self.digit.label, self.digit, redrawn=True)
         self.seen.text = seen_html(image)
         model, names = self.model()
         if isinstance(model, str):
-            self.read_step = None
+            self.read_model = None
             self.caption.text = html.escape(model)
             return
         if self._net is None or self._net[0] is not model:
@@ -248,19 +259,21 @@ class Pad:
         p = probabilities(model, image[None], self._net[1])[0]
         predicted = int(p.argmax())
         names = names if len(names) == len(p) else [str(i) for i in range(len(p))]
+        if list(self.classes.factors) != names:  # another dataset's classes
+            self.classes.factors = names
         self.probabilities.data = {
             "class_name": names,
             "probability": [round(float(v), 4) for v in p],
             "kind": ["predicted" if i == predicted else "other" for i in range(len(p))],
         }
-        self.read_step = model.step
+        self.read_model = model
         self.caption.text = (
             f"The model as of step {model.step:,} reads <b>{html.escape(names[predicted])}</b> "
             f"({p[predicted]:.0%})."
         )
         bounds.tally["read"] += 1
 
-    def refresh(self, step: int) -> None:
-        """New weights arrived (step ``step``): read the drawing again, if there is one."""
-        if self._drawing and self.read_step != step:
+    def refresh(self, model: ModelWeights) -> None:
+        """New weights arrived: read the drawing again with them, if there is one."""
+        if self._drawing and self.read_model is not model:
             self.read()

@@ -78,10 +78,13 @@ class Room:
         and the room's digits are scored with it."""
         if model is not None and model is not self.model:
             self.model = model
+            self._stale = True
             for pad in list(self.pads):
                 if pad.drawn and pad.doc is not None:
-                    pad.doc.add_next_tick_callback(functools.partial(pad.refresh, model.step))
-            self._stale = True
+                    try:
+                        pad.doc.add_next_tick_callback(functools.partial(pad.refresh, model))
+                    except Exception:  # a session closing as we go: it reads nothing more
+                        self.leave(pad)
         if self._stale and self.model is not None:
             self.score(self.model)
 

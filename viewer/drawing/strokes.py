@@ -24,6 +24,11 @@ MAX_POINTS = 4_000
 """Points in all strokes together: a minute of drawing at 60 points a second is 3,600."""
 MAX_NUMBERS = 2 * MAX_POINTS + 64
 """Numbers a serialized drawing change may hold at most (its coordinates and a little)."""
+MAX_NODES = MAX_NUMBERS + 4 * MAX_STROKES + 64
+"""Values of any kind (numbers, lists, keys, strings) a serialized drawing may hold: each
+costs memory once Bokeh applies it, whatever it is."""
+MAX_TEXT = 16
+"""The longest string a drawing holds (a key: ``xs``, ``ys``, ``type``, ``entries``)."""
 LIMIT = 0.05
 """How far past the pad's unit square a point may lie (a stroke that leaves the pad)."""
 READS_PER_SECOND = 10.0
@@ -44,15 +49,21 @@ class DrawingRefused(ValueError):
 def acceptable(value: Any) -> str | None:
     """Why a drawing change, as serialized, is refused before Bokeh applies it (too many
     numbers, too deep, or something other than lists, maps and numbers), or None."""
-    numbers = 0
+    numbers = nodes = 0
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            return f"a drawing of more than {MAX_POINTS:,} points"
         if depth > 8:
             return "a drawing nested too deep"
-        if isinstance(item, bool) or item is None or isinstance(item, str):
+        if isinstance(item, str):
+            if len(item) > MAX_TEXT:
+                return "a drawing holding text"
+        elif isinstance(item, bool) or item is None:
             continue
-        if isinstance(item, int | float):
+        elif isinstance(item, int | float):
             numbers += 1
             if numbers > MAX_NUMBERS:
                 return f"a drawing of more than {MAX_POINTS:,} points"
@@ -61,8 +72,11 @@ def acceptable(value: Any) -> str | None:
                 return f"a drawing of more than {MAX_POINTS:,} points"
             stack.extend((v, depth + 1) for v in item)
         elif isinstance(item, dict):
-            if item.get("type") not in (None, "map"):
-                return f"a drawing holding {str(item.get('type'))[:20]!r}"
+            if "id" in item or item.get("type") not in (None, "map"):  # a model, or a reference
+                return f"a drawing holding {str(item.get('type', 'a reference'))[:20]!r}"
+            if len(item) > 4:
+                return "a drawing with more than its columns"
+            stack.extend((k, depth + 1) for k in item)
             stack.extend((v, depth + 1) for v in item.values())
         else:
             return "a drawing holding something other than numbers"
@@ -95,7 +109,13 @@ def _coordinates(values: Any) -> list[float]:
     if not isinstance(values, list):
         raise DrawingRefused("malformed", "a stroke is not a list of coordinates")
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise DrawingRefused("malformed", "a coordinate is not a number")
+        try:
+            finite = math.isfinite(v)
+        except OverflowError:  # an integer of hundreds of digits
+            finite = False
+        if not finite:
             raise DrawingRefused("malformed", "a coordinate is not a finite number")
         if not -LIMIT <= v <= 1 + LIMIT:
             raise DrawingRefused("malformed", f"a coordinate {v:g} is off the pad")

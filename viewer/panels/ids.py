@@ -62,7 +62,7 @@ def settle(*roots: Model) -> None:
     the same JSON: a viewer serializes the page once for all the sessions that open it in the
     same frame (:mod:`viewer.broadcast`). Pass the document's root before it joins the
     document (which indexes its models by id) and the document's ``config`` (which it does
-    not index). Models added later (a log-scale figure) keep Bokeh's own ids.
+    not index). Models added later keep Bokeh's own ids.
     """
     for place, model in enumerate(collect_models(*roots)):
         if not is_shared(model):

@@ -1,11 +1,13 @@
-"""What a browser may change in its own session: widget and view state, never data.
+"""What a browser may change in its own session: widget and view state, and its drawing.
 
 Bokeh lets each browser send PATCH-DOC messages that change its session's server-side copy
 of the page. The page needs a few kinds: a widget's state (the pin and log-scale toggles, the
 pace and position sliders), a plot's range and size as the user zooms or the window resizes,
 a legend entry hidden, and two events (a button's click, the page's ``document_ready``).
-Nothing on this page sends data back: its sources are filled by the server, and the pictures
-are decoded into sources the browser keeps to itself. So every other change (streaming into,
+Only the drawing pad sends data back (its ``drawing`` source, whole, when a stroke ends:
+:func:`accept_data`, each change sized first); every other source is filled by the server,
+and the pictures are decoded into sources the browser keeps to itself. So every other change
+(streaming into,
 patching or replacing a source's data, a new model in any property, roots added or removed,
 any other event) is dropped and counted: such a client could otherwise grow the viewer by a
 hundred megabytes. A change Bokeh cannot apply (a
@@ -119,7 +121,7 @@ def refused(content: Any, document: Document | None = None) -> str | None:
                 return SentData(reason)
             continue
         if kind in DATA_EVENTS:
-            return f"{kind} (a browser sends no data to this page)"
+            return f"{kind} (a browser sends no data here but its drawing)"
         if kind == "ModelChanged":
             attr = event.get("attr")
             if attr not in VIEW_PROPERTIES:
