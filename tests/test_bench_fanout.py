@@ -131,6 +131,21 @@ def test_bench_fanout_smoke(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_bench_drawing_smoke(tmp_path: Path) -> None:
+    summary = run_bench(
+        tmp_path,
+        "bench_drawing.py",
+        "--drawing", "2", "--watching", "3", "--seconds", "3", "--settle", "1",
+        "--log-level", "WARNING",
+    )  # fmt: skip
+    assert summary["strokes"] >= 4 and summary["unanswered"] == 0, summary
+    assert 0 < summary["stroke_to_bars_p50_ms"] <= summary["stroke_to_bars_p95_ms"]
+    assert summary["watching_frame_fraction_quiet"] > 0.5, summary
+    assert summary["watching_frame_fraction_drawing"] > 0.5, summary
+    assert isinstance(summary["p95_met"], bool) and isinstance(summary["watching_unchanged"], bool)
+
+
+@pytest.mark.slow
 def test_bench_joining_smoke(tmp_path: Path) -> None:
     summary = run_bench(
         tmp_path,

@@ -35,14 +35,15 @@ from bokeh.models import (
 )
 from bokeh.models.widgets import Button, Div, RadioButtonGroup
 from bokeh.plotting import figure
-from bokeh.transform import factor_cmap
 
 from protocol import ModelWeights
 from protocol.network import layers, probabilities
 from viewer.drawing import strokes as bounds
 from viewer.drawing.raster import SIZE, rasterize
+from viewer.panels.digit import class_bars
 from viewer.panels.ids import shared
 from viewer.panels.looks import Look
+from viewer.server.batching import one_message
 
 if TYPE_CHECKING:
     from viewer.drawing.room import Digit, Room
@@ -132,15 +133,7 @@ class Pad:
             tools="",
             name="drawing_bars",
         )
-        self.bars.vbar(
-            x="class_name",
-            top="probability",
-            width=0.8,
-            source=self.probabilities,
-            color=factor_cmap(
-                "kind", palette=[look.wrong, look.bar], factors=["predicted", "other"]
-            ),
-        )
+        class_bars(self.bars, self.probabilities, {"predicted": look.wrong, "other": look.bar})
         self.bars.xgrid.visible = False
         self.caption = Div(text=ASK, name="drawing_caption", sizing_mode="stretch_width")
         self.meant = RadioButtonGroup(
@@ -240,15 +233,25 @@ class Pad:
         self.caption.text = ASK
 
     def read(self) -> None:
-        """Make the drawing into a digit and show what the latest model reads in it."""
-        image = rasterize(self._drawing)
-        if image is None:
+        """Make the drawing into a digit and show what the latest model reads in it (in one
+        message to the browser: picture, bars and words change together)."""
+        if self.doc is None:
+            self._read()
             return
-        self.image = image
-        redrawn, self._redrawn = self._redrawn, False
-        if redrawn and self.digit is not None and self.room is not None:  # a labelled one grew
-            self.digit = self.room.label(image, self.digit.label, self.digit, redrawn=True)
-        self.seen.text = seen_html(image)
+        with one_message(self.doc):
+            self._read()
+
+    def _read(self) -> None:
+        if self._redrawn or self.image is None:  # a new model alone reads the same picture
+            image = rasterize(self._drawing)
+            if image is None:
+                return
+            self.image = image
+            if self._redrawn and self.digit is not None and self.room is not None:
+                self.digit = self.room.label(image, self.digit.label, self.digit, redrawn=True)
+            self._redrawn = False
+            self.seen.text = seen_html(image)
+        image = self.image
         model, names = self.model()
         if isinstance(model, str):
             self.read_model = None

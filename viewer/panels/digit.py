@@ -71,6 +71,18 @@ def render(run: RunHistory) -> dict[str, Any]:
     }
 
 
+def class_bars(fig: Any, source: Any, colours: dict[str, str]) -> None:
+    """One bar per class of ``source`` (columns ``class_name``, ``probability``, ``kind``),
+    coloured by its kind: the network's probabilities, for the test digit or a drawn one."""
+    fig.vbar(
+        x="class_name",
+        top="probability",
+        width=0.8,
+        source=source,
+        color=factor_cmap("kind", palette=list(colours.values()), factors=list(colours)),
+    )
+
+
 class Digit:
     def __init__(self, look: Look) -> None:
         self.sample = named_source("sample", SAMPLE_COLUMNS)
@@ -109,16 +121,10 @@ class Digit:
             tools="hover",
             tooltips=[("class", "@class_name"), ("p", "@probability{0.000}"), ("", "@mark")],
         )
-        self.bars.vbar(
-            x="class_name",
-            top="probability",
-            width=0.8,
-            source=self.probabilities,
-            color=factor_cmap(
-                "kind",
-                palette=[look.true_class, look.wrong, look.bar],
-                factors=["true", "predicted", "other"],
-            ),
+        class_bars(
+            self.bars,
+            self.probabilities,
+            {"true": look.true_class, "predicted": look.wrong, "other": look.bar},
         )
         self.bars.text(
             x="class_name",
