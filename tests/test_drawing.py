@@ -444,3 +444,30 @@ def test_a_closed_sessions_pad_leaves_the_room_and_a_failing_one_holds_up_no_oth
     assert pads[0] not in room.pads, "a pad that cannot be reached leaves"
     assert len(pads[1].doc.session_callbacks) == 1, "the others still read the new model"
     assert not pads[2].doc.session_callbacks, "a pad that left is not asked"
+
+
+def test_kept_drawings_are_an_npz_anyone_can_load_without_pickle(tmp_path) -> None:
+    """``--keep-drawings DIR``: the room's labelled digits as uint8 images and labels, the
+    file replaced whole; a folder that goes away costs a log line, not the room."""
+    from viewer.drawing.raster import rasterize
+    from viewer.drawing.room import Room
+
+    room = Room()
+    room.keep_in(tmp_path)
+    first = rasterize(ONE)
+    second = rasterize(ZERO)
+    assert first is not None and second is not None
+    digit = room.label(first, 1)
+    room.label(second, 0)
+    room.label(first, 7, digit)  # its author changed their mind
+    room.latest(None)  # the frame tick: written (no model needed)
+    with np.load(tmp_path / "room-digits.npz", allow_pickle=False) as kept:
+        assert kept["images"].dtype == np.uint8 and kept["images"].shape == (2, 28, 28)
+        assert kept["labels"].tolist() == [7, 0]
+        assert np.array_equal(kept["images"][1], second)
+    assert not list(tmp_path.glob(".*partial")), "no half-written file left behind"
+
+    room.keep_in(tmp_path / "gone")  # a folder that is not there: logged, the room goes on
+    room.label(second, 3)
+    room.save()
+    assert len(room.digits) == 3

@@ -46,6 +46,14 @@ def test_bad_values_are_one_line_errors(args: list[str], words: str, capsys) -> 
     assert len(lines) == 1 and words in lines[0], lines
 
 
+def test_a_drawings_folder_that_cannot_be_made_is_a_one_line_error(tmp_path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["view", "--keep-drawings", str(blocker / "drawings")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--keep-drawings" in lines[0] and "cannot make" in lines[0], lines
+
+
 def test_a_taken_port_is_a_one_line_error(programs) -> None:
     port = free_tcp_port()
     out = f"tcp://127.0.0.1:{free_tcp_port_pair()}"

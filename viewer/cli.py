@@ -22,6 +22,7 @@ import secrets
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from broker.curve import keys as curve_keys
@@ -120,6 +121,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "opening the page at once do not queue for them (about 2 MB each; default: 1, built "
         "before serving, so the first page after a restart comes at once)",
     )
+    parser.add_argument(
+        "--keep-drawings",
+        metavar="DIR",
+        help="keep the room's labelled digits in DIR/room-digits.npz (images uint8 [n, 28, "
+        "28], labels), rewritten as they come; without it they live in memory only",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> ViewerSettings:
@@ -168,7 +175,25 @@ def settings_from(args: argparse.Namespace) -> ViewerSettings:
         open_controls=args.address in LOCAL_ADDRESSES,
         prebuild=args.prebuild,
         curve=os.path.abspath(args.curve) if args.curve else None,
+        keep_drawings=_drawings_folder(args.keep_drawings),
     )
+
+
+def _drawings_folder(path: str | None) -> str | None:
+    """``--keep-drawings``: a folder this user can write (made if missing), checked now."""
+    if path is None:
+        return None
+    folder = Path(path).expanduser().resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(
+            f"--keep-drawings {path}: cannot make the folder ({exc.strerror or exc}); "
+            "give a folder you can write"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CommandError(f"--keep-drawings {path}: cannot write there; give a folder you can")
+    return str(folder)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,9 +16,11 @@ import sys
 
 from bokeh.settings import settings as bokeh_settings
 from tornado.ioloop import PeriodicCallback
+from tornado.process import task_id
 
 from viewer import broadcast, pages, sources
 from viewer.drawing import strokes
+from viewer.drawing.room import room
 from viewer.panels import presenter
 from viewer.panels.looks import look
 from viewer.server import batching, browser_changes, settings
@@ -43,6 +45,9 @@ def on_server_loaded(server_context) -> None:
         live.start(_settings.connect, _settings.snapshot, _settings.curve_keys)
     batching.settle_id_setting()
     browser_changes.accept_data("drawing", strokes.acceptable)  # the pads' strokes
+    if _settings.keep_drawings:  # one file per server process
+        task = task_id()
+        room.keep_in(_settings.keep_drawings, f"room-digits{'' if not task else f'-{task}'}.npz")
     # Bokeh checks every session's page for layout mistakes as it is built (a tenth of the
     # cost of opening one); the page is always the same, and the test suite checks it once.
     bokeh_settings.perform_document_validation.set_value(False)

@@ -14,8 +14,12 @@ a curve every page draws beside the test set's (:meth:`Room.score`).
 from __future__ import annotations
 
 import functools
+import logging
+import os
+import time
 import weakref
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 
@@ -23,6 +27,10 @@ from protocol import ModelWeights
 from protocol.network import probabilities
 from viewer.drawing.pad import Pad
 
+log = logging.getLogger("viewer.drawing")
+
+SAVE_EVERY = 2.0
+"""Seconds between two writes of the kept digits (``--keep-drawings``), at most."""
 DIGITS_KEPT = 1_000
 """Labelled drawings the room keeps (the oldest go first): a forward pass of them all takes
 ~20 ms with the default model, once per new model."""
@@ -49,6 +57,16 @@ class Room:
         self.version = 0
         """Changes whenever the score does (pages redraw it when it does)."""
         self._stale = False
+        self.kept_in: Path | None = None
+        """Where the labelled digits are written (``--keep-drawings``); None: memory only."""
+        self._unsaved = False
+        self._saved_at = 0.0
+
+    def keep_in(self, folder: str | Path, name: str = "room-digits.npz") -> None:
+        """Write the labelled digits to ``folder/name`` as they come (at most every
+        :data:`SAVE_EVERY` seconds): uint8 ``images`` [n, 28, 28] and ``labels`` [n]."""
+        self.kept_in = Path(folder) / name
+        log.info("the room's labelled digits are kept in %s", self.kept_in)
 
     def join(self, pad: Pad) -> None:
         self.pads.add(pad)
@@ -70,6 +88,7 @@ class Room:
             digit = Digit(image, label)
             self.digits.append(digit)
         self._stale = True
+        self._unsaved = self.kept_in is not None
         self.version += 1
         return digit
 
@@ -87,6 +106,26 @@ class Room:
                         self.leave(pad)
         if self._stale and self.model is not None:
             self.score(self.model)
+        if self._unsaved and time.monotonic() - self._saved_at >= SAVE_EVERY:
+            self.save()
+
+    def save(self) -> None:
+        """Write the labelled digits whole, to a new file moved into place (a reader never sees
+        half of one); a failure is one log line, and the digits stay in memory."""
+        if self.kept_in is None:
+            return
+        self._unsaved, self._saved_at = False, time.monotonic()
+        images = np.stack([d.image for d in self.digits]) if self.digits else np.zeros((0, 28, 28))
+        labels = np.array([d.label for d in self.digits], dtype=np.uint8)
+        partial = self.kept_in.with_name(f".{self.kept_in.name}.{os.getpid()}.partial")
+        try:
+            with open(partial, "wb") as out:
+                np.savez_compressed(out, images=images.astype(np.uint8), labels=labels)
+            os.replace(partial, self.kept_in)
+        except OSError as exc:
+            log.warning("could not keep the room's digits in %s: %s", self.kept_in, exc)
+            return
+        log.info("kept %d labelled digits in %s", len(labels), self.kept_in)
 
     def score(self, model: ModelWeights) -> None:
         """How many of the room's digits ``model`` reads right: a point on the run's curve (a

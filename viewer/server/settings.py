@@ -40,6 +40,8 @@ class ViewerSettings:
     """Audience pages built ahead in each process (:mod:`viewer.pages`)."""
     curve: str | None = None
     """The key folder of a broker started with ``--curve`` (:mod:`broker.curve`)."""
+    keep_drawings: str | None = None
+    """A folder where the room's labelled digits are kept as an ``.npz`` (else memory only)."""
 
     @property
     def curve_keys(self) -> ClientKeys | None:
@@ -71,6 +73,7 @@ def app_parser() -> argparse.ArgumentParser:
     parser.add_argument("--open-controls", action="store_true")
     parser.add_argument("--prebuild", type=int, default=1)
     parser.add_argument("--curve", default=None)
+    parser.add_argument("--keep-drawings", default=None)
     return parser
 
 
@@ -108,6 +111,8 @@ def app_argv(settings: ViewerSettings) -> list[str]:
     argv += [f"--prebuild={settings.prebuild}"]  # 0 too: the app's default is 1
     if settings.curve:
         argv += [f"--curve={settings.curve}"]
+    if settings.keep_drawings:
+        argv += [f"--keep-drawings={settings.keep_drawings}"]
     return argv
 
 
