@@ -72,6 +72,7 @@ class Look:
             json={
                 "attrs": {
                     "AbstractButton": widgets,
+                    "ToggleButtonGroup": widgets,  # the pad's "I meant", a replay's speeds
                     "AbstractSlider": widgets,
                     "Plot": {
                         "background_fill_color": self.panel,
