@@ -37,7 +37,7 @@ from bokeh.models.widgets import Button, Div, RadioButtonGroup
 from bokeh.plotting import figure
 
 from protocol import ModelWeights
-from protocol.network import layers, probabilities
+from protocol.network import probabilities
 from viewer.drawing import strokes as bounds
 from viewer.drawing.raster import SIZE, rasterize
 from viewer.panels.digit import class_bars
@@ -162,7 +162,6 @@ class Pad:
         self._drawing: list[bounds.Stroke] = []
         self._allowance = bounds.Allowance()
         self._read_pending = False
-        self._net: tuple[ModelWeights, list[Any]] | None = None
         self.image: np.ndarray | None = None
         """The drawing as the model sees it (None: nothing drawn)."""
         self.room: Room | None = None
@@ -173,7 +172,7 @@ class Pad:
         """Serve this pad in ``doc``'s session, reading with ``model``'s latest."""
         self.doc, self.model = doc, model
         self.strokes.on_change("data", self._drawn)
-        self.clear.on_click(self._cleared)
+        self.clear.on_click(self.forget)
         self.meant.on_change("active", self._labelled)
 
     @property
@@ -219,9 +218,6 @@ class Pad:
             return
         self.digit = self.room.label(self.image, label, self.digit)
 
-    def _cleared(self) -> None:
-        self.forget()
-
     def forget(self) -> None:
         """Back to the pad as built: no drawing, no reading, no label."""
         self._drawing = []
@@ -257,9 +253,7 @@ class Pad:
             self.read_model = None
             self.caption.text = html.escape(model)
             return
-        if self._net is None or self._net[0] is not model:
-            self._net = (model, layers(model))
-        p = probabilities(model, image[None], self._net[1])[0]
+        p = probabilities(model, image[None])[0]  # its layers are views: nothing to keep
         predicted = int(p.argmax())
         names = names if len(names) == len(p) else [str(i) for i in range(len(p))]
         if list(self.classes.factors) != names:  # another dataset's classes
