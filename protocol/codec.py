@@ -16,7 +16,14 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from protocol.control import ControlCommand
-from protocol.messages import ARRAY_FIELDS, MESSAGE_TYPES, PROTOCOL_VERSION, Envelope, Message
+from protocol.messages import (
+    ARRAY_FIELDS,
+    MESSAGE_TYPES,
+    PROTOCOL_VERSION,
+    READABLE_VERSIONS,
+    Envelope,
+    Message,
+)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 """Largest multipart (all frames) a receiver accepts by default: room for a 4M-parameter model."""
@@ -84,11 +91,12 @@ def decode(frames: Sequence[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> Envel
         raise ProtocolError("bad_json", "the JSON frame must hold an object")
     if payload.get("kind") != topic:
         raise ProtocolError("kind_mismatch", f"topic {topic!r} but kind {payload.get('kind')!r}")
-    if payload.get("protocol") != PROTOCOL_VERSION:
+    if payload.get("protocol") not in READABLE_VERSIONS:
         raise ProtocolError(
             "version",
             f"protocol version {payload.get('protocol')!r} is not supported "
-            f"(this program speaks {PROTOCOL_VERSION})",
+            f"(this program reads {', '.join(map(str, sorted(READABLE_VERSIONS)))} "
+            f"and writes {PROTOCOL_VERSION})",
         )
     missing = sorted(_ON_THE_WIRE - payload.keys())
     if missing:
@@ -112,7 +120,8 @@ def first_error(exc: ValidationError, within: str = "", depth: int | None = None
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"][:depth])
     place = f"{within}.{where}" if within else where
-    return f"{place}: {first['msg']}" if place else first["msg"]
+    what = first["msg"].removeprefix("Value error, ")  # a validator's own words need no label
+    return f"{place}: {what}" if place else what
 
 
 def _array_from_reference(ref: object, frames: Sequence[bytes], name: str) -> np.ndarray:

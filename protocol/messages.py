@@ -17,14 +17,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from protocol.arrays import IMAGE_SIDE, MAX_TILES, FloatVector, ImageArray, ImageStack
 
-PROTOCOL_VERSION: Final = 1
-"""Bumped on any change a receiver of the previous version could misread."""
+PROTOCOL_VERSION: Final = 2
+"""Bumped on any change a receiver of the previous version could misread (version 2 added the
+``tuned`` kind)."""
+READABLE_VERSIONS: Final = frozenset({1, 2})
+"""Versions this program reads: every version-1 message is a valid version-2 message, so a
+recording made before the bump replays."""
 
 Activation = Literal["relu", "tanh", "sigmoid"]
 MAX_CLASSES = 100
 MAX_LAYERS = 16
 MAX_TEXT = 1_000
 MAX_MISCLASSIFIED = 32
+MAX_LEARNING_RATE: Final = 100.0
+"""Largest learning rate a message or command may carry: far past any that trains."""
 
 
 SENT_AT_MAX: Final = 4.0e9
@@ -47,7 +53,7 @@ class Envelope(BaseModel):
     )
 
     kind: str = Field(description="the message model; also its ZeroMQ topic")
-    protocol: Literal[1] = PROTOCOL_VERSION
+    protocol: Literal[1, 2] = PROTOCOL_VERSION
     run_id: Name
     seq: int = Field(ge=0, lt=2**53, description="exact in every JSON reader")
     sent_at: float = Field(
@@ -272,6 +278,22 @@ class RunStatus(Envelope):
     message: str = Field(default="", max_length=MAX_TEXT)
 
 
+class HyperparametersTuned(Envelope):
+    """The presenter changed the run's hyperparameters mid-run; they apply from step ``step + 1``.
+
+    ``learning_rate`` is the new base rate (a schedule scales it from then on, as it scaled the
+    old); ``momentum`` is the new momentum (Adam's beta1), or null for an optimizer without one.
+    The ``previous_`` fields hold what they replaced, so one message says what changed.
+    """
+
+    kind: Literal["tuned"] = "tuned"
+    step: int = Field(ge=0, description="the last step taken with the previous values")
+    learning_rate: float = Field(gt=0, le=MAX_LEARNING_RATE)
+    momentum: float | None = Field(default=None, ge=0.0, lt=1.0)
+    previous_learning_rate: float = Field(gt=0, le=MAX_LEARNING_RATE)
+    previous_momentum: float | None = Field(default=None, ge=0.0, lt=1.0)
+
+
 class RunFinished(Envelope):
     kind: Literal["run_finished"] = "run_finished"
     status: Literal["completed", "stopped", "diverged"]
@@ -289,6 +311,7 @@ Message = Annotated[
     | FirstLayerWeights
     | ModelWeights
     | RunStatus
+    | HyperparametersTuned
     | RunFinished,
     Field(discriminator="kind"),
 ]
@@ -303,6 +326,7 @@ MESSAGE_TYPES: dict[str, type[Envelope]] = {
         FirstLayerWeights,
         ModelWeights,
         RunStatus,
+        HyperparametersTuned,
         RunFinished,
     )
 }

@@ -23,6 +23,7 @@ from protocol import (
     Evaluation,
     FirstLayerWeights,
     Hyperparameters,
+    HyperparametersTuned,
     ModelWeights,
     RunFinished,
     RunStarted,
@@ -271,6 +272,8 @@ def small_run(run_id: str, metrics: int = 20, t0: float = START) -> list[Envelop
             )  # fmt: skip
             parameters = rng.standard_normal(parameter_count(layers)).astype(np.float32)
             out.append(model_weights(envelope(), step, layers, parameters))
+        if step == metrics // 2:
+            add(HyperparametersTuned, step=step, learning_rate=0.01, previous_learning_rate=0.1)
     add(RunFinished, status="completed", step=metrics, epoch=1, test_accuracy=0.9)
     return out
 

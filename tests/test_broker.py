@@ -17,7 +17,15 @@ import zmq.utils.monitor
 from broker.clients.publisher import Publisher
 from broker.forwarder import Forwarder
 from broker.history import LISTENING_SECONDS, LIVE_SECONDS, NEW_RUN_BURST, SEQ_WINDOW, History
-from protocol import RunFinished, RunStarted, SamplePrediction, decode, encode, tokens
+from protocol import (
+    PROTOCOL_VERSION,
+    RunFinished,
+    RunStarted,
+    SamplePrediction,
+    decode,
+    encode,
+    tokens,
+)
 from protocol.runlog import RunLog, SeqSet
 from tests.conftest import assert_one_line_error, run_cli, wait_until
 from tests.recordings import Feed
@@ -115,7 +123,7 @@ def test_invalid_input_is_dropped_and_counted_while_valid_traffic_flows(broker) 
         "frames": [b"metrics"],
         "unknown_kind": [b"gossip", b"{}"],
         "bad_json": [b"metrics", b"{oops"],
-        "version": [good[0], good[1].replace(b'"protocol":1', b'"protocol":7')],
+        "version": [good[0], good[1].replace(b'"protocol":%d' % PROTOCOL_VERSION, b'"protocol":7')],
         "bad_array": [good[0], good[1], b"\x00" * 10],
         "too_large": [b"metrics", b" " * (broker.max_message_bytes - 10), b"x" * 20],
         "kind_mismatch": [b"metrics", good[1]],
@@ -325,7 +333,7 @@ def test_protocol_schema_names_every_message_kind() -> None:
     kinds = {schema["$defs"][ref["$ref"].split("/")[-1]]["properties"]["kind"]["const"]
              for ref in schema["oneOf"]}  # fmt: skip
     assert kinds == {"run_started", "metrics", "evaluation", "sample", "weights", "model",
-                     "status", "run_finished"}  # fmt: skip
+                     "status", "tuned", "run_finished"}  # fmt: skip
 
 
 def test_a_republish_tells_the_broker_which_seqs_were_superseded() -> None:

@@ -172,15 +172,15 @@ def test_one_vector_and_separate_arrays_update_alike(name: str) -> None:
 
 
 def test_schedules() -> None:
-    constant = make_schedule("constant", 0.1, 100)
-    assert constant(0) == constant(99) == 0.1
-    cosine = make_schedule("cosine", 0.1, 100)
-    assert cosine(0) == 0.1 and cosine(50) == pytest.approx(0.05) and cosine(100) < 1e-12
+    constant = make_schedule("constant", 100)
+    assert constant(0) == constant(99) == 1.0
+    cosine = make_schedule("cosine", 100)
+    assert cosine(0) == 1.0 and cosine(50) == pytest.approx(0.5) and cosine(100) < 1e-12
     assert all(cosine(s) >= cosine(s + 1) for s in range(100))
-    step = make_schedule("step", 0.1, 100)
-    assert [step(0), step(49), step(50), step(75)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    step = make_schedule("step", 100)
+    assert [step(0), step(49), step(50), step(75)] == pytest.approx([1.0, 1.0, 0.1, 0.01])
     with pytest.raises(ValueError, match="unknown schedule"):
-        make_schedule("warm", 0.1, 10)
+        make_schedule("warm", 10)
 
 
 def test_pixel_batches_hand_over_the_counts_that_scale_to_the_float_rows() -> None:

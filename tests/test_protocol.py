@@ -15,6 +15,7 @@ from protocol import (
     Evaluation,
     FirstLayerWeights,
     Hyperparameters,
+    HyperparametersTuned,
     ModelWeights,
     ProtocolError,
     RunFinished,
@@ -87,6 +88,14 @@ def examples() -> list:
             parameters=np.linspace(-1, 1, 4 * 3 + 3 + 3 * 2 + 2, dtype=np.float32),
         ),
         RunStatus(**common, step=3, state="paused"),
+        HyperparametersTuned(
+            **common,
+            step=40,
+            learning_rate=0.01,
+            momentum=0.95,
+            previous_learning_rate=0.05,
+            previous_momentum=0.9,
+        ),
         RunFinished(**common, status="completed", step=100, epoch=5, test_accuracy=0.97),
     ]
 

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from protocol import ControlCommand
 from protocol.errors import CommandError
 from trainer.files import atomic_file
 from trainer.mlp import MLP
@@ -48,6 +50,8 @@ class Checkpoint:
     activation: str
     train_size: int | None = None
     """Training examples of the dataset it was trained on (None: an older checkpoint)."""
+    tuning: dict[str, float | None] | None = None
+    """The learning rate and momentum as a presenter left them (None: an older checkpoint)."""
 
     def restore(self, model: MLP, optimizer: Optimizer, config: dict[str, Any]) -> int:
         """Copy the saved weights and optimizer state into a fresh run; return its step."""
@@ -82,8 +86,9 @@ def save(
     epoch: int,
     dataset: str,
     train_size: int | None = None,
+    tuning: dict[str, float | None] | None = None,
 ) -> None:
-    """Write the run's state to ``path`` atomically."""
+    """Write the run's state to ``path`` atomically (``tuning``: the presenter's changes)."""
     metadata = {
         "format": FORMAT,
         "step": step,
@@ -93,6 +98,7 @@ def save(
         "train_size": train_size,
         "layer_sizes": model.layer_sizes,
         "activation": model.activation,
+        "tuning": tuning,
     }
     arrays = {"metadata": np.array(json.dumps(metadata))}
     arrays |= {f"param{i}": p for i, p in enumerate(model.params)}
@@ -136,6 +142,18 @@ def load(path: Path) -> Checkpoint:
             layer_sizes=layer_sizes,
             activation=str(metadata["activation"]),
             train_size=None if metadata.get("train_size") is None else int(metadata["train_size"]),
+            tuning=_tuning(metadata.get("tuning")),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: not an mnist-live checkpoint ({exc})") from None
+
+
+def _tuning(saved: Any) -> dict[str, float | None] | None:
+    """The saved tuning, checked as a presenter's command would be (a file is input too)."""
+    if saved is None:
+        return None
+    try:
+        command = ControlCommand(command="set", **saved)
+    except (TypeError, ValidationError) as exc:
+        raise ValueError(f"tuning {saved!r} is not a learning rate and momentum") from exc
+    return {"learning_rate": command.learning_rate, "momentum": command.momentum}

@@ -35,6 +35,7 @@ from trainer.options import (
 )
 from trainer.progress import ProgressBar
 from trainer.reporter import Cadences, Reporter
+from trainer.tuning import Tuning
 
 log = logging.getLogger("trainer")
 
@@ -207,8 +208,8 @@ def run(args: argparse.Namespace) -> int:
         weight_tiles=args.weight_tiles,
     )
     blas.limit_threads(args.threads, paced=config.steps_per_second is not None)
-    pacer = Pacer(config.steps_per_second)
-    controls = Controls(source=publisher, pacer=pacer, announce=reporter)
+    pacer, tuning = Pacer(config.steps_per_second), Tuning.of(config)
+    controls = Controls(source=publisher, pacer=pacer, announce=reporter, tuning=tuning)
     train_size = len(dataset.train_labels)
     progress = ProgressBar(
         config.total_steps(train_size),
@@ -224,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             controls=controls,
             pacer=pacer,
+            tuning=tuning,
             save=args.save,
             resume=resume,
         )

@@ -26,6 +26,7 @@ from trainer.mlp import MLP, PixelBatches, pixels
 from trainer.optim import Optimizer, make_optimizer, make_schedule
 from trainer.progress import ProgressBar
 from trainer.reporter import Reporter
+from trainer.tuning import Tuning
 
 log = logging.getLogger("trainer")
 
@@ -112,14 +113,15 @@ def train(
     progress: ProgressBar | None = None,
     controls: Controls | None = None,
     pacer: Pacer | None = None,
+    tuning: Tuning | None = None,
     save: Path | None = None,
     resume: checkpoint.Checkpoint | None = None,
 ) -> RunResult:
     """Train ``config``'s model on ``dataset``; ``stop`` ends it early as "stopped".
 
     ``save`` writes a checkpoint at every epoch end and at the finish; ``resume`` continues
-    from one (same step count, data order and optimizer state). ``controls`` applies a
-    presenter's commands between steps, changing ``pacer.rate`` when told to.
+    from one (same step count, data order, optimizer state and tuning). ``controls`` applies a
+    presenter's commands between steps, changing ``pacer.rate`` or ``tuning`` when told to.
     """
     model = build_model(config, dataset)
     optimizer = make_optimizer(
@@ -132,19 +134,21 @@ def train(
     start_step = resume.restore(model, optimizer, config.to_dict()) if resume else 0
     x = PixelBatches(dataset.train_images, config.batch_size)
     y = dataset.train_labels.astype(np.int64)
-    learning_rate = make_schedule(config.schedule, config.learning_rate, config.total_steps(len(y)))
+    schedule = make_schedule(config.schedule, config.total_steps(len(y)))
+    tuning = tuning or Tuning.of(config)
     live = Beside(
         dataset, config, model, optimizer, reporter, progress, controls,
-        pacer or Pacer(config.steps_per_second), stop or threading.Event(), save,
+        pacer or Pacer(config.steps_per_second), tuning, stop or threading.Event(), save,
     )  # fmt: skip
-    live.start(start_step)
+    live.start(start_step, resume)
 
     step, status, message = start_step, "completed", ""
     for epoch, batch in batches(config, len(y), start_step):
         if live.stop.is_set():
             status, message = "stopped", "stopped by request"
             break
-        optimizer.lr = learning_rate(step)
+        optimizer.lr = tuning.learning_rate * schedule(step)
+        optimizer.momentum = tuning.momentum or 0.0
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked just below
             loss, accuracy, grads = model.loss_and_gradients(
                 x.take(batch), y[batch], products=optimizer.takes_products, x_scale=x.scale
@@ -172,6 +176,7 @@ class Beside:
     progress: ProgressBar | None
     controls: Controls | None
     pacer: Pacer
+    tuning: Tuning
     stop: threading.Event
     save: Path | None
     started_at: float = 0.0
@@ -185,7 +190,7 @@ class Beside:
         epochs, into_epoch = divmod(step, self.steps_per_epoch)
         return epochs * self.train_size + min(into_epoch * self.config.batch_size, self.train_size)
 
-    def start(self, start_step: int) -> None:
+    def start(self, start_step: int, resume: checkpoint.Checkpoint | None) -> None:
         config = self.config
         if self.reporter:
             self.reporter.started(
@@ -195,6 +200,11 @@ class Beside:
                 steps_per_epoch=self.steps_per_epoch,
                 start_step=start_step,
             )
+        retuned = self.tuning.restore(resume.tuning) if resume and resume.tuning else None
+        if retuned is not None:
+            log.info("resumed as tuned: lr %g", retuned.learning_rate)
+            if self.reporter:
+                self.reporter.tuned(start_step, retuned)
         if self.controls and config.wait_for_start:
             self.controls.wait_for_start(start_step, self.stop)
         self.started_at = time.monotonic()
@@ -228,7 +238,7 @@ class Beside:
         if self.save:
             config, model, optimizer = self.config.to_dict(), self.model, self.optimizer
             checkpoint.save(self.save, model, optimizer, config, step, epoch, self.dataset.name,
-                            len(self.dataset.train_labels))  # fmt: skip
+                            len(self.dataset.train_labels), self.tuning.saved())  # fmt: skip
 
     def finish(self, status: str, message: str, step: int, start_step: int) -> RunResult:
         """End the run: the final checkpoint and test, the viewers told, the result logged."""

@@ -31,6 +31,8 @@ class Optimizer:
 
     takes_products = False
     """Whether :meth:`step` accepts weight gradients as unevaluated :class:`Product` s."""
+    momentum = 0.0
+    """The velocity decay (Adam's beta1): may change between steps. Plain SGD has none."""
 
     def __init__(self, params: list[np.ndarray], lr: float, weight_decay: float = 0.0) -> None:
         self.params = params
@@ -171,7 +173,7 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(params, lr, weight_decay)
-        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.momentum, self.beta2, self.eps = beta1, beta2, eps
         self.m = [np.zeros_like(p) for p in self.groups]
         self.v = [np.zeros_like(p) for p in self.groups]
 
@@ -182,7 +184,7 @@ class Adam(Optimizer):
         t = self.steps + 1
         # sqrt(v_hat) + eps == (sqrt(v) + eps * c2) / c2, so p -= step_size * m / (sqrt(v) + eps')
         c2 = math.sqrt(1 - self.beta2**t)
-        self._step_size = self.lr * c2 / (1 - self.beta1**t)
+        self._step_size = self.lr * c2 / (1 - self.momentum**t)
         self._eps = self.eps * c2
         super().step(grads)
 
@@ -191,7 +193,7 @@ class Adam(Optimizer):
 
     def update(self, p: np.ndarray, g: np.ndarray, *state: np.ndarray) -> None:
         m, v = state
-        scale_add(m, g, 1 - self.beta1, self.beta1)
+        scale_add(m, g, 1 - self.momentum, self.momentum)
         np.multiply(g, g, out=g)
         scale_add(v, g, 1 - self.beta2, self.beta2)
         # The gradient is spent: its array holds the step from here on, so the update touches
@@ -224,17 +226,18 @@ def make_optimizer(
     raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
 
 
-def make_schedule(name: str, lr: float, total_steps: int) -> Callable[[int], float]:
-    """The learning rate for step ``step`` (0-based) of a ``total_steps`` run.
+def make_schedule(name: str, total_steps: int) -> Callable[[int], float]:
+    """The factor the base learning rate is scaled by at step ``step`` (0-based) of a
+    ``total_steps`` run (a factor, so a presenter can change the base rate mid-run).
 
-    ``constant`` keeps ``lr``; ``cosine`` follows half a cosine from ``lr`` down to 0 at the
-    last step; ``step`` divides by 10 at 50% and again at 75% of the run.
+    ``constant`` keeps 1; ``cosine`` follows half a cosine from 1 down to 0 at the last step;
+    ``step`` divides by 10 at 50% and again at 75% of the run.
     """
     total = max(total_steps, 1)
     if name == "constant":
-        return lambda step: lr
+        return lambda step: 1.0
     if name == "cosine":
-        return lambda step: lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
     if name == "step":
-        return lambda step: lr * 0.1 ** ((step >= total // 2) + (step >= total * 3 // 4))
+        return lambda step: 0.1 ** ((step >= total // 2) + (step >= total * 3 // 4))
     raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}")

@@ -22,6 +22,7 @@ from protocol import (
     Evaluation,
     FirstLayerWeights,
     Hyperparameters,
+    HyperparametersTuned,
     ModelWeights,
     RunFinished,
     RunStarted,
@@ -34,6 +35,7 @@ from protocol.messages import Activation
 from trainer.datasets import Dataset
 from trainer.evaluation import Assessment, assess
 from trainer.mlp import MLP, pixels
+from trainer.tuning import Tuned
 
 EPOCH_EVALUATION_SHARE = 0.01
 """Most of the wall time that full test-set evaluations at epoch ends may take."""
@@ -323,6 +325,10 @@ class Reporter:
             self._rate.restart()
         pace = {"steps_per_second": steps_per_second}
         self.publisher.send(RunStatus, step=step, state=state, message=message, **pace)
+
+    def tuned(self, step: int, change: Tuned) -> None:
+        """Tell viewers the presenter changed the hyperparameters, from step ``step + 1`` on."""
+        self.publisher.send(HyperparametersTuned, step=step, **vars(change))
 
     def finished(
         self, status: str, step: int, epoch: int, test_accuracy: float | None, message: str

@@ -22,13 +22,13 @@ from bokeh.document import Document
 from bokeh.layouts import column
 from bokeh.model.util import collect_models
 from bokeh.models import Axis, LayoutDOM, Plot, Text
-from bokeh.models.annotations import Legend, Title
+from bokeh.models.annotations import LabelSet, Legend, Title
 from bokeh.models.widgets import Widget
 
 from protocol import ModelWeights
 from viewer.drawing.pad import Pad
 from viewer.drawing.room import room
-from viewer.panels import digit, evaluation, header, weights
+from viewer.panels import curves, digit, evaluation, header, weights
 from viewer.panels.curves import Curves
 from viewer.panels.digit import Digit
 from viewer.panels.evaluation import EvaluationPanels
@@ -60,6 +60,7 @@ RENDER: dict[str, Render] = {
     digit.PART: digit.render,
     evaluation.PART: evaluation.render,
     weights.PART: weights.render,
+    curves.PART: curves.render,
 }
 """Each part of a run, and the panel's renderer that draws it."""
 
@@ -129,7 +130,7 @@ class Page:
             ]
             for name, part in areas.items():  # the grid's cell decides the size, never less
                 part.sizing_mode, part.min_width = FILL.get(name, "stretch_both"), None
-            texts = (Title, Axis, Legend, Text)
+            texts = (Title, Axis, Legend, Text, LabelSet)
             models = collect_models(*self.roots)
             self.text_scaler = text_scaler(
                 [m for m in models if isinstance(m, texts)],
@@ -326,6 +327,8 @@ class Dashboard:
             self.evaluation.apply(pieces["evaluation"])
         if "weights" in pieces:
             self.weights.apply(pieces["weights"])
+        if curves.PART in pieces:
+            self.curves.show_tunings(pieces[curves.PART])
 
     def _show_header(self, now: float, force: bool) -> None:
         """Refresh the header once a second, or at once when the run's status word changes.

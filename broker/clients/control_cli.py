@@ -1,27 +1,34 @@
 """Send a presenter command to the trainers through the broker.
 
-``mnist-live control pause`` (or ``resume``, ``start``, ``stop``, ``pace``) hands the command
-to the broker's snapshot endpoint, which validates it and relays it upstream to every
-connected trainer; a trainer acts on it between two training steps.
+``mnist-live control pause`` (or ``resume``, ``start``, ``stop``, ``pace``, ``set``) hands the
+command to the broker's snapshot endpoint, which validates it and relays it upstream to every
+connected trainer; a trainer acts on it between two training steps. ``set --lr 0.01`` (and
+``--momentum``) changes the run's hyperparameters from the next step on.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+from collections.abc import Callable
+
+from pydantic import ValidationError
 
 from broker.clients.request import ask
 from broker.clients.status_cli import add_broker_arguments
 from broker.curve import keys as curve_keys
 from protocol import ControlCommand, tokens
+from protocol.codec import first_error
 from protocol.control import MAX_PACE, MIN_PACE
 from protocol.errors import CommandError
+from protocol.messages import MAX_LEARNING_RATE
 from protocol.snapshot import ControlRequest
 from protocol.tokens import add_token_argument
 
 log = logging.getLogger("control")
 
-COMMANDS = ("start", "pause", "resume", "stop", "pace")
+COMMANDS = ("start", "pause", "resume", "stop", "pace", "set")
 
 
 def pace(text: str) -> float:
@@ -37,6 +44,27 @@ def pace(text: str) -> float:
     return value
 
 
+def learning_rate(text: str) -> float:
+    """A learning rate, within what the protocol accepts."""
+    top = MAX_LEARNING_RATE
+    return _number(text, lambda v: 0 < v <= top, f"above 0 and at most {top:g}")
+
+
+def momentum(text: str) -> float:
+    """A momentum (Adam's beta1), within what the protocol accepts."""
+    return _number(text, lambda v: 0 <= v < 1, "from 0 up to (not including) 1")
+
+
+def _number(text: str, within: Callable[[float], bool], what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or not within(value):
+        raise argparse.ArgumentTypeError(f"{text} is not {what}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # dests differ from the option names: mnist-live keeps its own "command" and "run"
     parser.add_argument("action", choices=COMMANDS, help="what the trainer should do")
@@ -46,6 +74,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="for 'pace': the new limit on training steps per second (omit to lift it)",
+    )
+    parser.add_argument(
+        "--lr",
+        dest="learning_rate",
+        type=learning_rate,
+        default=None,
+        metavar="RATE",
+        help="for 'set': the new base learning rate, applied from the trainer's next step "
+        "(a schedule scales it from then on)",
+    )
+    parser.add_argument(
+        "--momentum",
+        type=momentum,
+        default=None,
+        metavar="M",
+        help="for 'set': the new momentum (Adam's beta1); an optimizer without one (sgd) "
+        "ignores it and says so in its log",
     )
     parser.add_argument(
         "--run",
@@ -61,16 +106,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.steps_per_second is not None and args.action != "pace":
         raise CommandError("--steps-per-second goes with the 'pace' command only")
+    tuning = args.learning_rate is not None or args.momentum is not None
+    if tuning and args.action != "set":
+        raise CommandError("--lr and --momentum go with the 'set' command only")
+    if args.action == "set" and not tuning:
+        raise CommandError("'set' needs --lr RATE or --momentum M (or both)")
     try:
         command = ControlCommand(
-            command=args.action, run_id=args.run_id, steps_per_second=args.steps_per_second
+            command=args.action,
+            run_id=args.run_id,
+            steps_per_second=args.steps_per_second,
+            learning_rate=args.learning_rate,
+            momentum=args.momentum,
         )
-    except ValueError as exc:
-        raise CommandError(f"invalid command: {str(exc).splitlines()[-1].strip()}") from None
+    except ValidationError as exc:
+        raise CommandError(f"invalid command: {first_error(exc)}") from None
     token, _ = tokens.presenter_token(args.presenter_token_file)
     request = ControlRequest(type="control", command=command.model_dump(), token=token)
     ask(args.broker, request, args.timeout, curve_keys.from_arguments(args, "subscriber"))
     target = "every run" if args.run_id == "*" else f"run {args.run_id}"
-    log.info("sent %s to %s via %s", args.action, target, args.broker)
-    print(f"sent {args.action} to {target}")
+    what = describe(command)
+    log.info("sent %s to %s via %s", what, target, args.broker)
+    print(f"sent {what} to {target}")
     return 0
+
+
+def describe(command: ControlCommand) -> str:
+    """The command in a few words: ``set lr 0.01, momentum 0.9``, ``pace 5 steps/s``."""
+    if command.command == "set":
+        values = [("lr", command.learning_rate), ("momentum", command.momentum)]
+        return "set " + ", ".join(f"{name} {v:g}" for name, v in values if v is not None)
+    if command.command == "pace":
+        rate = command.steps_per_second
+        return f"pace {rate:g} steps/s" if rate else "pace unlimited"
+    return command.command

@@ -1,12 +1,13 @@
-"""A presenter's commands (start, pause, resume, stop, pace) as every publisher obeys them.
+"""A presenter's commands (start, pause, resume, stop, pace, set) as every publisher obeys them.
 
 Commands come upstream from the viewer's presenter page (or ``mnist-live control``) through the
 broker to a publisher's socket (see ``docs/protocol.md``). A trainer and a replay obey them the
 same way, through :class:`RunControl`: commands for another run are ignored; Pause holds the
 caller between two steps until Resume (or Start); Stop sets the caller's stop event; Pace goes
-to the caller (a trainer changes its pace, a replay keeps its ``--speed``). Every change of
-state is announced, so the room's pages say what the run is doing. Commands are read at most
-every ``poll_interval`` seconds, so an unpaused run pays one clock read per step.
+to the caller (a trainer changes its pace, a replay keeps its ``--speed``), and so does Set
+(a trainer changes its learning rate or momentum; a replay plays the recorded run's). Every
+change of state is announced, so the room's pages say what the run is doing. Commands are read
+at most every ``poll_interval`` seconds, so an unpaused run pays one clock read per step.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ HEARTBEAT_SECONDS = 1.0
 
 class RunControl:
     """One run's obedience to the presenter; ``on_pace`` None ignores Pace (saying
-    ``pace_ignored`` in the caller's ``logger``)."""
+    ``pace_ignored`` in the caller's ``logger``), ``on_set`` None ignores Set (saying
+    ``set_ignored``). ``on_set`` gets the command and the last step taken."""
 
     def __init__(
         self,
@@ -49,12 +51,16 @@ class RunControl:
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger = log,
         pace_ignored: str = "this run keeps its own pace; 'pace' ignored",
+        on_set: Callable[[ControlCommand, int], None] | None = None,
+        set_ignored: str = "this run keeps its own hyperparameters; 'set' ignored",
     ) -> None:
         self.source = source
         self.log = logger
         self.pace_ignored = pace_ignored
         self.announce = announce
         self.on_pace = on_pace
+        self.on_set = on_set
+        self.set_ignored = set_ignored
         self.poll_interval = poll_interval
         self.clock = clock
         self.paused = False
@@ -123,6 +129,10 @@ class RunControl:
                 self.on_pace(rate)  # type: ignore[misc]
                 self.log.info("pace now %s", f"{rate:g} steps/s" if rate else "unlimited")
                 self._status(step, self.state)
+            case "set" if self.on_set is None:
+                self.log.info("%s", self.set_ignored)
+            case "set":
+                self.on_set(command, step)  # type: ignore[misc]
 
     def heartbeat(self, step: int) -> None:
         """While the run sends nothing else (waiting, paused, a slow pace), say its state again

@@ -276,4 +276,5 @@ class Replay:
             poll_interval=WAIT_SLICE,
             logger=log,
             pace_ignored="a replay keeps its --speed; 'pace' ignored",
+            set_ignored="a replay plays the recorded run's hyperparameters; 'set' ignored",
         )

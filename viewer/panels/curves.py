@@ -2,7 +2,9 @@
 
 Sources: ``loss`` (every metrics message: raw and smoothed loss and batch accuracy, with the
 trainer's ``sent_at``), ``accuracy`` (evaluations on the test subset), ``test_accuracy``
-(whole test set at epoch ends), ``loss_previous`` and ``accuracy_previous`` (the run before).
+(whole test set at epoch ends), ``loss_previous`` and ``accuracy_previous`` (the run before),
+``tunings`` (the presenter's changes of learning rate and momentum: a vertical line at the step
+with the new values beside it, on both plots; a run's few changes are sent whole).
 The log scale is the same loss figure with another scale, ticker and formatter, swapped in the
 browser by the toggle (client-side only): a second figure would cost every page ~75 models, a
 sixth of it, each serialized and read when the page opens.
@@ -15,6 +17,7 @@ joins late gets each curve's history thinned to what its plot can draw
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +31,7 @@ from bokeh.models import (
     LogTickFormatter,
     Range1d,
 )
-from bokeh.models.annotations import Legend, LegendItem
+from bokeh.models.annotations import LabelSet, Legend, LegendItem
 from bokeh.models.widgets import Toggle
 from bokeh.plotting import figure
 
@@ -36,7 +39,9 @@ from viewer.panels.ids import named_source, shared
 from viewer.panels.looks import Look
 from viewer.runs.columns import ROWS_KEPT
 from viewer.runs.decimate import decimated
-from viewer.runs.state import CURVES
+from viewer.runs.state import CURVES, RunHistory
+
+PART = "tunings"
 
 TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 DRAWN = {
@@ -94,6 +99,20 @@ def history(name: str, data: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 OVERLAY_COLUMNS = {"loss_previous": ("step", "loss"), "accuracy_previous": ("step", "accuracy")}
+TUNING_COLUMNS = ("step", "label")
+
+
+def render(run: RunHistory) -> dict[str, Any]:
+    """The presenter's changes as the ``tunings`` source's columns: each at the step it applies
+    from, labelled with what it set (``lr 0.01``, ``lr 0.01 m 0.95``)."""
+    steps, labels = [], []
+    for change in run.tunings:
+        label = f"lr {change.learning_rate:g}"
+        if change.momentum is not None and change.momentum != change.previous_momentum:
+            label += f" m {change.momentum:g}"
+        steps.append(change.step + 1)
+        labels.append(label)
+    return {"step": steps, "label": labels}
 
 
 SCALE_SWAP_JS = """
@@ -115,6 +134,8 @@ class Curves:
         }
         self.room = named_source("room_accuracy", ("step", "accuracy"))
         """The room's own digits read right, per model (:mod:`viewer.drawing.room`)."""
+        self.tunings = named_source("tunings", TUNING_COLUMNS)
+        """The presenter's changes of hyperparameters, marked on both plots."""
         self.x_range = DataRange1d(only_visible=True)
         self.linear = self._loss_figure()
         self.log_scale = Toggle(label="log scale", name="log_scale", active=False, width=110)
@@ -247,9 +268,10 @@ class Curves:
                 ),
             ),
         ]
+        entries.append(("presenter's change", self._tuning_marks(fig, figure_key := title.lower())))
         # Entries with ids shared by every session: a frame shows each once its line has data
         # (:meth:`_legends`), encoded once for all (:mod:`viewer.panels.ids`).
-        figure_key = f"{title}-linear".lower()
+        figure_key = f"{figure_key}-linear"
         items = [
             shared(
                 LegendItem,
@@ -273,6 +295,34 @@ class Curves:
         fig.scatter(x=[0, 1], y=[0, 1], alpha=0, size=0)
         return fig
 
+    def _tuning_marks(self, fig: Any, key: str) -> Any:
+        """A dotted vertical line at each change, its new values written up beside it."""
+        look = self.look
+        line = fig.vspan(
+            x="step", source=self.tunings, line_color=look.ink, line_dash="dotted", line_width=2
+        )
+        fig.add_layout(
+            LabelSet(
+                x="step",
+                y=6,
+                y_units="screen",
+                text="label",
+                source=self.tunings,
+                angle=math.pi / 2,
+                x_offset=-4,
+                text_color=look.ink,
+                text_font_size=look.px(12),
+                text_baseline="bottom",
+                name=f"tuning-labels-{key}",
+            )
+        )
+        return line
+
+    def show_tunings(self, tunings: dict[str, list[Any]]) -> None:
+        """The run's changes of hyperparameters, whole (a handful: assigned, not streamed)."""
+        self.tunings.data = {c: list(tunings[c]) for c in TUNING_COLUMNS}
+        self._legends({})
+
     def show(
         self, rows: dict[str, dict[str, list[float]]], previous: dict[str, list[float]] | None
     ) -> None:
@@ -288,6 +338,8 @@ class Curves:
         previous = previous or {"step": [], "loss": [], "accuracy": []}
         for name, columns in OVERLAY_COLUMNS.items():
             self.previous[name].data = {c: previous[c] for c in columns}
+        if self.tunings.data["step"]:
+            self.tunings.data = {c: [] for c in TUNING_COLUMNS}
         self._legends(rows, previous)
 
     def apply(self, rows: dict[str, dict[str, list[float]]]) -> None:

@@ -43,9 +43,10 @@ def run_html(run: RunHistory) -> str:
         name = html.escape(data.name)
         if data.synthetic:
             name = f'<span class="synthetic">SYNTHETIC</span> {name}'
-        optimizer = f"{html.escape(hp.optimizer)} lr {hp.learning_rate:g}"
-        if hp.momentum:
-            optimizer += f" m {hp.momentum:g}"
+        learning_rate, momentum = run.tuned() or (hp.learning_rate, hp.momentum)
+        optimizer = f"{html.escape(hp.optimizer)} lr {learning_rate:g}"
+        if momentum:
+            optimizer += f" m {momentum:g}"
         if hp.weight_decay:
             optimizer += f" wd {hp.weight_decay:g}"
         optimizer += f", {html.escape(hp.schedule)}, batch {hp.batch_size}"

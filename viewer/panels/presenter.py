@@ -1,4 +1,5 @@
-"""The presenter's controls: Start, Pause, Resume, Stop, a pace slider and a full-screen QR code.
+"""The presenter's controls: Start, Pause, Resume, Stop, a pace slider, the learning rate and
+momentum (applied by the trainer from its next step), and a full-screen QR code.
 
 Only a session whose URL carried ``?token=<presenter token>`` gets them, and every callback
 checks that again on the server before it acts, so hiding widgets is never the protection.
@@ -22,11 +23,15 @@ from urllib.parse import urlencode, urlsplit
 from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models import LayoutDOM
-from bokeh.models.widgets import Button, Div, Slider
+from bokeh.models.widgets import Button, Div, NumericInput, Slider
+from pydantic import ValidationError
 
+from broker.clients.control_cli import describe
 from broker.clients.request import ask
 from protocol import ControlCommand
+from protocol.codec import first_error
 from protocol.errors import CommandError
+from protocol.messages import MAX_LEARNING_RATE
 from protocol.snapshot import ControlRequest
 from viewer.panels import qr
 from viewer.server.settings import ViewerSettings
@@ -56,7 +61,10 @@ BUTTONS: tuple[tuple[str, ButtonType], ...] = (
     ("stop", "danger"),
 )
 
-CONTROL_NAMES = frozenset({*(name for name, _ in BUTTONS), "pace", "show_qr", "close_qr"})
+TUNING_NAMES = ("learning_rate", "momentum", "set")
+CONTROL_NAMES = frozenset(
+    {*(name for name, _ in BUTTONS), "pace", *TUNING_NAMES, "show_qr", "close_qr"}
+)
 
 _audience_url: str | None = None
 
@@ -181,6 +189,17 @@ class PresenterControls:
         self.pace.on_change("value", self._pace_moving)
         self._pace_moved_until = 0.0
         self._showing = False
+        self.learning_rate = NumericInput(
+            title="Learning rate", mode="float", low=0, high=MAX_LEARNING_RATE, format="0.[00000]",
+            name="learning_rate", width=110,
+        )  # fmt: skip
+        self.momentum = NumericInput(
+            title="Momentum", mode="float", low=0, high=0.999, format="0.[000]", name="momentum",
+            width=90,
+        )  # fmt: skip
+        self.set_button = Button(label="Set", name="set", button_type="primary", width=60)
+        self.set_button.on_click(lambda _event: self._set_clicked())
+        self._tuning_shown: tuple[str, int] | None = None
         self.show_qr = Button(label="Show QR", name="show_qr", width=90)
         self.show_qr.on_click(lambda _event: self.toggle_qr(True))
         self.feedback = Div(text="", name="control_feedback")
@@ -205,6 +224,7 @@ class PresenterControls:
         self.feedback.text = html.escape(only_this_machine(audience_url(doc)) or "")
         self.layout: LayoutDOM = column(
             row(*self.buttons.values(), self.pace, self.show_qr),
+            row(self.learning_rate, self.momentum, self.set_button),
             self.feedback,
             self.overlay,
             name="presenter_controls",
@@ -222,6 +242,7 @@ class PresenterControls:
         """Enable the buttons that make sense for the shown run, and show its pace (called
         every frame): Start only while a trainer waits for it, nothing without a live run."""
         self._show_pace(run)
+        self._show_tuning(run)
         status = run.status if run is not None else None
         run_id = run.run_id if run is not None and status in ACTIVE else "*"
         if status == self.status and run_id == self.run_id:
@@ -237,6 +258,47 @@ class PresenterControls:
         for name, button in self.buttons.items():
             if button.disabled == enabled[name]:
                 button.disabled = not enabled[name]
+        tunable = status in ("waiting", "training", "paused")  # a replay plays what was recorded
+        for widget in (self.learning_rate, self.set_button):
+            if widget.disabled == tunable:
+                widget.disabled = not tunable
+        has_momentum = tunable and self._tuning(run)[1] is not None
+        if self.momentum.disabled == has_momentum:
+            self.momentum.disabled = not has_momentum
+
+    @staticmethod
+    def _tuning(run: RunHistory | None) -> tuple[float | None, float | None]:
+        """The shown run's base learning rate and momentum now (momentum None: sgd has none)."""
+        if run is None or run.started is None:
+            return None, None
+        hp = run.started.hyperparameters
+        learning_rate, momentum = run.tuned() or (hp.learning_rate, hp.momentum)
+        return learning_rate, None if hp.optimizer == "sgd" else momentum
+
+    def _show_tuning(self, run: RunHistory | None) -> None:
+        """The inputs at the run's values when a run begins and after each change it announces
+        (in between, they keep what the presenter types)."""
+        shown = (run.run_id, len(run.tunings)) if run is not None else None
+        if shown == self._tuning_shown:
+            return
+        self._tuning_shown = shown
+        self.learning_rate.value, self.momentum.value = self._tuning(run)
+
+    def _set_clicked(self) -> None:
+        """Send what the presenter changed in the inputs (only that: an unchanged momentum is
+        not sent again, nor one to an optimizer without it)."""
+        learning_rate, momentum = self._tuning(self.hub.current if self.hub else None)
+        wanted = {"learning_rate": self.learning_rate.value, "momentum": self.momentum.value}
+        now = {"learning_rate": learning_rate, "momentum": momentum}
+        values = {
+            name: value
+            for name, value in wanted.items()
+            if value is not None and now[name] is not None and value != now[name]
+        }
+        if not values:
+            self._show("set: nothing changed (type a new learning rate or momentum)")
+            return
+        self.command("set", **values)
 
     def _show_pace(self, run: RunHistory | None) -> None:
         """The slider at the trainer's own pace (0: full speed), unless the presenter is
@@ -264,20 +326,21 @@ class PresenterControls:
         except (TypeError, ValueError):
             return
         self._pace_moved_until = time.monotonic() + PACE_ANSWER_SECONDS
-        self.command("pace", value if value > 0 else None)
+        self.command("pace", steps_per_second=value if value > 0 else None)
 
-    def command(self, action: str, steps_per_second: float | None = None) -> None:
-        """Send ``action`` for the shown run through the broker, off the event loop."""
+    def command(self, action: str, **values: float | None) -> None:
+        """Send ``action`` (with its ``values``: ``steps_per_second``, ``learning_rate``,
+        ``momentum``) for the shown run through the broker, off the event loop."""
         if not self._authorised(action):
             return
         try:
             command = ControlCommand(
                 command=action,  # type: ignore[arg-type]
                 run_id=self.run_id,
-                steps_per_second=steps_per_second,
+                **values,  # type: ignore[arg-type]
             )
-        except ValueError as exc:
-            self._show(f"{action} not sent: {str(exc).splitlines()[-1].strip()}")
+        except ValidationError as exc:
+            self._show(f"{action} not sent: {first_error(exc)}")
             return
         self._show(f"sending {action}...")
         threading.Thread(
@@ -296,8 +359,9 @@ class PresenterControls:
             outcome = f"{command.command} not sent: {exc}"
         else:
             target = "every run" if command.run_id == "*" else f"run {command.run_id}"
-            log.info("presenter sent %s to %s via %s", command.command, target, endpoint)
-            outcome = f"{command.command} sent"
+            what = describe(command)
+            log.info("presenter sent %s to %s via %s", what, target, endpoint)
+            outcome = f"{what} sent"
         self.doc.add_next_tick_callback(lambda: self._show(outcome))
 
     def _show(self, text: str) -> None:

@@ -21,6 +21,7 @@ from protocol import (
     Envelope,
     Evaluation,
     FirstLayerWeights,
+    HyperparametersTuned,
     ModelWeights,
     RunFinished,
     RunStarted,
@@ -45,8 +46,11 @@ CURVES = {
     "test_accuracy": EVALUATION_COLUMNS,
 }
 """Streamed curves by source name: metrics, subset evaluations, per-epoch test evaluations."""
-PARTS = ("header", "sample", "evaluation", "weights")
-"""What changes as a whole: the run's summary and status, and its latest pictures."""
+PARTS = ("header", "sample", "evaluation", "weights", "tunings")
+"""What changes as a whole: the run's summary and status, its latest pictures, and the
+presenter's changes of its hyperparameters (marked on the curves)."""
+TUNINGS_KEPT = 1_000
+"""Changes of hyperparameters a run keeps: a presenter makes a handful; a flood is cut."""
 
 Render = Callable[["RunHistory"], dict[str, Any]]
 """Draws a part of a run as the columns of the sources that show it."""
@@ -67,6 +71,8 @@ class RunHistory:
         self.weights: FirstLayerWeights | None = None
         self.model: ModelWeights | None = None
         """The latest whole model: what the drawing pads read with."""
+        self.tunings: list[HyperparametersTuned] = []
+        """The presenter's changes of learning rate and momentum, in order."""
         self.replayed = False
         self.played_back = False
         """Folded from a file by ``view --replay``: every status in it is the recorded run's."""
@@ -131,6 +137,10 @@ class RunHistory:
                 self.model = message
             case RunStatus():
                 self.run_status = message
+            case HyperparametersTuned():
+                if len(self.tunings) < TUNINGS_KEPT:
+                    self.tunings.append(message)
+                    self.versions["tunings"] += 1
             case RunFinished():
                 self.finished = message
 
@@ -235,6 +245,14 @@ class RunHistory:
         if self.run_status:
             return self.run_status.state
         return "training" if self.latest_metrics else "waiting"
+
+    def tuned(self) -> tuple[float, float] | None:
+        """The base learning rate and momentum now, when the presenter changed them (else the
+        ``run_started`` hyperparameters still hold)."""
+        if not self.tunings:
+            return None
+        latest = self.tunings[-1]
+        return latest.learning_rate, latest.momentum or 0.0
 
     @property
     def step(self) -> int:

@@ -1,0 +1,240 @@
+"""The presenter tunes the run live: a learning rate (or momentum) set mid-run reaches the trainer,
+which applies it from its next step and says so (``tuned``), every page marks it on the curves,
+and it is recorded and replayed."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bokeh.document import Document
+
+from broker.clients.run_control import RunControl
+from protocol import ControlCommand, HyperparametersTuned, RunStatus, TrainingMetrics
+from tests.conftest import assert_one_line_error, blob_dataset, run_cli
+from tests.recordings import Feed
+from trainer import checkpoint
+from trainer.config import TrainConfig
+from trainer.control import Controls
+from trainer.loop import Pacer, train
+from trainer.reporter import Cadences, Reporter
+from trainer.tuning import Tuning
+from viewer.dashboard import Dashboard
+from viewer.panels.presenter import PresenterControls
+from viewer.runs.state import RunHistory
+from viewer.server.settings import ViewerSettings
+
+CONFIG = TrainConfig(
+    hidden=(16,),
+    optimizer="momentum",
+    learning_rate=0.05,
+    momentum=0.9,
+    schedule="constant",
+    batch_size=8,
+    epochs=20,
+    max_steps=400,
+    steps_per_second=200.0,
+)
+"""A run slow enough (2 s) for a command to arrive in the middle of it."""
+
+
+def run_in_thread(publisher, config: TrainConfig, **options) -> tuple[threading.Thread, dict]:
+    """``train`` on blobs with real controls reading ``publisher``'s upstream."""
+    tuning = Tuning.of(config)
+    result: dict = {"tuning": tuning}
+    reporter = Reporter(publisher, blob_dataset(200, 50), cadences=Cadences(metrics=0.01))
+    controls = Controls(publisher, Pacer(config.steps_per_second), reporter, tuning=tuning)
+
+    def go() -> None:
+        result["run"] = train(
+            blob_dataset(200, 50), config, reporter, controls=controls, tuning=tuning, **options
+        )
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_a_new_learning_rate_applies_from_the_next_step_and_is_announced(
+    collector_and_publisher,
+) -> None:
+    collector, publisher = collector_and_publisher
+    thread, result = run_in_thread(publisher, CONFIG)
+    messages = collector.take(TrainingMetrics, count=5)
+    assert messages, "the run did not start"
+    collector.command("set", learning_rate=0.01, momentum=0.5)
+    messages += collector.drain(timeout=15)
+    thread.join(10)
+    assert not thread.is_alive()
+    (tuned,) = [m for m in messages if isinstance(m, HyperparametersTuned)]
+    assert (tuned.learning_rate, tuned.previous_learning_rate) == (0.01, 0.05)
+    assert (tuned.momentum, tuned.previous_momentum) == (0.5, 0.9)
+    rates = {m.step: m.learning_rate for m in messages if isinstance(m, TrainingMetrics)}
+    before = [rate for step, rate in rates.items() if step <= tuned.step]
+    after = [rate for step, rate in rates.items() if step > tuned.step]
+    assert before and after, "metrics on both sides of the change"
+    assert set(before) == {0.05} and set(after) == {0.01}
+    assert result["run"].status == "completed" and result["tuning"].momentum == 0.5
+
+
+def test_sgd_takes_a_learning_rate_but_has_no_momentum_to_set(
+    collector_and_publisher, caplog
+) -> None:
+    collector, publisher = collector_and_publisher
+    config = dataclasses.replace(CONFIG, optimizer="sgd")
+    thread, result = run_in_thread(publisher, config)
+    assert collector.take(TrainingMetrics, count=3)
+    caplog.set_level("INFO", logger="trainer")
+    collector.command("set", momentum=0.5)  # nothing to change
+    collector.command("set", learning_rate=0.2, momentum=0.5)
+    messages = collector.drain(timeout=15)
+    thread.join(10)
+    (tuned,) = [m for m in messages if isinstance(m, HyperparametersTuned)]
+    assert (tuned.learning_rate, tuned.momentum, tuned.previous_momentum) == (0.2, None, None)
+    assert "has no momentum" in caplog.text
+    assert result["tuning"].momentum is None
+
+
+def test_a_checkpoint_keeps_the_tuning_and_a_resumed_run_says_so(
+    collector_and_publisher, tmp_path: Path
+) -> None:
+    collector, publisher = collector_and_publisher
+    save = tmp_path / "run.npz"
+    first = dataclasses.replace(CONFIG, max_steps=200)
+    thread, _ = run_in_thread(publisher, first, save=save)
+    assert collector.take(TrainingMetrics, count=3)
+    collector.command("set", learning_rate=0.02)
+    collector.drain(timeout=15)
+    thread.join(10)
+    saved = checkpoint.load(save)
+    assert saved.tuning == {"learning_rate": 0.02, "momentum": 0.9}
+
+    resumed = dataclasses.replace(CONFIG, max_steps=220, steps_per_second=None)
+    thread, result = run_in_thread(publisher, resumed, resume=saved)
+    messages = collector.drain(timeout=15)
+    thread.join(10)
+    (tuned,) = [m for m in messages if isinstance(m, HyperparametersTuned)]
+    assert (tuned.step, tuned.learning_rate, tuned.previous_learning_rate) == (200, 0.02, 0.05)
+    rates = {m.learning_rate for m in messages if isinstance(m, TrainingMetrics)}
+    assert rates == {0.02} and result["tuning"].learning_rate == 0.02
+
+
+def test_a_damaged_tuning_in_a_checkpoint_is_refused(tmp_path: Path) -> None:
+    assert checkpoint._tuning(None) is None
+    with pytest.raises(ValueError, match="not a learning rate"):
+        checkpoint._tuning({"learning_rate": -1})
+    with pytest.raises(ValueError, match="not a learning rate"):
+        checkpoint._tuning({"learning_rate": 0.1, "surprise": 1})
+
+
+def test_a_replay_plays_the_recorded_hyperparameters(caplog) -> None:
+    class Once:
+        run_id = "replayed-run"
+
+        def __init__(self) -> None:
+            self.pending = [ControlCommand(command="set", learning_rate=0.5)]
+
+        def poll_commands(self) -> list[ControlCommand]:
+            commands, self.pending = self.pending, []
+            return commands
+
+    said: list[str] = []
+    control = RunControl(Once(), lambda s, state, _m: said.append(state), set_ignored="recorded")
+    caplog.set_level("INFO", logger="broker.control")
+    control.between_steps(3, threading.Event())
+    assert said == [] and "recorded" in caplog.text
+
+
+def test_set_needs_a_value_and_values_need_set() -> None:
+    with pytest.raises(ValueError, match="needs a learning_rate or a momentum"):
+        ControlCommand(command="set")
+    with pytest.raises(ValueError, match="go with the 'set' command only"):
+        ControlCommand(command="pause", learning_rate=0.1)
+    with pytest.raises(ValueError, match="goes with the 'pace' command only"):
+        ControlCommand(command="set", learning_rate=0.1, steps_per_second=3.0)
+    with pytest.raises(ValueError):
+        ControlCommand(command="set", momentum=1.0)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("set",), "needs --lr"),
+        (("pause", "--lr", "0.1"), "'set' command only"),
+        (("set", "--lr", "0"), "--lr"),
+        (("set", "--lr", "nan"), "--lr"),
+        (("set", "--momentum", "1"), "--momentum"),
+        (("set", "--lr", "fast"), "--lr"),
+    ],
+)
+def test_control_set_refuses_what_it_cannot_send_in_one_line(args: tuple, words: str) -> None:
+    done = run_cli("control", *args, "--broker", "tcp://127.0.0.1:1", "--timeout", "0.2")
+    assert_one_line_error(done, words)
+    assert "pydantic" not in done.stderr
+
+
+def tuned_run() -> tuple[Feed, RunHistory]:
+    feed = Feed()
+    run = RunHistory(feed.run_id)
+    run.apply(feed.started())
+    for step in range(1, 40):
+        run.apply(feed.metrics(step))
+    return feed, run
+
+
+def tuning(feed: Feed, step: int, lr: float, previous: float, **momenta) -> HyperparametersTuned:
+    return HyperparametersTuned(
+        **feed._next(), step=step, learning_rate=lr, previous_learning_rate=previous, **momenta
+    )
+
+
+class OneRun:
+    """A hub holding one run, as a dashboard reads it."""
+
+    def __init__(self, run: RunHistory) -> None:
+        self.current, self.lock = run, threading.Lock()
+
+    def run(self, run_id: str) -> RunHistory | None:
+        return self.current if run_id == self.current.run_id else None
+
+    def previous(self, run: RunHistory) -> None:
+        return None
+
+    def broker_silence(self) -> None:
+        return None
+
+
+def test_the_page_marks_each_change_on_the_curves_and_the_header_says_the_rate() -> None:
+    feed, run = tuned_run()
+    doc = Document()
+    dashboard = Dashboard(doc, OneRun(run), ViewerSettings(), frames=True)  # type: ignore[arg-type]
+    marks = doc.get_model_by_name("tunings")
+    assert marks is not None and marks.data["step"] == []  # type: ignore[attr-defined]
+    run.apply(tuning(feed, 20, 0.01, 0.1))
+    run.apply(tuning(feed, 30, 0.01, 0.01, momentum=0.5, previous_momentum=0.9))
+    dashboard.tick()
+    assert marks.data == {"step": [21, 31], "label": ["lr 0.01", "lr 0.01 m 0.5"]}  # type: ignore[attr-defined]
+    items = [m for m in doc.models if type(m).__name__ == "LegendItem"]
+    marked = [item for item in items if item.label.value == "presenter's change"]
+    assert len(marked) == 2 and all(item.visible for item in marked), "in both plots' legends"
+    dashboard.header_due = 0
+    dashboard.tick()
+    assert "lr 0.01" in doc.get_model_by_name("header").text  # type: ignore[attr-defined]
+
+
+def test_the_presenter_inputs_show_the_runs_values_and_send_only_a_change() -> None:
+    feed, run = tuned_run()
+    run.apply(RunStatus(**feed._next(), step=39, state="training"))
+    controls = PresenterControls(Document(), ViewerSettings(presenter_token="t"), OneRun(run))  # type: ignore[arg-type]
+    controls.refresh(run)
+    hp = run.started.hyperparameters  # type: ignore[union-attr]
+    assert controls.learning_rate.value == hp.learning_rate and not controls.set_button.disabled
+    controls._set_clicked()
+    assert "nothing changed" in controls.feedback.text
+    run.apply(tuning(feed, 39, 0.003, hp.learning_rate))
+    controls.refresh(run)
+    assert controls.learning_rate.value == 0.003, "the inputs follow the run's announced change"
+    assert np.isclose(controls.momentum.value or 0, hp.momentum) or controls.momentum.disabled
