@@ -5,16 +5,30 @@ and it is recorded and replayed."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bokeh.client import pull_session
 from bokeh.document import Document
+from bokeh.events import ButtonClick
 
 from broker.clients.run_control import RunControl
+from broker.recording.reader import RecordingReader
 from protocol import ControlCommand, HyperparametersTuned, RunStatus, TrainingMetrics
-from tests.conftest import assert_one_line_error, blob_dataset, run_cli
+from protocol.endpoints import free_tcp_port, free_tcp_port_pair
+from protocol.tokens import TOKEN_ENV
+from tests.conftest import (
+    Programs,
+    assert_one_line_error,
+    blob_dataset,
+    run_cli,
+    wait_until,
+)
+from tests.documents import header, receive
 from tests.recordings import Feed
 from trainer import checkpoint
 from trainer.config import TrainConfig
@@ -26,6 +40,7 @@ from viewer.dashboard import Dashboard
 from viewer.panels.presenter import PresenterControls
 from viewer.runs.state import RunHistory
 from viewer.server.settings import ViewerSettings
+from viewer.sources.playback import SPEEDS
 
 CONFIG = TrainConfig(
     hidden=(16,),
@@ -146,6 +161,106 @@ def test_a_replay_plays_the_recorded_hyperparameters(caplog) -> None:
     caplog.set_level("INFO", logger="broker.control")
     control.between_steps(3, threading.Event())
     assert said == [] and "recorded" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_rate_set_on_the_presenter_page_reaches_the_trainer_every_page_the_recording_and_replay(
+    programs: Programs, tmp_path: Path
+) -> None:
+    """Every step of the chain with the real programs: presenter page -> broker -> trainer ->
+    ``tuned`` -> broker -> every page (within 1 s) and the recording -> a replay of it."""
+    token, recordings = "tune-secret-7", tmp_path / "recordings"
+    broker_in = f"tcp://127.0.0.1:{free_tcp_port()}"
+    broker_out = f"tcp://127.0.0.1:{free_tcp_port_pair()}"
+    port = free_tcp_port()
+    broker = programs.start(
+        "broker", "--in", broker_in, "--out", broker_out, "--record", str(recordings),
+        env={TOKEN_ENV: token},
+    )  # fmt: skip
+    viewer = programs.start(
+        "view", "--connect", broker_out, "--port", str(port), "--presenter-token", token
+    )
+    trainer = programs.start(
+        "train", "--connect", broker_in, "--dataset", "synthetic", "--quiet", "--hidden", "16",
+        "--optimizer", "momentum", "--lr", "0.05", "--schedule", "constant",
+        "--steps-per-second", "20", "--epochs", "50",
+    )  # fmt: skip
+    wait_until(lambda: "dashboard at" in programs.output(viewer), 30, message="the viewer")
+    url = f"http://127.0.0.1:{port}/"
+    presenter = pull_session(url=url, arguments={"token": token})
+    pages = [pull_session(url=url), pull_session(url=url), presenter]
+    try:
+        wait_until(
+            lambda: receive(pages, 0.2) or "training" in header(presenter.document),
+            30,
+            message="the run on the presenter's page",
+        )
+        presenter.document.get_model_by_name("learning_rate").value = 0.01  # type: ignore[union-attr]
+        button = presenter.document.get_model_by_name("set")
+        presenter.document.callbacks.send_event(ButtonClick(button))  # sent as receive runs
+        seen: dict[int, float] = {}
+        deadline = time.monotonic() + 15
+        while len(seen) < len(pages) and time.monotonic() < deadline:
+            receive(pages, 0.03)
+            for i, page in enumerate(pages):
+                marks = page.document.get_model_by_name("tunings").data  # type: ignore[union-attr]
+                if marks["step"] and i not in seen:
+                    seen[i] = time.time()
+        assert len(seen) == len(pages), f"only pages {sorted(seen)} marked the change"
+        applied = wait_until(
+            lambda: re.search(r"from step (\d+) on: lr 0.01", programs.output(trainer)),
+            10,
+            message="the trainer's word that it applied the rate",
+        )
+        step = int(applied.group(1))
+        for page in pages:
+            marks = page.document.get_model_by_name("tunings").data  # type: ignore[union-attr]
+            assert marks == {"step": [step], "label": ["lr 0.01"]}
+        wait_until(  # the header is refreshed once a second
+            lambda: receive(pages, 0.1) or all("lr 0.01" in header(p.document) for p in pages),
+            5,
+            message="every header to say the new rate",
+        )
+        time.sleep(0.5)  # a few metrics at the new rate
+    finally:
+        for page in pages:
+            page.close()
+    assert programs.stop(trainer) in (0, 1)
+    assert programs.stop(broker) == 0, programs.output(broker)
+
+    (recording,) = recordings.glob("*.mcap")
+    recorded = [r.message for r in RecordingReader(recording).messages()]
+    (tuned,) = [m for m in recorded if isinstance(m, HyperparametersTuned)]
+    assert (tuned.step + 1, tuned.learning_rate, tuned.previous_learning_rate) == (
+        step,
+        0.01,
+        0.05,
+    )
+    lag = {i: when - tuned.sent_at for i, when in seen.items()}
+    print(f"seconds from the trainer's word to each page: {lag}")
+    assert max(lag.values()) < 1.0, f"seconds from the trainer's word to each page: {lag}"
+    rates = {m.step: m.learning_rate for m in recorded if isinstance(m, TrainingMetrics)}
+    assert {r for s, r in rates.items() if s < step} == {0.05}
+    assert {r for s, r in rates.items() if s >= step} == {0.01}
+
+    replay_port = free_tcp_port()
+    replay = programs.start("view", "--replay", str(recording), "--port", str(replay_port))
+    wait_until(lambda: "dashboard at" in programs.output(replay), 30, message="the replay")
+    page = pull_session(url=f"http://127.0.0.1:{replay_port}/")
+    try:
+        marks = page.document.get_model_by_name("tunings")
+        assert marks.data["step"] == [], "at 0:00 the change is still to come"  # type: ignore[union-attr]
+        page.document.get_model_by_name("speed").active = len(SPEEDS) - 1  # type: ignore[union-attr]
+        page.document.get_model_by_name("play").active = True  # type: ignore[union-attr]
+        wait_until(
+            lambda: receive([page], 0.2) or "stopped" in header(page.document),
+            30,
+            message="the replay to reach the end",
+        )
+        marks = page.document.get_model_by_name("tunings")
+        assert marks.data == {"step": [step], "label": ["lr 0.01"]}  # type: ignore[union-attr]
+    finally:
+        page.close()
 
 
 def test_set_needs_a_value_and_values_need_set() -> None:
