@@ -53,16 +53,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     curve_keys.add_argument(parser, "viewer")
     parser.add_argument(
         "--replay",
+        action="append",
         default=None,
         metavar="FILE",
-        help="play back this recording (.mcap) instead of subscribing to a broker",
+        help="play back this recording (.mcap) instead of subscribing to a broker; repeat it "
+        "to open more (the first is played, /compare overlays the runs of all)",
     )
     parser.add_argument(
         "--run",
         dest="replay_run",
         default=None,
         metavar="ID",
-        help="with --replay: the recording's run to play (default: the run with the most messages)",
+        help="with --replay: the first recording's run to play (default: the run with the "
+        "most messages)",
     )
     parser.add_argument("--port", type=int, default=5006, help="HTTP port of the page")
     parser.add_argument(
@@ -170,8 +173,9 @@ def settings_from(args: argparse.Namespace) -> ViewerSettings:
         theme=args.theme,
         large=args.large,
         frame_rate=args.frame_rate,
-        replay=os.path.abspath(args.replay) if args.replay else None,
+        replay=os.path.abspath(args.replay[0]) if args.replay else None,
         replay_run=args.replay_run,
+        compare=tuple(os.path.abspath(path) for path in (args.replay or [])[1:]),
         open_controls=args.address in LOCAL_ADDRESSES,
         prebuild=args.prebuild,
         curve=os.path.abspath(args.curve) if args.curve else None,
@@ -202,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     if settings.replay:
-        _load_replay(settings.replay, settings.replay_run)
+        _load_replay(settings.replay, settings.replay_run, settings.compare)
         if args.num_procs > 1:
             log.warning(
                 "each of the %d processes plays the recording on its own clock; the presenter's "
@@ -215,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
     if args.address not in ("0.0.0.0", "", "127.0.0.1", "localhost"):
         audience = urls[0]
     parent = os.getpid()
+    from viewer.compare.page import session as compare_session
     from viewer.embed import session as embed_session
 
     try:
@@ -226,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
             num_procs=args.num_procs,
             audience_url=audience,
             use_xheaders=args.use_xheaders,
-            more={"/embed": embed_session},
+            more={"/embed": embed_session, "/compare": compare_session},
         )
     except OSError as exc:
         raise CommandError(
@@ -254,8 +259,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_replay(path: str, run_id: str | None) -> None:
-    """Read the recording before serving: a bad file is an error here, not in a page."""
+def _load_replay(path: str, run_id: str | None, compare: tuple[str, ...] = ()) -> None:
+    """Read the recordings before serving: a bad file is an error here, not in a page."""
     from protocol.cli.durations import format_duration
     from viewer.sources.recording import preload
 
@@ -271,6 +276,17 @@ def _load_replay(path: str, run_id: str | None) -> None:
         recording.note,
         f"; {others} other run(s) in the file, pick one with --run" if others else "",
     )
+    for more in compare:
+        if os.path.abspath(more) == os.path.abspath(path):
+            continue
+        log.info("loading recording %s (to compare)", more)
+        other, _ = preload(more)
+        log.info(
+            "recording loaded in %.2f s: %d run(s) to compare (%s)",
+            other.seconds,
+            len(other.runs),
+            other.note,
+        )
 
 
 def _first_process() -> bool:

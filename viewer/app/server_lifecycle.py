@@ -40,7 +40,7 @@ GC_CHECK_MS = 5_000
 
 def on_server_loaded(server_context) -> None:
     if _settings.replay:  # a recording played back: no broker
-        playback.start(_settings.replay, _settings.replay_run)
+        playback.start(_settings.replay, _settings.replay_run, _settings.compare)
     else:
         live.start(_settings.connect, _settings.snapshot, _settings.curve_keys)
     batching.settle_id_setting()

@@ -124,4 +124,5 @@ class Header:
             parts.append(f"lag {lag_ms:,.0f} ms")
         if pinned:
             parts.append("pinned")
+        parts.append('<a href="compare" target="_blank" rel="noopener">compare runs</a>')
         return f'<div class="session">{" &middot; ".join(parts)}</div>'

@@ -129,7 +129,7 @@ h1 {{ font-size: {self.vw(26)}; margin: 0.4em 0 0.2em; font-weight: 600; }}
 .bar {{ display: inline-block; width: 12em; height: 0.7em; margin-left: 0.5em;
         background: {self.grid}; border-radius: 0.35em; overflow: hidden; vertical-align: middle; }}
 .bar span {{ display: block; height: 100%; background: {self.ink}; }}
-.session, .run-id {{ color: {self.muted}; }}
+.session, .run-id, .session a {{ color: {self.muted}; }}
 .note {{ color: {self.muted}; margin-top: 0.2em; }}
 """
 

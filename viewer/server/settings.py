@@ -34,6 +34,9 @@ class ViewerSettings:
     """A recording to play back instead of subscribing to a broker (``view --replay``)."""
     replay_run: str | None = None
     """The recording's run to play (default: the one with the most messages)."""
+    compare: tuple[str, ...] = ()
+    """More recordings (``view --replay a.mcap --replay b.mcap``): not played, their runs
+    offered by ``/compare`` beside the played file's."""
     open_controls: bool = False
     """Every session gets the playback controls, not only the presenter's (this machine only)."""
     prebuild: int = 1
@@ -70,6 +73,7 @@ def app_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frame-rate", type=float, default=FRAME_RATE)
     parser.add_argument("--replay", default=None)
     parser.add_argument("--replay-run", default=None)
+    parser.add_argument("--compare", action="append", default=[])
     parser.add_argument("--open-controls", action="store_true")
     parser.add_argument("--prebuild", type=int, default=1)
     parser.add_argument("--curve", default=None)
@@ -86,6 +90,7 @@ def parse_app_args(argv: list[str]) -> ViewerSettings:
     if args.snapshot:
         endpoints.check_endpoint(args.snapshot, "--snapshot")
     values["presenter_token"] = args.presenter_token or tokens.presenter_token()[0]
+    values["compare"] = tuple(args.compare)
     return ViewerSettings(**values)
 
 
@@ -106,6 +111,7 @@ def app_argv(settings: ViewerSettings) -> list[str]:
         argv += [f"--replay={settings.replay}"]
     if settings.replay_run:
         argv += [f"--replay-run={settings.replay_run}"]
+    argv += [f"--compare={path}" for path in settings.compare]
     if settings.open_controls:
         argv.append("--open-controls")
     argv += [f"--prebuild={settings.prebuild}"]  # 0 too: the app's default is 1

@@ -31,6 +31,10 @@ class RunSource(Protocol):
     def previous(self, run: RunHistory) -> RunHistory | None:
         """The run before ``run``, drawn faintly under it (None: nothing to compare with)."""
 
+    def comparable(self) -> dict[str, RunHistory]:
+        """Every run a comparison may overlay, by a name unique among them, oldest first
+        (``/compare``, :mod:`viewer.compare`)."""
+
     def start(self) -> None: ...
 
     def stop(self) -> None: ...

@@ -25,6 +25,9 @@ class FixedRun:
     def previous(self, run: RunHistory) -> RunHistory | None:
         return None
 
+    def comparable(self) -> dict[str, RunHistory]:
+        return {self._run.run_id: self._run}
+
     def start(self) -> None:
         pass  # nothing arrives: the run is whole
 

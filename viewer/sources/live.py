@@ -76,6 +76,11 @@ class Hub:
             position = ids.index(run.run_id)
             return self.runs[ids[position - 1]] if position > 0 else None
 
+    def comparable(self) -> dict[str, RunHistory]:
+        """The runs held (the broker's latest :data:`RUNS_KEPT`), oldest first."""
+        with self.lock:
+            return dict(self.runs)
+
     def start(self) -> None:
         self._thread.start()
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from protocol.cli.durations import format_duration
 from viewer.runs.state import RunHistory
 from viewer.sources import install
-from viewer.sources.recording import RecordedRun, fold, preloaded
+from viewer.sources.recording import RecordedRun, Recording, fold, preloaded, whole_runs
 
 log = logging.getLogger("viewer")
 
@@ -41,8 +41,17 @@ class ReplayHub:
     their callbacks and read :meth:`state` every frame.
     """
 
-    def __init__(self, run: RecordedRun, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        run: RecordedRun,
+        clock: Callable[[], float] = time.monotonic,
+        recordings: Sequence[Recording] = (),
+    ) -> None:
+        """``recordings``: every file whose runs a comparison may overlay (``run``'s too)."""
         self.recorded = run
+        self.recordings = list(recordings)
+        self._whole: dict[str, RunHistory] | None = None
+        self._whole_lock = threading.Lock()
         self.clock = clock
         self.lock = threading.Lock()
         self.duration = run.duration
@@ -70,6 +79,23 @@ class ReplayHub:
 
     def previous(self, run: RunHistory) -> RunHistory | None:
         return None  # one run at a time; the overlay is for live runs following each other
+
+    def comparable(self) -> dict[str, RunHistory]:
+        """Every run of every file given, whole (folded once, on first use), whatever the
+        playback's position: a comparison is of recorded runs as they ended."""
+        with self._whole_lock:
+            if self._whole is None:
+                began = time.perf_counter()
+                recorded = self.recorded
+                self._whole = whole_runs(self.recordings) or {
+                    recorded.run_id: fold(recorded, len(recorded.messages), replayed=False)
+                }
+                log.info(
+                    "%d recorded run(s) folded whole to compare, in %.0f ms",
+                    len(self._whole),
+                    (time.perf_counter() - began) * 1000,
+                )
+            return self._whole
 
     def start(self) -> None:
         self._thread.start()
@@ -181,16 +207,18 @@ class ReplayHub:
                 return
 
 
-def start(path: str | Path, run_id: str | None) -> ReplayHub:
+def start(path: str | Path, run_id: str | None, compare: Sequence[str | Path] = ()) -> ReplayHub:
     """Play the recording in this process (from the preloaded copy if it is this one) as what
-    its sessions show (:func:`viewer.sources.install`)."""
-    current = install(lambda: _playing(path, run_id))
+    its sessions show (:func:`viewer.sources.install`); ``compare``: more recordings whose
+    runs ``/compare`` offers beside this one's."""
+    current = install(lambda: _playing(path, run_id, compare))
     assert isinstance(current, ReplayHub), "this process already shows something else"
     return current
 
 
-def _playing(path: str | Path, run_id: str | None) -> ReplayHub:
+def _playing(path: str | Path, run_id: str | None, compare: Sequence[str | Path]) -> ReplayHub:
     recording = preloaded(path)
-    playback = ReplayHub(recording.pick(run_id))
+    others = [preloaded(other) for other in compare]
+    playback = ReplayHub(recording.pick(run_id), recordings=[recording, *others])
     playback.start()
     return playback

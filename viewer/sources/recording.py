@@ -134,23 +134,38 @@ def fold(run: RecordedRun, count: int, replayed: bool = True) -> RunHistory:
     return history
 
 
-_preloaded: Recording | None = None
-"""The recording this process read before serving (children of ``--num-procs`` inherit it)."""
+_preloaded: dict[Path, Recording] = {}
+"""The recordings this process read before serving (children of ``--num-procs`` inherit them)."""
 
 
-def preload(path: str | Path, run_id: str | None) -> tuple[Recording, RecordedRun]:
-    """Load the recording and pick its run before the server starts (children inherit it)."""
-    global _preloaded
+def preload(path: str | Path, run_id: str | None = None) -> tuple[Recording, RecordedRun]:
+    """Load a recording and pick its run before the server starts (children inherit it)."""
     recording = load(path)
     run = recording.pick(run_id)
-    _preloaded = recording
+    _preloaded[Path(path)] = recording
     return recording, run
 
 
 def preloaded(path: str | Path) -> Recording:
-    """The recording at ``path``: the copy read before serving, if it is this one."""
-    if _preloaded is not None and _preloaded.path == Path(path):
-        return _preloaded
+    """The recording at ``path``: the copy read before serving, if it is one."""
+    if (recording := _preloaded.get(Path(path))) is not None:
+        return recording
     recording = load(path)
     log.info("recording %s loaded in %.2f s (%s)", path, recording.seconds, recording.note)
     return recording
+
+
+def whole_runs(recordings: list[Recording]) -> dict[str, RunHistory]:
+    """Every run of ``recordings`` folded whole, as a comparison shows them: by run id, or by
+    run id and file name where two files hold the same run."""
+    counts: dict[str, int] = {}
+    for recording in recordings:
+        for run_id in recording.runs:
+            counts[run_id] = counts.get(run_id, 0) + 1
+    out = {}
+    for recording in recordings:
+        for run_id, run in recording.runs.items():
+            key = run_id if counts[run_id] == 1 else f"{run_id} ({recording.path.name})"
+            if key not in out:
+                out[key] = fold(run, len(run.messages), replayed=False)
+    return out

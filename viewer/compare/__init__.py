@@ -1,0 +1,1 @@
+"""The comparing room: ``/compare`` overlays the curves of runs the process holds."""

@@ -1,0 +1,117 @@
+"""Runs side by side: each run's curves on a common x, and its recipe as a table row.
+
+Runs that train on different batch sizes or at different speeds line up only on a common
+axis: *samples seen* (how much data the network has learnt from; a step of batch 64 is two of
+batch 32) or *wall time* (what a room waiting for a result feels). Both come from what every
+run already carries: a step's samples from the run's ``run_started`` (batch size, steps per
+epoch, training-set size; the last batch of an epoch may be short, as the trainer counts it)
+and a row's time from its ``sent_at``. The loss is the smoothed training loss, the accuracy the
+test subset's: the two curves a room compares.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Literal
+
+import numpy as np
+
+from protocol.cli.durations import format_duration
+from viewer.runs.decimate import m4_rows
+from viewer.runs.state import RunHistory
+
+Align = Literal["samples", "time"]
+ALIGNMENTS: dict[Align, str] = {"samples": "samples seen", "time": "wall time (s)"}
+CURVES = {"loss": ("loss", "loss_smooth"), "accuracy": ("accuracy", "accuracy")}
+"""Each compared plot: the run's curve it draws, and the column drawn."""
+
+
+def samples_seen(run: RunHistory, steps: np.ndarray) -> np.ndarray:
+    """Training examples consumed by the first ``steps`` steps of ``run`` (the trainer's own
+    count); without ``run_started`` (a recording begun later) the steps themselves."""
+    if run.started is None:
+        return steps.astype(np.float64)
+    per_epoch = run.started.steps_per_epoch
+    batch = run.started.hyperparameters.batch_size
+    size = run.started.dataset.train_size
+    epochs, into = np.divmod(steps.astype(np.int64), per_epoch)
+    return (epochs * size + np.minimum(into * batch, size)).astype(np.float64)
+
+
+def started_at(run: RunHistory) -> float:
+    """When the run began: its ``run_started``, else its first curve row."""
+    if run.started is not None:
+        return run.started.sent_at
+    times = [c.data["sent_at"][0] for c in run.curves.values() if len(c)]
+    return min(times, default=0.0)
+
+
+def aligned(run: RunHistory, by: Align) -> dict[str, dict[str, np.ndarray]]:
+    """Each compared curve of ``run`` as ``{"x", "y"}`` arrays on the common axis, thinned
+    (M4) to what a plot can draw. Read under the source's lock."""
+    out = {}
+    for plot, (curve, column) in CURVES.items():
+        data = run.curves[curve].data
+        y = np.asarray(data[column], dtype=np.float64)
+        if by == "samples":
+            x = samples_seen(run, np.asarray(data["step"]))
+        else:
+            x = np.asarray(data["sent_at"], dtype=np.float64) - started_at(run)
+        keep = m4_rows(x, [y])
+        out[plot] = {"x": x[keep], "y": y[keep]}
+    return out
+
+
+def _learning_rate(run: RunHistory) -> str:
+    assert run.started is not None
+    text = f"{run.started.hyperparameters.learning_rate:g}"
+    for change in run.tunings:
+        text += f" → {change.learning_rate:g} at step {change.step + 1:,}"
+    return text
+
+
+def _final(run: RunHistory) -> str:
+    if run.finished is not None and run.finished.test_accuracy is not None:
+        return f"{run.finished.test_accuracy:.2%}"
+    accuracy = run.curves["accuracy"].data["accuracy"]
+    return f"{accuracy[-1]:.2%} (subset, so far)" if accuracy else "none yet"
+
+
+ROWS = (
+    ("dataset", lambda r: f"{r.started.dataset.name} ({r.started.dataset.train_size:,} train)"),
+    ("model", lambda r: r.started.architecture.label),
+    ("optimizer", lambda r: r.started.hyperparameters.optimizer),
+    ("learning rate", _learning_rate),
+    ("schedule", lambda r: r.started.hyperparameters.schedule),
+    ("momentum", lambda r: f"{(r.tuned() or (0, r.started.hyperparameters.momentum))[1]:g}"),
+    ("weight decay", lambda r: f"{r.started.hyperparameters.weight_decay:g}"),
+    ("batch size", lambda r: f"{r.started.hyperparameters.batch_size}"),
+    ("epochs", lambda r: f"{r.started.hyperparameters.epochs}"),
+    ("seed", lambda r: f"{r.started.hyperparameters.seed}"),
+    ("steps", lambda r: f"{r.step:,} / {r.started.total_steps:,}"),
+    ("wall time", lambda r: format_duration(max(0.0, r.last_sent_at - started_at(r)))),
+    ("status", lambda r: r.status),
+    ("test accuracy", _final),
+)
+"""The table's rows: a name, and what it says of a run (whose ``run_started`` is known)."""
+
+
+def table_html(runs: dict[str, RunHistory], colours: dict[str, str]) -> str:
+    """The runs' recipes side by side: one column per run, one row per setting, a setting that
+    differs between runs in bold (what the comparison is about)."""
+    if not runs:
+        return '<p class="empty">Choose two or more runs to compare.</p>'
+    head = "".join(
+        f'<th><span class="swatch" style="background:{colours[key]}"></span>{html.escape(key)}</th>'
+        for key in runs
+    )
+    body = []
+    for name, say in ROWS:
+        cells = [say(run) if run.started is not None else "?" for run in runs.values()]
+        differs = len(set(cells)) > 1
+        row = "".join(
+            f"<td>{'<b>' if differs else ''}{html.escape(c)}{'</b>' if differs else ''}</td>"
+            for c in cells
+        )
+        body.append(f"<tr><th>{name}</th>{row}</tr>")
+    return f'<table class="runs"><tr><th></th>{head}</tr>{"".join(body)}</table>'
