@@ -13,7 +13,7 @@ import pytest
 from bokeh.client import pull_session
 from bokeh.document import Document
 
-from protocol import Envelope, Evaluation, RunFinished
+from protocol import Envelope, Evaluation, HyperparametersTuned, RunFinished
 from protocol.endpoints import free_tcp_port
 from tests.conftest import Programs, run_cli, wait_until
 from tests.documents import header, receive
@@ -105,6 +105,13 @@ def test_two_recorded_runs_overlay_aligned_by_samples_and_by_time(two_recordings
 
 def test_the_table_puts_the_recipes_side_by_side_and_marks_what_differs(two_recordings) -> None:
     runs = whole_runs([load(path) for path in two_recordings])
+    a = runs["run-a"]
+    a.apply(
+        HyperparametersTuned(
+            run_id="run-a", seq=a.last_seq + 1, step=29, learning_rate=0.02,
+            previous_learning_rate=0.1,
+        )
+    )  # fmt: skip
     table = table_html(runs, {"run-a": "#111111", "run-b": "#222222"})
     rows = {
         m.group(1): re.findall(r"<td>(.*?)</td>", m.group(2))
@@ -113,6 +120,8 @@ def test_the_table_puts_the_recipes_side_by_side_and_marks_what_differs(two_reco
     assert rows["batch size"] == ["<b>4</b>", "<b>8</b>"], "a difference in bold"
     assert rows["optimizer"] == ["sgd", "sgd"], "the same, plain"
     assert rows["steps"] == ["<b>60 / 60</b>", "<b>30 / 30</b>"]
+    assert rows["learning rate"] == ["<b>0.1 → 0.02 at step 30</b>", "<b>0.1</b>"]
+    assert rows["momentum"] == ["none (sgd)", "none (sgd)"]
     assert "Choose two or more" in table_html({}, {})
 
 

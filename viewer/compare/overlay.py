@@ -66,7 +66,20 @@ def _learning_rate(run: RunHistory) -> str:
     assert run.started is not None
     text = f"{run.started.hyperparameters.learning_rate:g}"
     for change in run.tunings:
-        text += f" → {change.learning_rate:g} at step {change.step + 1:,}"
+        if change.learning_rate != change.previous_learning_rate:
+            text += f" → {change.learning_rate:g} at step {change.step + 1:,}"
+    return text
+
+
+def _momentum(run: RunHistory) -> str:
+    assert run.started is not None
+    hp = run.started.hyperparameters
+    if hp.optimizer == "sgd":
+        return "none (sgd)"
+    text = f"{hp.momentum:g}"
+    for change in run.tunings:
+        if change.momentum is not None and change.momentum != change.previous_momentum:
+            text += f" → {change.momentum:g} at step {change.step + 1:,}"
     return text
 
 
@@ -83,7 +96,7 @@ ROWS = (
     ("optimizer", lambda r: r.started.hyperparameters.optimizer),
     ("learning rate", _learning_rate),
     ("schedule", lambda r: r.started.hyperparameters.schedule),
-    ("momentum", lambda r: f"{(r.tuned() or (0, r.started.hyperparameters.momentum))[1]:g}"),
+    ("momentum", _momentum),
     ("weight decay", lambda r: f"{r.started.hyperparameters.weight_decay:g}"),
     ("batch size", lambda r: f"{r.started.hyperparameters.batch_size}"),
     ("epochs", lambda r: f"{r.started.hyperparameters.epochs}"),

@@ -299,7 +299,7 @@ class Curves:
         """A dotted vertical line at each change, its new values written up beside it."""
         look = self.look
         line = fig.vspan(
-            x="step", source=self.tunings, line_color=look.ink, line_dash="dotted", line_width=2
+            x="step", source=self.tunings, line_color=look.muted, line_dash="dotted", line_width=2
         )
         fig.add_layout(
             LabelSet(
@@ -310,7 +310,7 @@ class Curves:
                 source=self.tunings,
                 angle=math.pi / 2,
                 x_offset=-4,
-                text_color=look.ink,
+                text_color=look.muted,
                 text_font_size=look.px(12),
                 text_baseline="bottom",
                 name=f"tuning-labels-{key}",
