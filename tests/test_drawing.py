@@ -471,3 +471,85 @@ def test_kept_drawings_are_an_npz_anyone_can_load_without_pickle(tmp_path) -> No
     room.label(second, 3)
     room.save()
     assert len(room.digits) == 3
+
+
+def test_the_wall_shows_only_the_drawings_their_authors_put_there_newest_first() -> None:
+    from bokeh.document import Document
+
+    from viewer.drawing.pad import Pad
+    from viewer.drawing.room import Room
+    from viewer.drawing.wall import Wall, tiles, wall_html
+    from viewer.panels.looks import look
+
+    rng = np.random.default_rng(6)
+    model = model_message(MLP([784, 8, 10], "relu", rng))
+    room = Room()
+    room.model = model
+    pads = [Pad(look("light", False)) for _ in range(4)]
+    for i, pad in enumerate(pads):
+        pad.attach(Document(), lambda: (model, [str(d) for d in range(10)]))
+        room.join(pad)
+        if i < 3:  # the fourth draws nothing
+            pad._drawn("data", None, {"xs": [ONE[0][0]], "ys": [ONE[0][1]]})
+            pad.drawn_at = 100.0 + i
+        pad.on_wall.active = i != 1  # the second keeps its drawing to itself
+    shown = tiles(room)
+    assert [t.png for t in shown] == [pads[2].png, pads[0].png], "opted in, drawn, newest first"
+    assert shown[0].reads == pads[2].read_as[0]  # type: ignore[index]
+    assert "reads <b>" in wall_html(shown, 7) and "step 7" in wall_html(shown, 7)
+    assert "No drawing on the wall yet" in wall_html([], None)
+
+    allowed: list[str] = []
+    wall = Wall(look("dark", False), room, lambda action: bool(allowed.append(action)) or True)
+    wall.refresh()
+    assert wall.tiles.text == "", "a closed wall draws nothing"
+    wall.show(True)
+    assert allowed == ["show_wall"] and wall.tiles.text.count("<img") == 2
+    pads[0].forget()
+    wall.refresh()
+    assert wall.tiles.text.count("<img") == 1, "a cleared pad leaves the wall"
+    refused = Wall(look("light", False), room, lambda action: False)
+    refused.show(True)
+    assert not refused.overlay.visible
+
+
+@pytest.mark.slow
+def test_only_the_presenter_gets_the_wall_and_it_shows_the_rooms_opted_in_drawing(
+    programs, endpoint
+) -> None:
+    from bokeh.events import ButtonClick
+
+    from protocol.endpoints import free_tcp_port, free_tcp_port_pair
+
+    token = "wall-token-123"
+    broker_in, port = endpoint(), free_tcp_port()
+    broker_out = f"tcp://127.0.0.1:{free_tcp_port_pair()}"
+    programs.start("broker", "--in", broker_in, "--out", broker_out)
+    viewer = programs.start(
+        "view", "--connect", broker_out, "--port", str(port), "--presenter-token", token
+    )
+    wait_until(lambda: "dashboard at" in programs.output(viewer), 30, message="the viewer")
+    synthetic_trainer(programs, broker_in, "--steps-per-second", "50", "--model-every", "0.5")
+    url = f"http://127.0.0.1:{port}/"
+    audience = pull_session(url=url)
+    presenter = pull_session(url=url, arguments={"token": token})
+    try:
+        assert audience.document.get_model_by_name("show_wall") is None
+        assert presenter.document.get_model_by_name("show_wall") is not None
+        audience.document.get_model_by_name("drawing_wall").active = True
+        draw(audience, ONE)
+        caption = audience.document.get_model_by_name("drawing_caption")
+        wait_until(  # read again once the trainer's first model is in
+            lambda: receive([audience], 0.2) or "reads" in caption.text, 20, message="a reading"
+        )
+        presenter.document.callbacks.send_event(
+            ButtonClick(presenter.document.get_model_by_name("show_wall"))
+        )
+        tiles = presenter.document.get_model_by_name("wall_tiles")
+        wait_until(
+            lambda: receive([presenter], 0.2) or "reads <b>" in tiles.text, 10, message="the wall"
+        )
+        assert tiles.text.count("<img") == 1
+    finally:
+        audience.close()
+        presenter.close()

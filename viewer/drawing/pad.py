@@ -33,7 +33,7 @@ from bokeh.models import (
     InlineStyleSheet,
     Range1d,
 )
-from bokeh.models.widgets import Button, Div, RadioButtonGroup
+from bokeh.models.widgets import Button, Div, RadioButtonGroup, Toggle
 from bokeh.plotting import figure
 
 from protocol import ModelWeights
@@ -67,16 +67,21 @@ SEEN_CSS = """
 """
 
 
-def seen_html(image: np.ndarray | None) -> str:
-    """The digit as the network sees it (28x28, white ink on black, as MNIST stores digits),
-    as a PNG in the page: one Div, where a figure would be two dozen models on every page."""
+def png_data(image: np.ndarray | None) -> str:
+    """A 28x28 digit (white ink on black, as MNIST stores digits) as a PNG data URI."""
     pixels = np.zeros((SIZE, SIZE), np.uint8) if image is None else image
     buffer = io.BytesIO()
     PIL.Image.fromarray(pixels).save(buffer, format="PNG", optimize=True)  # uint8: "L"
-    data = base64.b64encode(buffer.getvalue()).decode()
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def seen_html(image: np.ndarray | None, data: str | None = None) -> str:
+    """The digit as the network sees it, as a PNG in the page (``data``: its data URI, made
+    already): one Div, where a figure would be two dozen models on every page."""
+    data = data or png_data(image)
     return (
         f'<img class="seen" alt="the drawing as the network sees it" '
-        f'src="data:image/png;base64,{data}"><div class="what">as it sees it</div>'
+        f'src="{data}"><div class="what">as it sees it</div>'
     )
 
 
@@ -142,6 +147,10 @@ class Pad:
         self.room_words = shared(
             Div, "room-digits", text="", name="room_digits", sizing_mode="stretch_width"
         )
+        self.on_wall = Toggle(
+            label="Show my drawing on the wall", active=False, name="drawing_wall", width=220
+        )
+        """Opt in: the presenter's wall of the room's drawings may show this one."""
         """What the room's digits score: the same for every page (drawn by the frames)."""
         self.bars.sizing_mode = "stretch_both"
         self.pad_layout = column(self.figure, sizing_mode="stretch_both")
@@ -151,6 +160,7 @@ class Pad:
             row(self.seen, self.bars, sizing_mode="stretch_both"),
             row(Div(text="I meant:"), self.meant, sizing_mode="stretch_width"),
             self.room_words,
+            self.on_wall,
             sizing_mode="stretch_both",
         )
         """What the model reads in the drawing: the cell beside the pad's (below, on a phone)."""
@@ -164,6 +174,11 @@ class Pad:
         self._read_pending = False
         self.image: np.ndarray | None = None
         """The drawing as the model sees it (None: nothing drawn)."""
+        self.png: str | None = None
+        """``image`` as a PNG data URI (the page's picture; the wall's too)."""
+        self.drawn_at = 0.0
+        self.read_as: tuple[str, float] | None = None
+        """What the model reads in it: the class's name and its probability."""
         self.room: Room | None = None
         self.digit: Digit | None = None
         """This drawing among the room's digits, once its author said what it is."""
@@ -221,7 +236,7 @@ class Pad:
     def forget(self) -> None:
         """Back to the pad as built: no drawing, no reading, no label."""
         self._drawing = []
-        self.image = self.digit = self.read_model = None
+        self.image = self.digit = self.read_model = self.png = self.read_as = None
         self.meant.active = None
         self.strokes.data = {"xs": [], "ys": []}
         self.seen.text = seen_html(None)
@@ -246,11 +261,12 @@ class Pad:
             if self._redrawn and self.digit is not None and self.room is not None:
                 self.digit = self.room.label(image, self.digit.label, self.digit, redrawn=True)
             self._redrawn = False
-            self.seen.text = seen_html(image)
+            self.png, self.drawn_at = png_data(image), time.time()
+            self.seen.text = seen_html(image, self.png)
         image = self.image
         model, names = self.model()
         if isinstance(model, str):
-            self.read_model = None
+            self.read_model = self.read_as = None
             self.caption.text = html.escape(model)
             return
         p = probabilities(model, image[None])[0]  # its layers are views: nothing to keep
@@ -264,6 +280,7 @@ class Pad:
             "kind": ["predicted" if i == predicted else "other" for i in range(len(p))],
         }
         self.read_model = model
+        self.read_as = (names[predicted], float(p[predicted]))
         self.caption.text = (
             f"The model as of step {model.step:,} reads <b>{html.escape(names[predicted])}</b> "
             f"({p[predicted]:.0%})."

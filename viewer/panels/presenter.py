@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode, urlsplit
 
@@ -64,6 +65,7 @@ BUTTONS: tuple[tuple[str, ButtonType], ...] = (
 TUNING_NAMES = ("learning_rate", "momentum", "set")
 CONTROL_NAMES = frozenset(
     {*(name for name, _ in BUTTONS), "pace", *TUNING_NAMES, "show_qr", "close_qr"}
+    | {"show_wall", "close_wall"}  # the wall of drawings (viewer.drawing.wall)
 )
 
 _audience_url: str | None = None
@@ -164,7 +166,16 @@ def audience_url(doc: Document) -> str:
 class PresenterControls:
     """The presenter's widgets for one session; build it only when :func:`is_presenter` holds."""
 
-    def __init__(self, doc: Document, settings: ViewerSettings, hub: Hub | None) -> None:
+    def __init__(
+        self,
+        doc: Document,
+        settings: ViewerSettings,
+        hub: Hub | None,
+        more: Sequence[LayoutDOM] = (),
+        overlays: Sequence[LayoutDOM] = (),
+    ) -> None:
+        """``more``: further presenter widgets, after Show QR (the wall of drawings' button);
+        ``overlays``: what they open (the wall)."""
         self.doc = doc
         self.settings = settings
         self.hub = hub
@@ -223,15 +234,16 @@ class PresenterControls:
         )
         self.feedback.text = html.escape(only_this_machine(audience_url(doc)) or "")
         self.layout: LayoutDOM = column(
-            row(*self.buttons.values(), self.pace, self.show_qr),
+            row(*self.buttons.values(), self.pace, self.show_qr, *more),
             row(self.learning_rate, self.momentum, self.set_button),
             self.feedback,
             self.overlay,
+            *overlays,
             name="presenter_controls",
         )
         self.refresh(None)
 
-    def _authorised(self, action: str) -> bool:
+    def authorised(self, action: str) -> bool:
         """The server-side check behind every callback: hidden widgets are not protection."""
         if is_presenter(self.doc, self.settings):
             return True
@@ -331,7 +343,7 @@ class PresenterControls:
     def command(self, action: str, **values: float | None) -> None:
         """Send ``action`` (with its ``values``: ``steps_per_second``, ``learning_rate``,
         ``momentum``) for the shown run through the broker, off the event loop."""
-        if not self._authorised(action):
+        if not self.authorised(action):
             return
         try:
             command = ControlCommand(
@@ -368,7 +380,7 @@ class PresenterControls:
         self.feedback.text = html.escape(text)
 
     def toggle_qr(self, visible: bool) -> None:
-        if not self._authorised("show_qr"):
+        if not self.authorised("show_qr"):
             return
         if visible and not self.qr_image.text:
             self.qr_image.text = self._qr_html()
