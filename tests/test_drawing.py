@@ -208,7 +208,9 @@ def test_malformed_and_oversized_drawings_are_dropped_and_counted_and_the_pad_go
     programs, endpoint
 ) -> None:
     broker_in, _, port, _ = broker_and_viewer(programs, endpoint)
-    synthetic_trainer(programs, broker_in, "--hidden", "16", "--model-every", "0.5")
+    synthetic_trainer(  # paced: a run still sending when the test looks (not over in 0.5 s)
+        programs, broker_in, "--hidden", "16", "--model-every", "0.5", "--steps-per-second", "50"
+    )
     session = pull_session(url=f"http://127.0.0.1:{port}/")
     try:
         receive([session], 0.5)
@@ -308,7 +310,9 @@ def test_a_digit_drawn_in_chromium_gets_its_probabilities(
     programs, endpoint, browser, pointer
 ) -> None:
     broker_in, _, port, _ = broker_and_viewer(programs, endpoint)
-    synthetic_trainer(programs, broker_in, "--hidden", "16", "--model-every", "0.5")
+    synthetic_trainer(  # paced: a run still sending when the test looks (not over in 0.5 s)
+        programs, broker_in, "--hidden", "16", "--model-every", "0.5", "--steps-per-second", "50"
+    )
     if pointer == "touch":
         browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True})
     browser.get(f"http://127.0.0.1:{port}/")
