@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import signal
 import time
@@ -27,7 +28,7 @@ from viewer.panels.playback import PlaybackControls
 from viewer.runs.state import RunHistory
 from viewer.server.settings import ViewerSettings
 from viewer.sources.playback import ReplayHub
-from viewer.sources.recording import load
+from viewer.sources.recording import ModelThinning, load
 
 
 def reference(messages: list, until: float) -> RunHistory:
@@ -70,16 +71,50 @@ def recording(tmp_path: Path, run_messages: list) -> Path:
     return write_recording(tmp_path / "run.mcap", run_messages)
 
 
-def test_loading_keeps_every_shown_message_in_order_and_leaves_models_out(
+def test_loading_keeps_every_shown_message_in_order_and_models_spread_over_the_run(
     recording: Path, run_messages: list
 ) -> None:
     loaded = load(recording)
     assert loaded.note == "whole" and list(loaded.runs) == ["run-replay"]
     run = loaded.pick(None)
-    shown = [m for m in run_messages if m.kind != "model"]
+    models = [m for m in run_messages if m.kind == "model"]
+    assert [m.sent_at - START for m in models] == pytest.approx([2.0, 4.5, 6.5])  # a pause
+    kept = models[:1]  # the next ones come sooner than MODEL_GAP after it
+    shown = [m for m in run_messages if m.kind != "model" or m in kept]
     assert [m.seq for m in run.messages] == [m.seq for m in shown]
     assert run.duration == pytest.approx(shown[-1].sent_at - START)
     assert run.offsets == sorted(run.offsets)
+
+
+def test_a_long_runs_models_are_thinned_to_a_few_spread_over_it_without_decoding_the_rest() -> None:
+    thinning = ModelThinning(kept=12, gap=10.0)
+    times = [5.0 * i for i in range(1000)]  # a model every 5 s for 83 minutes
+    decoded = [t for t in times if thinning("model", t)]
+    assert thinning("metrics", 1.0) and thinning("sample", 2.0), "other kinds all go through"
+    doublings = math.ceil(math.log2(times[-1] / (10.0 * 24)))
+    assert 12 <= len(thinning.times) < 24 and len(decoded) <= 24 + 12 * doublings + 12
+    assert len(decoded) < len(times) / 10, "most are never decoded"
+    assert thinning.times[0] == 0.0 and thinning.times[-1] >= times[-1] - thinning.gap
+    gaps = np.diff(thinning.times)
+    assert gaps.max() <= thinning.gap + 5.0, "spread over the whole run, no hole"
+
+
+def test_a_replays_pad_reads_with_the_latest_model_before_the_position(
+    recording: Path, run_messages: list
+) -> None:
+    clock = FakeClock()
+    hub = ReplayHub(load(recording).pick(None), clock=clock)
+    _doc, dash, _controls = dashboard(hub, allowed=True)
+    model, _names = dash._latest_model()
+    assert isinstance(model, str) and "No model yet at this point" in model
+    hub.seek(3.0)
+    hub.advance()
+    model, names = dash._latest_model()
+    assert not isinstance(model, str) and model.step == 40 and names == [str(d) for d in range(10)]
+    pad = dash.page.pad
+    assert pad is not None
+    pad._drawn("data", None, {"xs": [[0.5, 0.5]], "ys": [[0.1, 0.9]]})
+    assert "as of step 40" in pad.caption.text
 
 
 @pytest.mark.parametrize("until", [0.0, 0.05, 1.0, 2.52, 3.0, 3.2, 3.5, 4.37, RUN_SECONDS, 99.0])

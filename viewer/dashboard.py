@@ -234,7 +234,7 @@ class Dashboard:
         if run is not None and run.model is not None:
             return run.model, run.class_names()
         if run is not None and run.played_back:
-            return "A replay holds no model to read a drawing with.", []
+            return "No model yet at this point of the replay: play on a few seconds.", []
         return "No model yet: the trainer sends one every few seconds.", []
 
     # -- the frame --------------------------------------------------------------------------------

@@ -119,10 +119,17 @@ class RecordingReader:
         self.metadata: list[tuple[str, dict[str, str]]] = []
         self.read = 0
         self.messages_seen = 0
+        self._take: Callable[[str, float], bool] | None = None
 
-    def messages(self, kinds: Iterable[str] | None = None) -> Iterator[Recorded]:
-        """Every valid message in file order (only ``kinds``, if given)."""
+    def messages(
+        self,
+        kinds: Iterable[str] | None = None,
+        take: Callable[[str, float], bool] | None = None,
+    ) -> Iterator[Recorded]:
+        """Every valid message in file order (only ``kinds``, if given; only those ``take``
+        says yes to, given the kind and log time, before the message is decoded)."""
         wanted = frozenset(kinds) if kinds is not None else None
+        self._take = take
         self.whole, self.damage, self.read, self.messages_seen = False, None, 0, 0
         self.invalid.clear()
         self.metadata.clear()
@@ -169,6 +176,8 @@ class RecordingReader:
                     return
                 self.messages_seen += 1
                 if wanted is not None and kind not in wanted:
+                    return
+                if self._take is not None and not self._take(kind, record.log_time / 1e9):
                     return
                 try:
                     message = decode(to_frames(kind, record.data))

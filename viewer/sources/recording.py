@@ -3,9 +3,14 @@
 ``mnist-live view --replay`` and ``mnist-live export --html`` both show a run of a file the way
 a live viewer would have: :func:`load` reads it once (validated by the recording room's
 reader), and :func:`fold` builds the :class:`~viewer.runs.state.RunHistory` of any moment of a
-run. Such a fold skips every latest-only message (``sample``, ``weights``, ``status``) that a
-later one of the same kind supersedes, by the protocol's rule (:mod:`protocol.runlog`), which
-keeps a jump within a 30-minute run well under a second.
+run. Such a fold skips every latest-only message (``sample``, ``weights``, ``model``,
+``status``) that a later one of the same kind supersedes, by the protocol's rule
+(:mod:`protocol.runlog`), which keeps a jump within a 30-minute run well under a second.
+
+A run's full models (what the drawing pads read with) are the largest messages (1.6 MB for
+784-512-10, a new one every 5 s), so only some are kept: at most :data:`MODELS_KEPT` per file,
+spread over the run (:class:`ModelThinning`), and the others are never decoded. A pad in a
+replay reads with the latest kept model at the playback position, and says its step.
 """
 
 from __future__ import annotations
@@ -28,11 +33,37 @@ PICTURES = frozenset({"sample", "weights"})
 MID_RUN_GAP = 5.0
 """Seconds of curves before a recording's first picture that mark it as begun mid-run: a
 trainer sends a sample within a second of its first metrics."""
-SKIPPED_KINDS = frozenset({"model"})
-"""Kinds the dashboard never shows: not even loaded."""
-LATEST_ONLY = runlog.LATEST_ONLY - SKIPPED_KINDS
+LATEST_ONLY = runlog.LATEST_ONLY
 """Kinds of which the page shows only the latest (the broker's last-value cache keeps the same
 ones): a fold skips the superseded ones."""
+MODELS_KEPT = 12
+"""Full models kept of a file, spread over it: a replay's pads read with the latest of them
+(about 20 MB for 784-512-10)."""
+MODEL_GAP = 10.0
+"""Seconds between two kept models to begin with (doubled each time there are too many)."""
+
+
+class ModelThinning:
+    """Which ``model`` messages to decode, decided from their log times alone as the file is
+    read: one at least ``gap`` seconds after the last kept; when twice :data:`MODELS_KEPT` are
+    kept, every other one goes and the gap doubles. So what is kept spans the whole run, and
+    what is decoded grows with the logarithm of its length: 2 x MODELS_KEPT, then MODELS_KEPT
+    more each time the run doubles (76 models of the 1,000 an 83-minute run sends)."""
+
+    def __init__(self, kept: int = MODELS_KEPT, gap: float = MODEL_GAP) -> None:
+        self.limit, self.gap = kept, gap
+        self.times: list[float] = []
+
+    def __call__(self, kind: str, log_time: float) -> bool:
+        if kind != "model":
+            return True
+        if self.times and log_time < self.times[-1] + self.gap:
+            return False
+        self.times.append(log_time)
+        if len(self.times) >= 2 * self.limit:
+            self.times = self.times[::2]
+            self.gap *= 2
+        return True
 
 
 @dataclass
@@ -100,17 +131,20 @@ def load(path: str | Path) -> Recording:
     """
     began = time.perf_counter()
     reader = RecordingReader(path)
-    wanted = [k for k in MESSAGE_TYPES if k not in SKIPPED_KINDS]
+    thinning = ModelThinning()
     by_run: dict[str, dict[int, tuple[float, Envelope]]] = {}
-    for recorded in reader.messages(wanted):
+    for recorded in reader.messages(MESSAGE_TYPES, thinning):
         message = recorded.message
         by_run.setdefault(message.run_id, {}).setdefault(message.seq, (recorded.log_time, message))
+    models = frozenset(thinning.times)  # what the halvings left, spread over the run
     runs = {}
     for run_id, by_seq in by_run.items():
         run = RecordedRun(run_id)
         start = clock = None
         for seq in sorted(by_seq):
             log_time, message = by_seq[seq]
+            if message.kind == "model" and log_time not in models:
+                continue
             start = log_time if start is None else start
             clock = max(log_time - start, clock or 0.0)
             if message.kind in LATEST_ONLY:
