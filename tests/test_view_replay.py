@@ -99,11 +99,8 @@ def test_a_long_runs_models_are_thinned_to_a_few_spread_over_it_without_decoding
     assert gaps.max() <= thinning.gap + 5.0, "spread over the whole run, no hole"
 
 
-def test_a_replays_pad_reads_with_the_latest_model_before_the_position(
-    recording: Path, run_messages: list
-) -> None:
-    clock = FakeClock()
-    hub = ReplayHub(load(recording).pick(None), clock=clock)
+def test_a_replays_pad_reads_with_the_latest_model_before_the_position(recording: Path) -> None:
+    hub = ReplayHub(load(recording).pick(None), clock=FakeClock())
     _doc, dash, _controls = dashboard(hub, allowed=True)
     model, _names = dash._latest_model()
     assert isinstance(model, str) and "No model yet at this point" in model
