@@ -148,8 +148,9 @@ def _array_from_reference(ref: object, frames: Sequence[bytes], name: str) -> np
 
 
 def encode_control(command: ControlCommand) -> bytes:
-    """A presenter command as the one JSON frame that travels upstream to trainers."""
-    return command.model_dump_json().encode()
+    """A presenter command as the one JSON frame that travels upstream to trainers. Fields at
+    their default (null) stay out: a receiver that predates one of them still reads it."""
+    return command.model_dump_json(exclude_none=True).encode()
 
 
 def decode_control(frame: bytes) -> ControlCommand:

@@ -21,7 +21,6 @@ from tests.recordings import START, run_started, training_metrics, write_recordi
 from viewer.compare.overlay import aligned, samples_seen, table_html
 from viewer.compare.page import MAX_RUNS, ComparePage
 from viewer.panels.looks import look
-from viewer.runs.state import RunHistory
 from viewer.sources.live import Hub
 from viewer.sources.playback import ReplayHub
 from viewer.sources.recording import load, whole_runs
@@ -76,8 +75,8 @@ def test_samples_seen_counts_as_the_trainer_does_with_a_short_last_batch(two_rec
     runs = whole_runs([load(path) for path in two_recordings])
     b = runs["run-b"]
     steps = np.array([1, 12, 13, 14, 26, 27])
-    assert samples_seen(b, steps).tolist() == [8, 96, 100, 108, 200, 208]
-    assert samples_seen(RunHistory("no-start"), steps).tolist() == steps.tolist()
+    assert samples_seen(b.started, steps).tolist() == [8, 96, 100, 108, 200, 208]
+    assert samples_seen(None, steps).tolist() == steps.tolist()
 
 
 def test_two_recorded_runs_overlay_aligned_by_samples_and_by_time(two_recordings) -> None:
@@ -139,6 +138,8 @@ def test_the_page_offers_every_run_and_draws_the_chosen_ones(two_recordings) -> 
     page.align.active = 1  # wall time
     assert loss[1].data["x"][-1] == pytest.approx(3.0)  # type: ignore[union-attr]
     assert page.loss.xaxis[0].axis_label == "wall time (s)"
+    page.align.active = 7  # no such button: what a doctored browser may send
+    assert loss[1].data["x"][-1] == 232, "taken as the first alignment, not an exception"
     page.picker.value = ["run-b"]  # a browser's choice
     assert [len(s.data["x"]) for s in loss] == [30, 0, 0, 0, 0, 0]  # type: ignore[union-attr]
     assert "choose two or more" in page.note.text

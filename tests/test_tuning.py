@@ -5,12 +5,12 @@ and it is recorded and replayed."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from bokeh.client import pull_session
 from bokeh.document import Document
@@ -18,7 +18,14 @@ from bokeh.events import ButtonClick
 
 from broker.clients.run_control import RunControl
 from broker.recording.reader import RecordingReader
-from protocol import ControlCommand, HyperparametersTuned, RunStatus, TrainingMetrics
+from protocol import (
+    ControlCommand,
+    HyperparametersTuned,
+    RunStatus,
+    TrainingMetrics,
+    decode_control,
+    encode_control,
+)
 from protocol.endpoints import free_tcp_port, free_tcp_port_pair
 from protocol.tokens import TOKEN_ENV
 from tests.conftest import (
@@ -135,6 +142,23 @@ def test_a_checkpoint_keeps_the_tuning_and_a_resumed_run_says_so(
     assert (tuned.step, tuned.learning_rate, tuned.previous_learning_rate) == (200, 0.02, 0.05)
     rates = {m.learning_rate for m in messages if isinstance(m, TrainingMetrics)}
     assert rates == {0.02} and result["tuning"].learning_rate == 0.02
+
+    asked = dataclasses.replace(resumed, learning_rate=0.005)  # resume --lr 0.005: it wins
+    thread, result = run_in_thread(publisher, asked, resume=saved)
+    messages = collector.drain(timeout=15)
+    thread.join(10)
+    assert not [m for m in messages if isinstance(m, HyperparametersTuned)]
+    assert {m.learning_rate for m in messages if isinstance(m, TrainingMetrics)} == {0.005}
+
+
+def test_an_untuned_run_saves_no_tuning(collector_and_publisher, tmp_path: Path) -> None:
+    collector, publisher = collector_and_publisher
+    save = tmp_path / "plain.npz"
+    config = dataclasses.replace(CONFIG, max_steps=20, steps_per_second=None)
+    thread, _ = run_in_thread(publisher, config, save=save)
+    collector.drain(timeout=15)
+    thread.join(10)
+    assert checkpoint.load(save).tuning is None
 
 
 def test_a_damaged_tuning_in_a_checkpoint_is_refused(tmp_path: Path) -> None:
@@ -347,9 +371,41 @@ def test_the_presenter_inputs_show_the_runs_values_and_send_only_a_change() -> N
     controls.refresh(run)
     hp = run.started.hyperparameters  # type: ignore[union-attr]
     assert controls.learning_rate.value == hp.learning_rate and not controls.set_button.disabled
+    assert controls.momentum.disabled and controls.momentum.value is None, "sgd has no momentum"
+    sent: list[tuple[str, dict]] = []
+    controls.command = lambda action, **values: sent.append((action, values))  # type: ignore[method-assign]
     controls._set_clicked()
-    assert "nothing changed" in controls.feedback.text
+    assert "nothing changed" in controls.feedback.text and sent == []
+    controls.learning_rate.value, controls.momentum.value = 0.01, 0.5  # typed by the presenter
+    controls._set_clicked()
+    assert sent == [("set", {"learning_rate": 0.01})], "only the change, no momentum for sgd"
     run.apply(tuning(feed, 39, 0.003, hp.learning_rate))
     controls.refresh(run)
     assert controls.learning_rate.value == 0.003, "the inputs follow the run's announced change"
-    assert np.isclose(controls.momentum.value or 0, hp.momentum) or controls.momentum.disabled
+    replayed = RunHistory("replayed")
+    replayed.apply(feed.started().model_copy(update={"replayed": True, "run_id": "replayed"}))
+    replayed.apply(RunStatus(run_id="replayed", seq=1, step=0, state="paused"))
+    controls.refresh(replayed)
+    assert controls.set_button.disabled, "a replay plays the recorded rate: nothing to set"
+
+
+def test_commands_carry_no_field_an_older_receiver_would_refuse() -> None:
+    """A trainer of protocol 1 forbids fields it does not know: a command that is not 'set'
+    goes out with the fields it always had."""
+    for command in (
+        ControlCommand(command="pause"),
+        ControlCommand(command="pace", steps_per_second=3.0),
+        ControlCommand(command="pace"),
+    ):
+        sent = json.loads(encode_control(command))
+        assert set(sent) <= {"command", "run_id", "steps_per_second", "sent_at"}, sent
+        assert decode_control(encode_control(command)) == command
+    tuned = json.loads(encode_control(ControlCommand(command="set", learning_rate=0.1)))
+    assert tuned["learning_rate"] == 0.1 and "momentum" not in tuned
+
+
+def test_a_learning_rate_the_protocol_cannot_carry_is_refused_at_the_start() -> None:
+    done = run_cli(
+        "train", "--dataset", "synthetic", "--lr", "150", "--connect", "tcp://127.0.0.1:1"
+    )
+    assert_one_line_error(done, "--lr")

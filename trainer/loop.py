@@ -200,14 +200,26 @@ class Beside:
                 steps_per_epoch=self.steps_per_epoch,
                 start_step=start_step,
             )
-        retuned = self.tuning.restore(resume.tuning) if resume and resume.tuning else None
-        if retuned is not None:
-            log.info("resumed as tuned: lr %g", retuned.learning_rate)
-            if self.reporter:
-                self.reporter.tuned(start_step, retuned)
+        if resume is not None and resume.tuning:
+            self.resume_tuning(resume, start_step)
         if self.controls and config.wait_for_start:
             self.controls.wait_for_start(start_step, self.stop)
         self.started_at = time.monotonic()
+
+    def resume_tuning(self, resume: checkpoint.Checkpoint, step: int) -> None:
+        """Go on as the presenter left the saved run, unless this run's own options changed
+        the learning rate or momentum (then they win: the user asked for them)."""
+        assert resume.tuning is not None
+        saved = Tuning.of(TrainConfig.from_dict(resume.config))
+        if Tuning.of(self.config) != saved:
+            log.info("the checkpoint's tuning (lr %g) left aside: this run's options change the "
+                     "learning rate or momentum", resume.tuning["learning_rate"])  # fmt: skip
+            return
+        retuned = self.tuning.restore(resume.tuning)
+        if retuned is not None:
+            log.info("resumed as the presenter left it: lr %g", retuned.learning_rate)
+            if self.reporter:
+                self.reporter.tuned(step, retuned)
 
     def after_step(self, step: int, epoch: int, loss: float, accuracy: float, lr: float) -> None:
         samples = self.samples_seen(step)
@@ -238,7 +250,11 @@ class Beside:
         if self.save:
             config, model, optimizer = self.config.to_dict(), self.model, self.optimizer
             checkpoint.save(self.save, model, optimizer, config, step, epoch, self.dataset.name,
-                            len(self.dataset.train_labels), self.tuning.saved())  # fmt: skip
+                            len(self.dataset.train_labels), self.tuned())  # fmt: skip
+
+    def tuned(self) -> dict[str, float | None] | None:
+        """What a checkpoint keeps of the presenter's changes (None: there were none)."""
+        return self.tuning.saved() if self.tuning != Tuning.of(self.config) else None
 
     def finish(self, status: str, message: str, step: int, start_step: int) -> RunResult:
         """End the run: the final checkpoint and test, the viewers told, the result logged."""

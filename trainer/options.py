@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, get_args
 
 from protocol.control import MAX_PACE, MIN_PACE
-from protocol.messages import Activation
+from protocol.messages import MAX_LEARNING_RATE, Activation
 from trainer.config import DEFAULT, PRESETS, TrainConfig
 from trainer.optim import OPTIMIZERS, SCHEDULES
 
@@ -49,6 +49,14 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def learning_rate(text: str) -> float:
+    """``--lr``: positive, and no larger than the protocol lets a presenter set it."""
+    value = positive_float(text)
+    if value > MAX_LEARNING_RATE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_LEARNING_RATE:g}, got {text}")
     return value
 
 
@@ -118,7 +126,7 @@ OPTIONS: dict[str, Option] = {
     ),
     "activation": Option("--activation", "hidden-layer nonlinearity", None, get_args(Activation)),
     "optimizer": Option("--optimizer", "update rule", None, tuple(OPTIMIZERS)),
-    "learning_rate": Option("--lr", "(base) learning rate", positive_float, metavar="LR"),
+    "learning_rate": Option("--lr", "(base) learning rate", learning_rate, metavar="LR"),
     "momentum": Option(
         "--momentum", "velocity decay for 'momentum', beta1 for 'adam'", fraction, metavar="M"
     ),

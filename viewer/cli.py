@@ -175,7 +175,13 @@ def settings_from(args: argparse.Namespace) -> ViewerSettings:
         frame_rate=args.frame_rate,
         replay=os.path.abspath(args.replay[0]) if args.replay else None,
         replay_run=args.replay_run,
-        compare=tuple(os.path.abspath(path) for path in (args.replay or [])[1:]),
+        compare=tuple(
+            dict.fromkeys(  # each file once, and not the played one again
+                p
+                for p in map(os.path.abspath, (args.replay or [])[1:])
+                if p != os.path.abspath(args.replay[0])
+            )
+        ),
         open_controls=args.address in LOCAL_ADDRESSES,
         prebuild=args.prebuild,
         curve=os.path.abspath(args.curve) if args.curve else None,

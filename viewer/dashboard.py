@@ -205,6 +205,7 @@ class Dashboard:
         self.header.pin.on_change("active", self._pin_changed)
         if page.pad is not None:
             pad = page.pad
+            pad.on_wall.visible = self.live  # a replay's page has no presenter's wall
             pad.attach(doc, self._latest_model)
             room.join(pad)
             if doc.session_context is not None:

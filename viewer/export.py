@@ -284,7 +284,7 @@ def export_html(
     """Write the standalone page of one run (``run_id``, else the recording's longest)."""
     out = Path(out)
     check_html_output(out, force)
-    loaded = load(recording)
+    loaded = load(recording, models=False)  # a saved page has no pad to read with
     run = loaded.pick(run_id)
     warn_if_damaged(recording, loaded.note)
     history = fold(run, len(run.messages), replayed=False)

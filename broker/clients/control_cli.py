@@ -122,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise CommandError(f"invalid command: {first_error(exc)}") from None
     token, _ = tokens.presenter_token(args.presenter_token_file)
-    request = ControlRequest(type="control", command=command.model_dump(), token=token)
+    request = ControlRequest(
+        type="control", command=command.model_dump(exclude_none=True), token=token
+    )
     ask(args.broker, request, args.timeout, curve_keys.from_arguments(args, "subscriber"))
     target = "every run" if args.run_id == "*" else f"run {args.run_id}"
     what = describe(command)

@@ -11,11 +11,15 @@ test subset's: the two curves a room compares.
 
 from __future__ import annotations
 
+import functools
 import html
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from protocol import RunStarted
 from protocol.cli.durations import format_duration
 from viewer.runs.decimate import m4_rows
 from viewer.runs.state import RunHistory
@@ -26,14 +30,14 @@ CURVES = {"loss": ("loss", "loss_smooth"), "accuracy": ("accuracy", "accuracy")}
 """Each compared plot: the run's curve it draws, and the column drawn."""
 
 
-def samples_seen(run: RunHistory, steps: np.ndarray) -> np.ndarray:
-    """Training examples consumed by the first ``steps`` steps of ``run`` (the trainer's own
-    count); without ``run_started`` (a recording begun later) the steps themselves."""
-    if run.started is None:
+def samples_seen(started: RunStarted | None, steps: np.ndarray) -> np.ndarray:
+    """Training examples consumed by the first ``steps`` steps of the run ``started`` began
+    (the trainer's own count); without it (a recording begun later) the steps themselves."""
+    if started is None:
         return steps.astype(np.float64)
-    per_epoch = run.started.steps_per_epoch
-    batch = run.started.hyperparameters.batch_size
-    size = run.started.dataset.train_size
+    per_epoch = started.steps_per_epoch
+    batch = started.hyperparameters.batch_size
+    size = started.dataset.train_size
     epochs, into = np.divmod(steps.astype(np.int64), per_epoch)
     return (epochs * size + np.minimum(into * batch, size)).astype(np.float64)
 
@@ -46,19 +50,39 @@ def started_at(run: RunHistory) -> float:
     return min(times, default=0.0)
 
 
-def aligned(run: RunHistory, by: Align) -> dict[str, dict[str, np.ndarray]]:
-    """Each compared curve of ``run`` as ``{"x", "y"}`` arrays on the common axis, thinned
-    (M4) to what a plot can draw. Read under the source's lock."""
-    out = {}
+@dataclass(frozen=True)
+class Snapshot:
+    """What a comparison draws of a run, copied out (under the source's lock) so the drawing
+    is done without holding it."""
+
+    curves: dict[str, dict[str, np.ndarray]]
+    """Per compared plot: ``step``, ``sent_at`` and ``y`` as arrays."""
+    samples: Callable[[np.ndarray], np.ndarray]
+    started_at: float
+
+
+def snapshot(run: RunHistory) -> Snapshot:
+    """``run``'s compared curves as arrays (a copy), with how to count its samples."""
+    curves = {}
     for plot, (curve, column) in CURVES.items():
         data = run.curves[curve].data
-        y = np.asarray(data[column], dtype=np.float64)
-        if by == "samples":
-            x = samples_seen(run, np.asarray(data["step"]))
-        else:
-            x = np.asarray(data["sent_at"], dtype=np.float64) - started_at(run)
-        keep = m4_rows(x, [y])
-        out[plot] = {"x": x[keep], "y": y[keep]}
+        curves[plot] = {
+            "step": np.asarray(data["step"]),
+            "sent_at": np.asarray(data["sent_at"], dtype=np.float64),
+            "y": np.asarray(data[column], dtype=np.float64),
+        }
+    return Snapshot(curves, functools.partial(samples_seen, run.started), started_at(run))
+
+
+def aligned(run: RunHistory | Snapshot, by: Align) -> dict[str, dict[str, np.ndarray]]:
+    """Each compared curve of ``run`` as ``{"x", "y"}`` arrays on the common axis, thinned
+    (M4) to what a plot can draw (a :class:`Snapshot` needs no lock)."""
+    copy = run if isinstance(run, Snapshot) else snapshot(run)
+    out = {}
+    for plot, data in copy.curves.items():
+        x = copy.samples(data["step"]) if by == "samples" else data["sent_at"] - copy.started_at
+        keep = m4_rows(x, [data["y"]])
+        out[plot] = {"x": x[keep], "y": data["y"][keep]}
     return out
 
 

@@ -26,7 +26,7 @@ from bokeh.plotting import figure
 from jinja2 import Environment, FileSystemLoader
 
 from viewer import sources
-from viewer.compare.overlay import ALIGNMENTS, Align, aligned, table_html
+from viewer.compare.overlay import ALIGNMENTS, Align, aligned, snapshot, table_html
 from viewer.panels.looks import Look, session_look
 from viewer.server import settings
 
@@ -144,15 +144,17 @@ table.runs th {{ color: {look.muted}; font-weight: 600; }}
             finally:
                 self._offering = False
         chosen = [k for k in list(self.picker.value)[:64] if k in runs][:MAX_RUNS]
-        by = ORDER[self.align.active or 0]
+        active = self.align.active  # a browser's: any integer at all
+        by = ORDER[active] if isinstance(active, int) and 0 <= active < len(ORDER) else ORDER[0]
         shown = (tuple((k, runs[k].version) for k in chosen), by)
         if shown == self._shown:
             return
         self._shown = shown
-        with self.source.lock:
-            curves = {k: aligned(runs[k], by) for k in chosen}
-            colours = {k: self.colours[i] for i, k in enumerate(chosen)}
+        colours = {k: self.colours[i] for i, k in enumerate(chosen)}
+        with self.source.lock:  # copies only: the hub's thread waits on this lock
+            copies = {k: snapshot(runs[k]) for k in chosen}
             table = table_html({k: runs[k] for k in chosen}, colours)
+        curves = {k: aligned(copy, by) for k, copy in copies.items()}
         self._draw(chosen, curves, by, table)
 
     def _draw(

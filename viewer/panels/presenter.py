@@ -211,6 +211,8 @@ class PresenterControls:
         self.set_button = Button(label="Set", name="set", button_type="primary", width=60)
         self.set_button.on_click(lambda _event: self._set_clicked())
         self._tuning_shown: tuple[str, int] | None = None
+        self.shown: RunHistory | None = None
+        """The run on this page (pinned, or the newest): the one Set changes."""
         self.show_qr = Button(label="Show QR", name="show_qr", width=90)
         self.show_qr.on_click(lambda _event: self.toggle_qr(True))
         self.feedback = Div(text="", name="control_feedback")
@@ -255,6 +257,7 @@ class PresenterControls:
         every frame): Start only while a trainer waits for it, nothing without a live run."""
         self._show_pace(run)
         self._show_tuning(run)
+        self.shown = run
         status = run.status if run is not None else None
         run_id = run.run_id if run is not None and status in ACTIVE else "*"
         if status == self.status and run_id == self.run_id:
@@ -270,7 +273,7 @@ class PresenterControls:
         for name, button in self.buttons.items():
             if button.disabled == enabled[name]:
                 button.disabled = not enabled[name]
-        tunable = status in ("waiting", "training", "paused")  # a replay plays what was recorded
+        tunable = status in ("waiting", "training", "paused") and not (run and run.replayed)
         for widget in (self.learning_rate, self.set_button):
             if widget.disabled == tunable:
                 widget.disabled = not tunable
@@ -299,7 +302,7 @@ class PresenterControls:
     def _set_clicked(self) -> None:
         """Send what the presenter changed in the inputs (only that: an unchanged momentum is
         not sent again, nor one to an optimizer without it)."""
-        learning_rate, momentum = self._tuning(self.hub.current if self.hub else None)
+        learning_rate, momentum = self._tuning(self.shown)  # the run the inputs show
         wanted = {"learning_rate": self.learning_rate.value, "momentum": self.momentum.value}
         now = {"learning_rate": learning_rate, "momentum": momentum}
         values = {
@@ -362,7 +365,9 @@ class PresenterControls:
     def _send(self, command: Any) -> None:
         endpoint = self.settings.snapshot_endpoint
         body = ControlRequest(
-            type="control", command=command.model_dump(), token=self.settings.presenter_token
+            type="control",
+            command=command.model_dump(exclude_none=True),
+            token=self.settings.presenter_token,
         )
         try:
             ask(endpoint, body, COMMAND_TIMEOUT, self.settings.curve_keys)

@@ -138,9 +138,10 @@ class RunHistory:
             case RunStatus():
                 self.run_status = message
             case HyperparametersTuned():
-                if len(self.tunings) < TUNINGS_KEPT:
-                    self.tunings.append(message)
-                    self.versions["tunings"] += 1
+                if len(self.tunings) >= TUNINGS_KEPT:  # the latest always shows: it holds now
+                    self.tunings.pop()
+                self.tunings.append(message)
+                self.versions["tunings"] += 1
             case RunFinished():
                 self.finished = message
 

@@ -99,6 +99,8 @@ class ReplayHub:
 
     def start(self) -> None:
         self._thread.start()
+        if len(self.recordings) > 1:  # folded now, off the event loop, for /compare
+            threading.Thread(target=self.comparable, name="viewer-compare", daemon=True).start()
 
     def broker_silence(self) -> float | None:
         return None

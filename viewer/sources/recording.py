@@ -45,10 +45,11 @@ MODEL_GAP = 10.0
 
 class ModelThinning:
     """Which ``model`` messages to decode, decided from their log times alone as the file is
-    read: one at least ``gap`` seconds after the last kept; when twice :data:`MODELS_KEPT` are
-    kept, every other one goes and the gap doubles. So what is kept spans the whole run, and
-    what is decoded grows with the logarithm of its length: 2 x MODELS_KEPT, then MODELS_KEPT
-    more each time the run doubles (76 models of the 1,000 an 83-minute run sends)."""
+    read: one at least ``gap`` seconds after the last kept; when more than :data:`MODELS_KEPT`
+    are kept, every other one goes and the gap doubles. So what is kept (half to all of
+    MODELS_KEPT) spans the whole run, and what is decoded grows with the logarithm of its
+    length: about MODELS_KEPT / 2 more each time the run doubles (about 40 of the 1,000 models
+    an 83-minute run sends)."""
 
     def __init__(self, kept: int = MODELS_KEPT, gap: float = MODEL_GAP) -> None:
         self.limit, self.gap = kept, gap
@@ -60,7 +61,7 @@ class ModelThinning:
         if self.times and log_time < self.times[-1] + self.gap:
             return False
         self.times.append(log_time)
-        if len(self.times) >= 2 * self.limit:
+        if len(self.times) > self.limit:
             self.times = self.times[::2]
             self.gap *= 2
         return True
@@ -111,7 +112,7 @@ class RecordedRun:
 
 @dataclass
 class Recording:
-    """Every run of one file (``model`` messages left out), and how reading it went."""
+    """Every run of one file (with a few of its ``model`` messages), and how reading it went."""
 
     path: Path
     runs: dict[str, RecordedRun]
@@ -123,8 +124,9 @@ class Recording:
         return pick_run(self.runs, run_id, self.path, lambda run: len(run.messages))
 
 
-def load(path: str | Path) -> Recording:
-    """Read a recording into memory, run by run in sequence order (duplicates dropped).
+def load(path: str | Path, models: bool = True) -> Recording:
+    """Read a recording into memory, run by run in sequence order (duplicates dropped), with
+    some of its models (:class:`ModelThinning`; none without ``models``).
 
     Raises :class:`RecordingError` for a file that is not a recording; a damaged one is kept up
     to the damage, and ``note`` says so.
@@ -132,19 +134,26 @@ def load(path: str | Path) -> Recording:
     began = time.perf_counter()
     reader = RecordingReader(path)
     thinning = ModelThinning()
+    kinds = [kind for kind in MESSAGE_TYPES if models or kind != "model"]
     by_run: dict[str, dict[int, tuple[float, Envelope]]] = {}
-    for recorded in reader.messages(MESSAGE_TYPES, thinning):
+    held: dict[float, tuple[str, int]] = {}  # the models decoded and kept so far, by log time
+    for recorded in reader.messages(kinds, thinning):
         message = recorded.message
         by_run.setdefault(message.run_id, {}).setdefault(message.seq, (recorded.log_time, message))
-    models = frozenset(thinning.times)  # what the halvings left, spread over the run
+        if message.kind == "model":
+            held[recorded.log_time] = (message.run_id, message.seq)
+            for dropped in held.keys() - set(thinning.times):  # a halving: free them now
+                run_id, seq = held.pop(dropped)
+                by_run[run_id].pop(seq, None)
+    models_kept = frozenset(thinning.times)
     runs = {}
     for run_id, by_seq in by_run.items():
         run = RecordedRun(run_id)
         start = clock = None
         for seq in sorted(by_seq):
             log_time, message = by_seq[seq]
-            if message.kind == "model" and log_time not in models:
-                continue
+            if message.kind == "model" and log_time not in models_kept:
+                continue  # a duplicate's twin, or one a halving dropped
             start = log_time if start is None else start
             clock = max(log_time - start, clock or 0.0)
             if message.kind in LATEST_ONLY:
@@ -200,6 +209,7 @@ def whole_runs(recordings: list[Recording]) -> dict[str, RunHistory]:
     for recording in recordings:
         for run_id, run in recording.runs.items():
             key = run_id if counts[run_id] == 1 else f"{run_id} ({recording.path.name})"
-            if key not in out:
-                out[key] = fold(run, len(run.messages), replayed=False)
+            if key in out:  # two files of one name, in two folders
+                key = f"{run_id} ({recording.path})"
+            out[key] = fold(run, len(run.messages), replayed=False)
     return out
