@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -103,6 +103,14 @@ class Hyperparameters(BaseModel):
     schedule: Name = Field(default="constant", description="learning-rate schedule")
     max_steps: int | None = Field(default=None, ge=1)
     steps_per_second: float | None = Field(default=None, gt=0, description="pacing, if any")
+
+
+def samples_seen(steps: Any, steps_per_epoch: int, batch_size: int, train_size: int) -> Any:
+    """Training examples consumed by the first ``steps`` steps (an int or an integer array):
+    whole epochs, then full batches of the epoch under way, the last batch of an epoch short.
+    What ``metrics.samples_seen`` counts."""
+    epochs, into = np.divmod(steps, steps_per_epoch)
+    return epochs * train_size + np.minimum(into * batch_size, train_size)
 
 
 class RunStarted(Envelope):

@@ -131,6 +131,9 @@ def test_the_page_offers_every_run_and_draws_the_chosen_ones(two_recordings) -> 
     page = ComparePage(doc, hub, look("light", False))
     doc.add_root(page.layout)
     page.refresh()
+    assert page.picker.options == [], "nothing to offer before the runs are folded"
+    hub.fold_whole()  # what playback's start does off the event loop
+    page.refresh()
     assert page.picker.options == ["run-a", "run-b"] and page.picker.value == ["run-a", "run-b"]
     loss = [doc.get_model_by_name(f"compare_loss_{i}") for i in range(MAX_RUNS)]
     assert [len(s.data["x"]) for s in loss] == [60, 30, 0, 0, 0, 0]  # type: ignore[union-attr]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from protocol.cli.durations import format_duration
+from protocol.messages import samples_seen
 from trainer import checkpoint
 from trainer.config import TrainConfig
 from trainer.control import Controls
@@ -187,8 +188,8 @@ class Beside:
 
     def samples_seen(self, step: int) -> int:
         """Training examples consumed by the first ``step`` steps (the last batch may be short)."""
-        epochs, into_epoch = divmod(step, self.steps_per_epoch)
-        return epochs * self.train_size + min(into_epoch * self.config.batch_size, self.train_size)
+        per_epoch, batch = self.steps_per_epoch, self.config.batch_size
+        return int(samples_seen(step, per_epoch, batch, self.train_size))
 
     def start(self, start_step: int, resume: checkpoint.Checkpoint | None) -> None:
         config = self.config

@@ -282,9 +282,7 @@ def _load_replay(path: str, run_id: str | None, compare: tuple[str, ...] = ()) -
         recording.note,
         f"; {others} other run(s) in the file, pick one with --run" if others else "",
     )
-    for more in compare:
-        if os.path.abspath(more) == os.path.abspath(path):
-            continue
+    for more in compare:  # each a file of its own (settings_from made them so)
         log.info("loading recording %s (to compare)", more)
         other, _ = preload(more)
         log.info(

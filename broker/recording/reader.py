@@ -119,7 +119,6 @@ class RecordingReader:
         self.metadata: list[tuple[str, dict[str, str]]] = []
         self.read = 0
         self.messages_seen = 0
-        self._take: Callable[[str, float], bool] | None = None
 
     def messages(
         self,
@@ -129,7 +128,6 @@ class RecordingReader:
         """Every valid message in file order (only ``kinds``, if given; only those ``take``
         says yes to, given the kind and log time, before the message is decoded)."""
         wanted = frozenset(kinds) if kinds is not None else None
-        self._take = take
         self.whole, self.damage, self.read, self.messages_seen = False, None, 0, 0
         self.invalid.clear()
         self.metadata.clear()
@@ -152,7 +150,7 @@ class RecordingReader:
             while True:
                 try:
                     for record in pending:
-                        yield from self._record(record, topics, wanted)
+                        yield from self._record(record, topics, wanted, take)
                     pending = [next(records)]
                 except (StopIteration, EndOfFile):  # EndOfFile: the file stops before its footer
                     return
@@ -161,12 +159,16 @@ class RecordingReader:
                     return
 
     def _record(
-        self, record: object, topics: dict[int, str], wanted: frozenset[str] | None
+        self,
+        record: object,
+        topics: dict[int, str],
+        wanted: frozenset[str] | None,
+        take: Callable[[str, float], bool] | None,
     ) -> Iterator[Recorded]:
         match record:
             case Chunk():
                 for inner in breakup_chunk(inflate(record), validate_crc=True):
-                    yield from self._record(inner, topics, wanted)
+                    yield from self._record(inner, topics, wanted, take)
             case Channel():
                 topics[record.id] = record.topic
             case Message():
@@ -177,7 +179,7 @@ class RecordingReader:
                 self.messages_seen += 1
                 if wanted is not None and kind not in wanted:
                     return
-                if self._take is not None and not self._take(kind, record.log_time / 1e9):
+                if take is not None and not take(kind, record.log_time / 1e9):
                     return
                 try:
                     message = decode(to_frames(kind, record.data))

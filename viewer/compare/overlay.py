@@ -21,6 +21,7 @@ import numpy as np
 
 from protocol import RunStarted
 from protocol.cli.durations import format_duration
+from protocol.messages import samples_seen as protocol_samples_seen
 from viewer.runs.decimate import m4_rows
 from viewer.runs.state import RunHistory
 
@@ -35,11 +36,9 @@ def samples_seen(started: RunStarted | None, steps: np.ndarray) -> np.ndarray:
     (the trainer's own count); without it (a recording begun later) the steps themselves."""
     if started is None:
         return steps.astype(np.float64)
-    per_epoch = started.steps_per_epoch
-    batch = started.hyperparameters.batch_size
+    per_epoch, batch = started.steps_per_epoch, started.hyperparameters.batch_size
     size = started.dataset.train_size
-    epochs, into = np.divmod(steps.astype(np.int64), per_epoch)
-    return (epochs * size + np.minimum(into * batch, size)).astype(np.float64)
+    return np.asarray(protocol_samples_seen(steps.astype(np.int64), per_epoch, batch, size), float)
 
 
 def started_at(run: RunHistory) -> float:

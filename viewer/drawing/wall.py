@@ -18,11 +18,10 @@ from bokeh.models import InlineStyleSheet
 from bokeh.models.widgets import Button, Div
 
 from viewer.drawing.room import Room
-from viewer.panels.looks import Look
+from viewer.panels.looks import Look, fullscreen
 
 WALL_SIZE = 24
 """Drawings on the wall at most: a projected grid still readable from the back."""
-NAMES = ("show_wall", "close_wall")
 EMPTY = (
     "No drawing on the wall yet: under the pad, each person can press "
     "<b>Show my drawing on the wall</b>."
@@ -81,11 +80,8 @@ class Wall:
             name="wall_overlay",
             visible=False,
             sizing_mode="stretch_width",
-            styles={
-                "position": "fixed", "inset": "0", "z-index": "1000", "overflow": "auto",
-                "background": look.page, "padding": "2vh 2vw",
-            },
-        )  # fmt: skip
+            styles=fullscreen(look.page),
+        )
         self.button.on_click(lambda _event: self.show(True))
         self.close.on_click(lambda _event: self.show(False))
 

@@ -103,8 +103,8 @@ TUNING_COLUMNS = ("step", "label")
 
 
 def render(run: RunHistory) -> dict[str, Any]:
-    """The presenter's changes as the ``tunings`` source's columns: each at the step it applies
-    from, labelled with what it set (``lr 0.01``, ``lr 0.01 m 0.95``)."""
+    """The presenter's changes, as the ``tunings`` source's columns: each at the step it
+    applies from, labelled with what it set (``lr 0.01``, ``lr 0.01 m 0.95``)."""
     steps, labels = [], []
     for change in run.tunings:
         label = f"lr {change.learning_rate:g}"
@@ -112,7 +112,7 @@ def render(run: RunHistory) -> dict[str, Any]:
             label += f" m {change.momentum:g}"
         steps.append(change.step + 1)
         labels.append(label)
-    return {"step": steps, "label": labels}
+    return {PART: {"step": steps, "label": labels}}
 
 
 SCALE_SWAP_JS = """
@@ -318,9 +318,10 @@ class Curves:
         )
         return line
 
-    def show_tunings(self, tunings: dict[str, list[Any]]) -> None:
-        """The run's changes of hyperparameters, whole (a handful: assigned, not streamed)."""
-        self.tunings.data = {c: list(tunings[c]) for c in TUNING_COLUMNS}
+    def show_tunings(self, piece: dict[str, dict[str, list[Any]]]) -> None:
+        """The run's changes of hyperparameters (:func:`render`'s piece), whole (a handful:
+        assigned, not streamed)."""
+        self.tunings.data = {c: list(piece[PART][c]) for c in TUNING_COLUMNS}
         self._legends({})
 
     def show(

@@ -43,7 +43,7 @@ def run_html(run: RunHistory) -> str:
         name = html.escape(data.name)
         if data.synthetic:
             name = f'<span class="synthetic">SYNTHETIC</span> {name}'
-        learning_rate, momentum = run.tuned() or (hp.learning_rate, hp.momentum)
+        learning_rate, momentum = run.hyperparameters_now() or (hp.learning_rate, None)
         optimizer = f"{html.escape(hp.optimizer)} lr {learning_rate:g}"
         if momentum:
             optimizer += f" m {momentum:g}"

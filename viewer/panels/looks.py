@@ -195,6 +195,15 @@ if (k > 1.05) {
 """
 
 
+def fullscreen(background: str, more: dict[str, str] | None = None) -> dict[str, str]:
+    """The styles of an overlay over the whole page (the QR code, the wall of drawings),
+    and ``more`` of them."""
+    return {
+        "position": "fixed", "inset": "0", "z-index": "1000", "overflow": "auto",
+        "background": background, "padding": "2vh 2vw", **(more or {}),
+    }  # fmt: skip
+
+
 def text_scaler(models: list[Model], widgets: list[Model], plots: list[Model]) -> CustomJS:
     """What makes ``models``' text (titles, axes, legends, text glyphs) and ``widgets``' widths
     grow on a screen wider than 1080p, and ``plots`` lay out again to fit it; client-side only

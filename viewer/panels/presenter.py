@@ -35,6 +35,7 @@ from protocol.errors import CommandError
 from protocol.messages import MAX_LEARNING_RATE
 from protocol.snapshot import ControlRequest
 from viewer.panels import qr
+from viewer.panels.looks import fullscreen
 from viewer.server.settings import ViewerSettings
 
 if TYPE_CHECKING:
@@ -224,15 +225,7 @@ class PresenterControls:
             self.close_qr,
             name="qr_overlay",
             visible=False,
-            styles={
-                "position": "fixed",
-                "inset": "0",
-                "z-index": "1000",
-                "background": "white",
-                "align-items": "center",
-                "justify-content": "center",
-                "padding": "2vh",
-            },
+            styles=fullscreen("white", {"align-items": "center", "justify-content": "center"}),
         )
         self.feedback.text = html.escape(only_this_machine(audience_url(doc)) or "")
         self.layout: LayoutDOM = column(
@@ -284,11 +277,8 @@ class PresenterControls:
     @staticmethod
     def _tuning(run: RunHistory | None) -> tuple[float | None, float | None]:
         """The shown run's base learning rate and momentum now (momentum None: sgd has none)."""
-        if run is None or run.started is None:
-            return None, None
-        hp = run.started.hyperparameters
-        learning_rate, momentum = run.tuned() or (hp.learning_rate, hp.momentum)
-        return learning_rate, None if hp.optimizer == "sgd" else momentum
+        now = run.hyperparameters_now() if run is not None else None
+        return now or (None, None)
 
     def _show_tuning(self, run: RunHistory | None) -> None:
         """The inputs at the run's values when a run begins and after each change it announces

@@ -247,13 +247,15 @@ class RunHistory:
             return self.run_status.state
         return "training" if self.latest_metrics else "waiting"
 
-    def tuned(self) -> tuple[float, float] | None:
-        """The base learning rate and momentum now, when the presenter changed them (else the
-        ``run_started`` hyperparameters still hold)."""
-        if not self.tunings:
+    def hyperparameters_now(self) -> tuple[float, float | None] | None:
+        """The base learning rate and momentum (None: the optimizer has none) as they are now,
+        after any presenter's change; None before ``run_started``."""
+        if self.started is None:
             return None
-        latest = self.tunings[-1]
-        return latest.learning_rate, latest.momentum or 0.0
+        hp = self.started.hyperparameters
+        if self.tunings:
+            return self.tunings[-1].learning_rate, self.tunings[-1].momentum
+        return hp.learning_rate, None if hp.optimizer == "sgd" else hp.momentum
 
     @property
     def step(self) -> int:

@@ -51,7 +51,6 @@ class ReplayHub:
         self.recorded = run
         self.recordings = list(recordings)
         self._whole: dict[str, RunHistory] | None = None
-        self._whole_lock = threading.Lock()
         self.clock = clock
         self.lock = threading.Lock()
         self.duration = run.duration
@@ -81,26 +80,26 @@ class ReplayHub:
         return None  # one run at a time; the overlay is for live runs following each other
 
     def comparable(self) -> dict[str, RunHistory]:
-        """Every run of every file given, whole (folded once, on first use), whatever the
-        playback's position: a comparison is of recorded runs as they ended."""
-        with self._whole_lock:
-            if self._whole is None:
-                began = time.perf_counter()
-                recorded = self.recorded
-                self._whole = whole_runs(self.recordings) or {
-                    recorded.run_id: fold(recorded, len(recorded.messages), replayed=False)
-                }
-                log.info(
-                    "%d recorded run(s) folded whole to compare, in %.0f ms",
-                    len(self._whole),
-                    (time.perf_counter() - began) * 1000,
-                )
-            return self._whole
+        """Every run of every file given, whole, whatever the playback's position (a
+        comparison is of recorded runs as they ended); none until :meth:`fold_whole` is done
+        (it runs off the event loop when playback starts: a page never waits for it)."""
+        return self._whole or {}
+
+    def fold_whole(self) -> None:
+        began = time.perf_counter()
+        recorded = self.recorded
+        self._whole = whole_runs(self.recordings) or {
+            recorded.run_id: fold(recorded, len(recorded.messages), replayed=False)
+        }
+        log.info(
+            "%d recorded run(s) folded whole to compare, in %.0f ms",
+            len(self._whole),
+            (time.perf_counter() - began) * 1000,
+        )
 
     def start(self) -> None:
         self._thread.start()
-        if len(self.recordings) > 1:  # folded now, off the event loop, for /compare
-            threading.Thread(target=self.comparable, name="viewer-compare", daemon=True).start()
+        threading.Thread(target=self.fold_whole, name="viewer-compare", daemon=True).start()
 
     def broker_silence(self) -> float | None:
         return None
