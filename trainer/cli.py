@@ -14,6 +14,8 @@ import signal
 import threading
 from pathlib import Path
 
+import zmq
+
 from broker.clients.publisher import Publisher
 from broker.curve import keys as curve_keys
 from protocol import endpoints
@@ -231,6 +233,11 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         publisher.close()
+        # End ZeroMQ here, while pyzmq's zero-copy collector still runs: left to the
+        # interpreter's teardown, a large frame still in flight (the final model) was once
+        # freed after that collector stopped, and the exit hung (pyzmq issues #1003, #65).
+        # The socket's linger (1 s) still lets the last messages leave.
+        zmq.Context.instance().term()
     published = {"messages": publisher.seq, "dropped": publisher.dropped}
     log.debug("published %d messages, %d dropped at the send queue", publisher.seq,
               publisher.dropped)  # fmt: skip
