@@ -46,6 +46,7 @@ from bench_fanout import (  # noqa: E402
     Children,
     LoopDelay,
     ms,
+    room_parser,
     run_main,
     wait_for_port,
     wait_for_training,
@@ -229,9 +230,7 @@ def show(s: dict) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = room_parser(__doc__, settle=3.0, open_timeout=120.0)
     parser.add_argument("--drawing", type=int, default=50, help="sessions that draw")
     parser.add_argument("--watching", type=int, default=200, help="sessions that only watch")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each window")
@@ -240,9 +239,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--frame-rate", type=float, default=5.0, help="the viewer's frame rate")
     parser.add_argument("--steps-per-second", type=float, default=50.0, help="the trainer's pace")
-    parser.add_argument("--settle", type=float, default=3.0, help="seconds after opening")
-    parser.add_argument("--open-timeout", type=float, default=120.0, help="seconds per session")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     args = parser.parse_args(argv)
     if args.drawing < 1 or args.watching < 1:
         parser.error("--drawing and --watching must be at least 1")

@@ -549,11 +549,23 @@ def print_table(s: dict) -> None:
 # -- main --------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def room_parser(doc: str, settle: float, open_timeout: float) -> argparse.ArgumentParser:
+    """The options every benchmark of the room has: ``--settle`` (seconds before measuring),
+    ``--open-timeout`` (seconds one session may take to open) and ``--log-level``; the
+    benchmark adds its own."""
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=doc.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
+    parser.add_argument("--settle", type=float, default=settle, help="seconds before measuring")
+    parser.add_argument(
+        "--open-timeout", type=float, default=open_timeout, help="seconds per session to open"
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = room_parser(__doc__, settle=2.0, open_timeout=60.0)
     parser.add_argument("--sessions", type=int, required=True, help="concurrent sessions")
     parser.add_argument("--procs", type=int, default=1, help="viewer processes (--num-procs)")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the measurement")
@@ -566,12 +578,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--warmup", type=float, default=3.0, help="seconds of training before sessions attach"
     )
-    parser.add_argument("--settle", type=float, default=2.0, help="seconds after the last open")
     parser.add_argument(
         "--open-parallel", type=int, default=4, help="sessions being opened at once"
-    )
-    parser.add_argument(
-        "--open-timeout", type=float, default=60.0, help="seconds allowed for one session to open"
     )
     parser.add_argument(
         "--via-nginx",
@@ -586,7 +594,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sessions do not offer websocket compression (browsers do): the reference for "
         "what compression saves and costs",
     )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     args = parser.parse_args(argv)
     if min(args.sessions, args.procs, args.open_parallel, args.backends) < 1:
         parser.error("--sessions, --procs, --open-parallel and --backends must be at least 1")

@@ -40,7 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_fanout import Children, cpu_seconds, family, run_main, wait_for_port  # noqa: E402
+from bench_fanout import (  # noqa: E402
+    Children,
+    cpu_seconds,
+    family,
+    room_parser,
+    run_main,
+    wait_for_port,
+)
 from fanout_client import Session, SessionError  # noqa: E402
 
 from broker.clients.publisher import Publisher  # noqa: E402
@@ -322,9 +329,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = room_parser(__doc__, settle=5.0, open_timeout=60.0)
     parser.add_argument("--minutes", type=float, default=30.0, help="history before joining")
     parser.add_argument("--burst", type=int, default=200, help="sessions opened in the burst")
     parser.add_argument("--burst-rate", type=float, default=20.0, help="burst sessions a second")
@@ -332,9 +337,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--prebuild", type=int, default=0, help="pages each viewer process builds ahead"
     )
-    parser.add_argument("--settle", type=float, default=5.0, help="seconds before measuring")
-    parser.add_argument("--open-timeout", type=float, default=60.0, help="seconds per session")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     args = parser.parse_args(argv)
     if args.minutes < 0 or args.burst < 1 or args.burst_rate <= 0 or args.procs < 1:
         parser.error("--minutes >= 0, --burst >= 1, --burst-rate > 0 and --procs >= 1")

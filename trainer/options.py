@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, get_args
 
-from protocol.control import MAX_PACE, MIN_PACE
-from protocol.messages import MAX_LEARNING_RATE, Activation
+from protocol.cli import numbers
+from protocol.messages import Activation
 from trainer.config import DEFAULT, PRESETS, TrainConfig
 from trainer.optim import OPTIMIZERS, SCHEDULES
 
@@ -32,42 +32,6 @@ def positive_int(text: str) -> int:
 
 def nonnegative_int(text: str) -> int:
     return 0 if text.strip() == "0" else positive_int(text)
-
-
-def pace(text: str) -> float:
-    """``--steps-per-second``: within the range a presenter's pace command has."""
-    value = positive_float(text)
-    if not MIN_PACE <= value <= MAX_PACE:
-        raise argparse.ArgumentTypeError(f"must be within {MIN_PACE:g}..{MAX_PACE:g}, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def learning_rate(text: str) -> float:
-    """``--lr``: positive, and no larger than the protocol lets a presenter set it."""
-    value = positive_float(text)
-    if value > MAX_LEARNING_RATE:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_LEARNING_RATE:g}, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
 
 
 def seconds(text: str) -> float | None:
@@ -126,12 +90,18 @@ OPTIONS: dict[str, Option] = {
     ),
     "activation": Option("--activation", "hidden-layer nonlinearity", None, get_args(Activation)),
     "optimizer": Option("--optimizer", "update rule", None, tuple(OPTIMIZERS)),
-    "learning_rate": Option("--lr", "(base) learning rate", learning_rate, metavar="LR"),
+    "learning_rate": Option("--lr", "(base) learning rate", numbers.learning_rate, metavar="LR"),
     "momentum": Option(
-        "--momentum", "velocity decay for 'momentum', beta1 for 'adam'", fraction, metavar="M"
+        "--momentum",
+        "velocity decay for 'momentum', beta1 for 'adam'",
+        numbers.fraction,
+        metavar="M",
     ),
     "weight_decay": Option(
-        "--weight-decay", "L2 for sgd/momentum, decoupled (AdamW) for adam", fraction, metavar="WD"
+        "--weight-decay",
+        "L2 for sgd/momentum, decoupled (AdamW) for adam",
+        numbers.fraction,
+        metavar="WD",
     ),
     "schedule": Option(
         "--schedule",
@@ -149,7 +119,7 @@ OPTIONS: dict[str, Option] = {
     "steps_per_second": Option(
         "--steps-per-second",
         "slow training to at most N steps/s so a room can follow it",
-        pace,
+        numbers.pace,
         metavar="N",
         group="live",
     ),

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
-from collections.abc import Callable
 
 from pydantic import ValidationError
 
@@ -19,10 +17,9 @@ from broker.clients.request import ask
 from broker.clients.status_cli import add_broker_arguments
 from broker.curve import keys as curve_keys
 from protocol import ControlCommand, tokens
+from protocol.cli import numbers
 from protocol.codec import first_error
-from protocol.control import MAX_PACE, MIN_PACE
 from protocol.errors import CommandError
-from protocol.messages import MAX_LEARNING_RATE
 from protocol.snapshot import ControlRequest
 from protocol.tokens import add_token_argument
 
@@ -31,46 +28,12 @@ log = logging.getLogger("control")
 COMMANDS = ("start", "pause", "resume", "stop", "pace", "set")
 
 
-def pace(text: str) -> float:
-    """A pace in steps per second, within what the protocol accepts."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not MIN_PACE <= value <= MAX_PACE:
-        raise argparse.ArgumentTypeError(
-            f"{text} is outside {MIN_PACE:g}..{MAX_PACE:g} steps/s (omit it to lift the limit)"
-        )
-    return value
-
-
-def learning_rate(text: str) -> float:
-    """A learning rate, within what the protocol accepts."""
-    top = MAX_LEARNING_RATE
-    return _number(text, lambda v: 0 < v <= top, f"above 0 and at most {top:g}")
-
-
-def momentum(text: str) -> float:
-    """A momentum (Adam's beta1), within what the protocol accepts."""
-    return _number(text, lambda v: 0 <= v < 1, "from 0 up to (not including) 1")
-
-
-def _number(text: str, within: Callable[[float], bool], what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or not within(value):
-        raise argparse.ArgumentTypeError(f"{text} is not {what}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # dests differ from the option names: mnist-live keeps its own "command" and "run"
     parser.add_argument("action", choices=COMMANDS, help="what the trainer should do")
     parser.add_argument(
         "--steps-per-second",
-        type=pace,
+        type=numbers.pace,
         default=None,
         metavar="N",
         help="for 'pace': the new limit on training steps per second (omit to lift it)",
@@ -78,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lr",
         dest="learning_rate",
-        type=learning_rate,
+        type=numbers.learning_rate,
         default=None,
         metavar="RATE",
         help="for 'set': the new base learning rate, applied from the trainer's next step "
@@ -86,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--momentum",
-        type=momentum,
+        type=numbers.fraction,
         default=None,
         metavar="M",
         help="for 'set': the new momentum (Adam's beta1); an optimizer without one (sgd) "
