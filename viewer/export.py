@@ -242,6 +242,7 @@ def page_html(history: RunHistory, theme: str = "light", large: bool = False) ->
     from bokeh.document import Document
     from bokeh.embed import file_html
     from bokeh.resources import INLINE
+    from jinja2 import ChoiceLoader, FileSystemLoader
 
     from viewer.dashboard import Dashboard
     from viewer.panels.looks import look
@@ -255,7 +256,9 @@ def page_html(history: RunHistory, theme: str = "light", large: bool = False) ->
     page = re.sub(
         r"{% block title %}.*?{% endblock %}", "{% block title %}{{ title }}{% endblock %}", page
     )
-    template = get_env().from_string(page)
+    env = get_env()  # Bokeh's (its base template), and ours for the page's includes
+    env.loader = ChoiceLoader([FileSystemLoader(APP_DIR / "templates"), env.loader])  # type: ignore[list-item]
+    template = env.from_string(page)
     # The static page's widgets keep the Python callbacks the live page has; Bokeh warns that
     # they cannot run in a file, which is known and harmless here (the page needs none).
     embed_log = logging.getLogger("bokeh.embed.util")
